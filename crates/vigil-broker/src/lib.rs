@@ -1,0 +1,1 @@
+//! vigil-broker: the routing core and the tokio shell of the vigil broker.

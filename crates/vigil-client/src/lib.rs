@@ -1,0 +1,1 @@
+//! vigil-client: an async MQTT client on the vigil-proto codec and client session.

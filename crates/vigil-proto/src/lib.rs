@@ -1,0 +1,25 @@
+//! vigil-proto: the sans-IO core of vigil.
+//!
+//! What lives here: the MQTT 3.1 / 3.1.1 / 5.0 packet model and its one codec
+//! (used by broker, client and tools alike), properties and reason codes, topic
+//! name and filter rules, and the per-connection protocol state machines for the
+//! server and the client, including their keep-alive timers.
+//!
+//! What must not live here: sockets, tasks, or reading a clock. Every function
+//! that depends on time takes `now: Instant` from its caller, so that tests can
+//! drive hours of protocol on a virtual clock in microseconds.
+
+pub mod error;
+pub mod packet;
+pub mod properties;
+pub mod qos;
+pub mod reason;
+
+pub use error::{DecodeError, EncodeError};
+pub use packet::{
+    Ack, Auth, ConnAck, Connect, Disconnect, Packet, PacketType, Publish, RetainHandling, SubAck,
+    Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+};
+pub use properties::Properties;
+pub use qos::{ProtocolVersion, QoS};
+pub use reason::ReasonCode;

@@ -1,0 +1,113 @@
+//! The MQTT control packets, one module per packet, and the one codec entry
+//! point (`Packet::decode` / `Packet::encode`) used across vigil.
+
+mod ack;
+mod auth;
+mod connack;
+mod connect;
+mod disconnect;
+mod publish;
+mod subscribe;
+mod unsubscribe;
+
+pub use ack::Ack;
+pub use auth::Auth;
+pub use connack::ConnAck;
+pub use connect::{Connect, Will};
+pub use disconnect::Disconnect;
+pub use publish::Publish;
+pub use subscribe::{RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions};
+pub use unsubscribe::{UnsubAck, Unsubscribe};
+
+/// The fifteen control packet types, by their fixed-header type number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PacketType {
+    /// 1
+    Connect = 1,
+    /// 2
+    ConnAck = 2,
+    /// 3
+    Publish = 3,
+    /// 4
+    PubAck = 4,
+    /// 5
+    PubRec = 5,
+    /// 6
+    PubRel = 6,
+    /// 7
+    PubComp = 7,
+    /// 8
+    Subscribe = 8,
+    /// 9
+    SubAck = 9,
+    /// 10
+    Unsubscribe = 10,
+    /// 11
+    UnsubAck = 11,
+    /// 12
+    PingReq = 12,
+    /// 13
+    PingResp = 13,
+    /// 14
+    Disconnect = 14,
+    /// 15 (MQTT 5 only)
+    Auth = 15,
+}
+
+/// One MQTT control packet, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// Client → server: open a session.
+    Connect(Box<Connect>),
+    /// Server → client: answer to CONNECT.
+    ConnAck(ConnAck),
+    /// Either way: an application message.
+    Publish(Publish),
+    /// QoS 1 acknowledgement.
+    PubAck(Ack),
+    /// QoS 2, step 2.
+    PubRec(Ack),
+    /// QoS 2, step 3.
+    PubRel(Ack),
+    /// QoS 2, step 4.
+    PubComp(Ack),
+    /// Client → server: add subscriptions.
+    Subscribe(Subscribe),
+    /// Server → client: one reason code per requested filter.
+    SubAck(SubAck),
+    /// Client → server: remove subscriptions.
+    Unsubscribe(Unsubscribe),
+    /// Server → client: answer to UNSUBSCRIBE.
+    UnsubAck(UnsubAck),
+    /// Client → server: keep-alive probe.
+    PingReq,
+    /// Server → client: keep-alive answer.
+    PingResp,
+    /// Either way (server → client in MQTT 5 only): closing with a reason.
+    Disconnect(Disconnect),
+    /// Either way, MQTT 5 only: enhanced authentication exchange.
+    Auth(Auth),
+}
+
+impl Packet {
+    /// The packet's type.
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Packet::Connect(_) => PacketType::Connect,
+            Packet::ConnAck(_) => PacketType::ConnAck,
+            Packet::Publish(_) => PacketType::Publish,
+            Packet::PubAck(_) => PacketType::PubAck,
+            Packet::PubRec(_) => PacketType::PubRec,
+            Packet::PubRel(_) => PacketType::PubRel,
+            Packet::PubComp(_) => PacketType::PubComp,
+            Packet::Subscribe(_) => PacketType::Subscribe,
+            Packet::SubAck(_) => PacketType::SubAck,
+            Packet::Unsubscribe(_) => PacketType::Unsubscribe,
+            Packet::UnsubAck(_) => PacketType::UnsubAck,
+            Packet::PingReq => PacketType::PingReq,
+            Packet::PingResp => PacketType::PingResp,
+            Packet::Disconnect(_) => PacketType::Disconnect,
+            Packet::Auth(_) => PacketType::Auth,
+        }
+    }
+}
