@@ -11,7 +11,7 @@ use thiserror::Error;
 
 /// Everything `vigil serve` can be told. `BrokerConfig::default()` is the
 /// no-config-file broker: `0.0.0.0:1883`, anonymous access, every keep alive accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// Where to listen.
@@ -123,18 +123,6 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Durability mode (default always).
     pub durability: DurabilityMode,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        BrokerConfig {
-            listener: ListenerConfig::default(),
-            keepalive: KeepAliveConfig::default(),
-            limits: LimitsConfig::default(),
-            sessions: SessionsConfig::default(),
-            store: StoreConfig::default(),
-        }
-    }
 }
 
 impl Default for ListenerConfig {
