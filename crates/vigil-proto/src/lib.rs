@@ -9,11 +9,14 @@
 //! that depends on time takes `now: Instant` from its caller, so that tests can
 //! drive hours of protocol on a virtual clock in microseconds.
 
+mod codec;
 pub mod error;
 pub mod packet;
 pub mod properties;
+mod properties_codec;
 pub mod qos;
 pub mod reason;
+pub mod topic;
 
 pub use error::{DecodeError, EncodeError};
 pub use packet::{

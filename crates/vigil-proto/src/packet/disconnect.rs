@@ -20,3 +20,66 @@ impl Disconnect {
         }
     }
 }
+
+use bytes::{BufMut, BytesMut};
+
+use crate::codec::Reader;
+use crate::properties_codec::{
+    check_properties, decode_properties, properties_block_len, put_properties, PropertyContext,
+};
+use crate::{DecodeError, EncodeError, ProtocolVersion};
+
+/// DISCONNECT reason codes allowed by MQTT 5.0 §3.14.2.1.
+const DISCONNECT_CODES: &[u8] = &[
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94, 0x95,
+    0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+];
+
+impl Disconnect {
+    pub(crate) fn decode(
+        r: &mut Reader,
+        version: ProtocolVersion,
+    ) -> Result<Disconnect, DecodeError> {
+        let mut d = Disconnect::default();
+        if version.is_v5() && r.remaining() > 0 {
+            let code = r.u8()?;
+            if !DISCONNECT_CODES.contains(&code) {
+                return Err(DecodeError::Malformed("invalid DISCONNECT reason code"));
+            }
+            d.reason = ReasonCode(code);
+            if r.remaining() > 0 {
+                d.properties = decode_properties(r, PropertyContext::Disconnect)?;
+            }
+        }
+        r.finish()?;
+        Ok(d)
+    }
+
+    pub(crate) fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
+        if version.is_v5() {
+            check_properties(&self.properties)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+        if !version.is_v5() || (self.reason == ReasonCode::SUCCESS && self.properties.is_empty()) {
+            0
+        } else if self.properties.is_empty() {
+            1
+        } else {
+            1 + properties_block_len(&self.properties)
+        }
+    }
+
+    pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        match self.body_len(version) {
+            0 => {}
+            1 => out.put_u8(self.reason.0),
+            _ => {
+                out.put_u8(self.reason.0);
+                put_properties(out, &self.properties);
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod disconnect;
 mod publish;
 mod subscribe;
 mod unsubscribe;
+mod wire;
 
 pub use ack::Ack;
 pub use auth::Auth;
