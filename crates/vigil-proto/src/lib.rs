@@ -11,11 +11,13 @@
 
 mod codec;
 pub mod error;
+pub mod message;
 pub mod packet;
 pub mod properties;
 mod properties_codec;
 pub mod qos;
 pub mod reason;
+pub mod server;
 pub mod topic;
 
 pub use error::{DecodeError, EncodeError};

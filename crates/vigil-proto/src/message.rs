@@ -1,0 +1,94 @@
+//! An application message as the broker routes it, and one delivery of it to
+//! one subscriber. The message is shared (`Arc`) by every delivery: the payload
+//! is never copied per subscriber.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::{Properties, Publish, QoS};
+
+/// A published message after the broker accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic name (topic aliases already resolved).
+    pub topic: String,
+    /// Payload, shared.
+    pub payload: Bytes,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// Properties forwarded to subscribers (no topic alias, no subscription ids).
+    pub properties: Properties,
+    /// When it stops being deliverable (Message Expiry Interval).
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// Builds the routed message from an inbound PUBLISH received at `now`.
+    pub fn from_publish(publish: Publish, now: Instant) -> Message {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+        }
+    }
+
+    /// True once the Message Expiry Interval has run out.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Bytes this message accounts for in queue bounds.
+    pub fn weight(&self) -> usize {
+        self.topic.len() + self.payload.len() + 64
+    }
+}
+
+/// One message on its way to one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The shared message.
+    pub message: Arc<Message>,
+    /// Delivery QoS: min(published QoS, granted QoS).
+    pub qos: QoS,
+    /// RETAIN flag on this delivery.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (MQTT 5).
+    pub subscription_ids: Vec<u32>,
+}
+
+impl Outgoing {
+    /// The PUBLISH for this delivery, with the remaining expiry interval
+    /// written into the forwarded Message Expiry Interval.
+    pub fn to_publish(&self, packet_id: u16, dup: bool, now: Instant) -> Publish {
+        let mut properties = self.message.properties.clone();
+        if let Some(at) = self.message.expires_at {
+            let left = at.saturating_duration_since(now);
+            // Round up so a message with 0.4 s left is not sent as already expired.
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            properties.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+        }
+        properties.subscription_identifiers = self.subscription_ids.clone();
+        Publish {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.message.topic.clone(),
+            packet_id,
+            properties,
+            payload: self.message.payload.clone(),
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The server side of one MQTT connection, as a sans-IO state machine.
+//!
+//! The tokio driver feeds it decoded packets and the current time, carries the
+//! broker's answers back in (`accept`, `publish_routed`, `send_suback`, ...),
+//! and writes out whatever `poll_transmit` yields. Control packets (CONNACK,
+//! acks, PINGRESP, DISCONNECT) always come out ahead of queued deliveries, so a
+//! PINGRESP never waits behind a backlog of messages (keepalive.md rule 2).
+//! One deadline (`poll_timeout`) covers the connect timeout and keep alive.
+
+mod close;
+mod inbound;
+mod keep_alive;
+mod outbound;
+mod session_state;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+pub use close::CloseReason;
+pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
+pub use session_state::{Inflight, InflightStage, SessionState};
+
+use keep_alive::KeepAliveTimer;
+
+use crate::{
+    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
+    ReasonCode, Subscribe, Unsubscribe,
+};
+
+/// Limits and policies of the server side, shared by every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest packet accepted from a client (announced in MQTT 5 CONNACK).
+    pub max_packet_size: u32,
+    /// Inbound QoS 1/2 messages a client may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Topic aliases a client may use (0 disables them).
+    pub topic_alias_maximum: u16,
+    /// Outbound in-flight window for clients that announce no Receive Maximum.
+    pub max_inflight: u16,
+    /// Keep-alive limits.
+    pub keep_alive: KeepAlivePolicy,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 100,
+            topic_alias_maximum: 64,
+            max_inflight: 100,
+            keep_alive: KeepAlivePolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the connection asks of the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A valid CONNECT: answer with `accept` or `refuse`.
+    Connect(Box<Connect>),
+    /// A message to route; for QoS 1/2 answer with `publish_routed`.
+    Publish(Publish),
+    /// Answer with `send_suback`.
+    Subscribe(Subscribe),
+    /// Answer with `send_unsuback`.
+    Unsubscribe(Unsubscribe),
+    /// The connection is over; flush `poll_transmit`, then close the socket.
+    Closed(Closed),
+}
+
+/// How a connection ended and what the broker must do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// Whether the will must be published (no DISCONNECT 0x00 was received).
+    pub publish_will: bool,
+    /// A new Session Expiry Interval sent in the client's DISCONNECT (MQTT 5).
+    pub session_expiry: Option<u32>,
+}
+
+/// The broker's yes to a CONNECT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Session Present flag for CONNACK.
+    pub session_present: bool,
+    /// The identifier the broker chose for a client that sent an empty one.
+    pub assigned_client_id: Option<String>,
+    /// The resumed session state (default for a new session).
+    pub state: SessionState,
+}
+
+/// Messages dropped on the way out, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Message Expiry Interval ran out before sending.
+    pub expired: u64,
+    /// Larger than the client's Maximum Packet Size.
+    pub too_large: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingConnect { deadline: Instant },
+    Connecting,
+    Connected,
+    Closed,
+}
+
+/// Packets a client may pipeline after CONNECT before the broker has answered.
+const MAX_HELD: usize = 64;
+
+/// The state machine of one server-side connection.
+#[derive(Debug)]
+pub struct ServerConnection {
+    config: ServerConfig,
+    phase: Phase,
+    version: ProtocolVersion,
+    keep_alive: Option<KeepAliveTimer>,
+    server_keep_alive: Option<u16>,
+    session_expiry: u32,
+    client_receive_maximum: u16,
+    client_max_packet_size: u32,
+    topic_aliases: HashMap<u16, String>,
+    state: SessionState,
+    inbound_qos1_unacked: u16,
+    held: VecDeque<Packet>,
+    urgent: VecDeque<Packet>,
+    deliveries: VecDeque<Packet>,
+    events: VecDeque<ServerEvent>,
+    drops: DropCounts,
+}
+
+impl ServerConnection {
+    /// A new connection accepted at `now`; the connect timeout starts.
+    pub fn new(config: ServerConfig, now: Instant) -> ServerConnection {
+        ServerConnection {
+            config,
+            phase: Phase::AwaitingConnect {
+                deadline: now + config.connect_timeout,
+            },
+            version: ProtocolVersion::V5,
+            keep_alive: None,
+            server_keep_alive: None,
+            session_expiry: 0,
+            client_receive_maximum: config.max_inflight,
+            client_max_packet_size: u32::MAX,
+            topic_aliases: HashMap::new(),
+            state: SessionState::default(),
+            inbound_qos1_unacked: 0,
+            held: VecDeque::new(),
+            urgent: VecDeque::new(),
+            deliveries: VecDeque::new(),
+            events: VecDeque::new(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    /// The protocol version (known once CONNECT arrived; V5 before).
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// The largest packet this connection accepts (for the decoder).
+    pub fn max_packet_size(&self) -> u32 {
+        self.config.max_packet_size
+    }
+
+    /// The effective keep alive, once connected.
+    pub fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive.map(|k| k.keep_alive())
+    }
+
+    /// True once the connection has ended; flush `poll_transmit` then close.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// True once CONNACK accepted the client.
+    pub fn is_connected(&self) -> bool {
+        self.phase == Phase::Connected
+    }
+
+    /// Outbound messages dropped so far.
+    pub fn drops(&self) -> DropCounts {
+        self.drops
+    }
+
+    /// Bytes of a packet still arriving: activity for keep alive (rule 9).
+    pub fn handle_read_progress(&mut self, now: Instant) {
+        if let Some(k) = &mut self.keep_alive {
+            k.touch(now);
+        }
+    }
+
+    /// A complete packet from the client.
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        self.handle_read_progress(now);
+        match self.phase {
+            Phase::Closed => {}
+            Phase::AwaitingConnect { .. } => match packet {
+                Packet::Connect(c) => self.handle_connect(now, c),
+                other => self.close_silently(CloseReason::ProtocolError {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail: format!("first packet was {:?}, not CONNECT", other.packet_type()),
+                }),
+            },
+            Phase::Connecting => {
+                if self.held.len() >= MAX_HELD {
+                    self.protocol_error(
+                        ReasonCode::PROTOCOL_ERROR,
+                        "too many packets before CONNACK".into(),
+                    );
+                } else {
+                    self.held.push_back(packet);
+                }
+            }
+            Phase::Connected => self.handle_connected(now, packet),
+        }
+    }
+
+    /// The decoder failed: close with the matching reason code.
+    pub fn handle_decode_error(&mut self, _now: Instant, err: &DecodeError) {
+        match self.phase {
+            Phase::Closed => {}
+            Phase::AwaitingConnect { .. } => {
+                if let DecodeError::UnsupportedProtocol { .. } = err {
+                    // Answer in the 3.1.1 format every client understands: return code 1.
+                    self.version = ProtocolVersion::V3_1_1;
+                    self.urgent.push_back(Packet::ConnAck(ConnAck {
+                        reason: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                        ..ConnAck::default()
+                    }));
+                }
+                self.close_silently(CloseReason::from_decode(err));
+            }
+            _ => self.protocol_error(err.reason_code(), err.to_string()),
+        }
+    }
+
+    /// Fires whatever deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::AwaitingConnect { deadline } if now >= deadline => {
+                self.close_silently(CloseReason::ConnectTimeout);
+            }
+            Phase::Connecting | Phase::Connected => {
+                let Some(k) = self.keep_alive else { return };
+                if k.deadline().is_some_and(|d| now >= d) {
+                    let reason = CloseReason::KeepAliveTimeout {
+                        silent_for: k.silent_for(now),
+                        keep_alive: k.keep_alive(),
+                    };
+                    self.close_with(ReasonCode::KEEP_ALIVE_TIMEOUT, reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The earliest deadline, if any; call `handle_timeout` when it passes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::AwaitingConnect { deadline } => Some(deadline),
+            Phase::Connecting | Phase::Connected => self.keep_alive.and_then(|k| k.deadline()),
+            Phase::Closed => None,
+        }
+    }
+
+    /// The next packet to send: control packets first, then deliveries.
+    pub fn poll_transmit(&mut self) -> Option<Packet> {
+        self.urgent
+            .pop_front()
+            .or_else(|| self.deliveries.pop_front())
+    }
+
+    /// The next request for the broker.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// The broker accepted the CONNECT: send CONNACK, resume the session.
+    pub fn accept(&mut self, now: Instant, accepted: Accepted) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        let mut ack = ConnAck {
+            session_present: accepted.session_present,
+            ..ConnAck::default()
+        };
+        if self.version.is_v5() {
+            ack.properties = self.connack_properties(accepted.assigned_client_id);
+        }
+        self.urgent.push_back(Packet::ConnAck(ack));
+        self.phase = Phase::Connected;
+        self.state = accepted.state;
+        self.resend_inflight(now);
+        self.send_pending(now);
+        while let Some(p) = self.held.pop_front() {
+            if self.phase != Phase::Connected {
+                break;
+            }
+            self.handle_connected(now, p);
+        }
+    }
+
+    /// The broker refused the CONNECT with `reason`.
+    pub fn refuse(&mut self, reason: ReasonCode) {
+        if self.phase != Phase::Connecting {
+            return;
+        }
+        self.urgent.push_back(Packet::ConnAck(ConnAck {
+            reason,
+            ..ConnAck::default()
+        }));
+        self.close_silently(CloseReason::ConnectRefused(reason));
+    }
+
+    /// The broker ends the connection (takeover 0x8E, shutdown 0x8B, ...):
+    /// MQTT 5 clients get DISCONNECT with `reason_code` before the close.
+    pub fn close(&mut self, reason_code: ReasonCode, reason: CloseReason) {
+        self.close_with(reason_code, reason);
+    }
+
+    /// Ends the session state's life with this connection, for the next one.
+    /// Undelivered QoS 0 messages are dropped: they are never queued offline.
+    pub fn take_state(&mut self) -> SessionState {
+        let mut state = std::mem::take(&mut self.state);
+        state.pending.retain(|o| o.qos != crate::QoS::AtMostOnce);
+        state
+    }
+
+    fn connack_properties(&self, assigned: Option<String>) -> Properties {
+        Properties {
+            assigned_client_identifier: assigned,
+            server_keep_alive: self.server_keep_alive,
+            receive_maximum: Some(self.config.receive_maximum),
+            topic_alias_maximum: Some(self.config.topic_alias_maximum),
+            maximum_packet_size: Some(self.config.max_packet_size),
+            retain_available: Some(1),
+            wildcard_subscription_available: Some(1),
+            subscription_identifier_available: Some(1),
+            shared_subscription_available: Some(1),
+            ..Properties::default()
+        }
+    }
+
+    fn handle_connect(&mut self, now: Instant, connect: Box<Connect>) {
+        self.version = connect.protocol;
+        let seconds = match self
+            .config
+            .keep_alive
+            .decide(connect.keep_alive, self.version)
+        {
+            KeepAliveDecision::Use { seconds, announce } => {
+                if announce {
+                    self.server_keep_alive = Some(seconds);
+                }
+                seconds
+            }
+            KeepAliveDecision::Refuse(code) => {
+                self.urgent.push_back(Packet::ConnAck(ConnAck {
+                    reason: code,
+                    ..ConnAck::default()
+                }));
+                return self.close_silently(CloseReason::ProtocolError {
+                    reason: code,
+                    detail: format!(
+                        "keep alive {} s is outside the configured limits {}..={} s",
+                        connect.keep_alive, self.config.keep_alive.min, self.config.keep_alive.max
+                    ),
+                });
+            }
+        };
+        if connect.client_id.is_empty() && !connect.clean_start && !self.version.is_v5() {
+            self.urgent.push_back(Packet::ConnAck(ConnAck {
+                reason: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                ..ConnAck::default()
+            }));
+            return self.close_silently(CloseReason::ConnectRefused(
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            ));
+        }
+        let props = &connect.properties;
+        if self.version.is_v5() {
+            self.client_receive_maximum = props.receive_maximum.unwrap_or(u16::MAX);
+            self.client_max_packet_size = props.maximum_packet_size.unwrap_or(u32::MAX);
+            self.session_expiry = props.session_expiry_interval.unwrap_or(0);
+        }
+        self.keep_alive = Some(KeepAliveTimer::new(seconds, now));
+        self.phase = Phase::Connecting;
+        self.events.push_back(ServerEvent::Connect(connect));
+    }
+
+    fn handle_connected(&mut self, now: Instant, packet: Packet) {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p),
+            Packet::PubAck(a) => self.handle_puback(now, a),
+            Packet::PubRec(a) => self.handle_pubrec(now, a),
+            Packet::PubRel(a) => self.handle_pubrel(a),
+            Packet::PubComp(a) => self.handle_pubcomp(now, a),
+            Packet::Subscribe(s) => self.events.push_back(ServerEvent::Subscribe(s)),
+            Packet::Unsubscribe(u) => self.events.push_back(ServerEvent::Unsubscribe(u)),
+            Packet::PingReq => self.urgent.push_back(Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Connect(_) => {
+                self.protocol_error(ReasonCode::PROTOCOL_ERROR, "second CONNECT".into())
+            }
+            other => self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                format!("a client must not send {:?}", other.packet_type()),
+            ),
+        }
+    }
+
+    fn handle_disconnect(&mut self, d: Disconnect) {
+        let new_expiry = d.properties.session_expiry_interval;
+        if self.session_expiry == 0 && new_expiry.is_some_and(|e| e != 0) {
+            return self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "DISCONNECT set a session expiry on a session that had none".into(),
+            );
+        }
+        let publish_will = d.reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE;
+        self.finish(
+            CloseReason::ClientDisconnect(d.reason),
+            publish_will,
+            new_expiry,
+        );
+    }
+
+    /// Closes for a protocol violation: MQTT 5 gets DISCONNECT with the code.
+    fn protocol_error(&mut self, reason: ReasonCode, detail: String) {
+        self.close_with(reason, CloseReason::ProtocolError { reason, detail });
+    }
+
+    fn close_with(&mut self, code: ReasonCode, reason: CloseReason) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.version.is_v5() && matches!(self.phase, Phase::Connected | Phase::Connecting) {
+            self.urgent
+                .push_back(Packet::Disconnect(Disconnect::new(code)));
+        }
+        self.finish(reason, true, None);
+    }
+
+    fn close_silently(&mut self, reason: CloseReason) {
+        let was_connected = matches!(self.phase, Phase::Connected | Phase::Connecting);
+        self.finish(reason, was_connected, None);
+    }
+
+    fn finish(&mut self, reason: CloseReason, publish_will: bool, session_expiry: Option<u32>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.deliveries.clear();
+        self.events.push_back(ServerEvent::Closed(Closed {
+            reason,
+            publish_will,
+            session_expiry,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! Messages to the client: the in-flight window (the client's Receive
+//! Maximum), packet ids, QoS 1/2 handshakes, redelivery with DUP on resume,
+//! Message Expiry and the client's Maximum Packet Size.
+
+use std::time::Instant;
+
+use super::{Inflight, InflightStage, ServerConnection};
+use crate::message::Outgoing;
+use crate::{Ack, Packet, QoS, ReasonCode};
+
+/// Deliveries held inside the connection before it stops asking for more.
+const PENDING_HIGH_WATER: usize = 64;
+
+impl ServerConnection {
+    /// True when the driver should hand over more deliveries from the mailbox.
+    pub fn wants_deliveries(&self) -> bool {
+        self.is_connected() && self.state.pending.len() < PENDING_HIGH_WATER
+    }
+
+    /// Queues one delivery; it is sent as soon as the in-flight window allows.
+    pub fn deliver(&mut self, now: Instant, outgoing: Outgoing) {
+        if self.is_closed() {
+            return;
+        }
+        self.state.pending.push_back(outgoing);
+        if self.is_connected() {
+            self.send_pending(now);
+        }
+    }
+
+    /// Moves pending deliveries to the wire while the window has room.
+    pub(super) fn send_pending(&mut self, now: Instant) {
+        let window = usize::from(self.client_receive_maximum.max(1));
+        while let Some(front) = self.state.pending.front() {
+            if front.message.is_expired(now) {
+                self.state.pending.pop_front();
+                self.drops.expired += 1;
+                continue;
+            }
+            let needs_id = front.qos != QoS::AtMostOnce;
+            if needs_id && self.state.inflight.len() >= window {
+                break;
+            }
+            let Some(outgoing) = self.state.pending.pop_front() else {
+                break;
+            };
+            let packet_id = if needs_id {
+                match self.state.next_packet_id() {
+                    Some(id) => id,
+                    None => {
+                        self.state.pending.push_front(outgoing);
+                        break;
+                    }
+                }
+            } else {
+                0
+            };
+            let packet = Packet::Publish(outgoing.to_publish(packet_id, false, now));
+            if packet.encoded_len(self.version) > self.client_max_packet_size as usize {
+                // MQTT-3.1.2-25: a message too large for the client is discarded as if sent.
+                self.drops.too_large += 1;
+                continue;
+            }
+            if needs_id {
+                self.state.inflight.insert(
+                    packet_id,
+                    Inflight {
+                        outgoing,
+                        stage: InflightStage::AwaitingAck,
+                    },
+                );
+            }
+            self.deliveries.push_back(packet);
+        }
+    }
+
+    /// On session resume: unacknowledged PUBLISHes again with DUP, PUBRELs again.
+    pub(super) fn resend_inflight(&mut self, now: Instant) {
+        for (&id, entry) in &self.state.inflight {
+            let packet = match entry.stage {
+                InflightStage::AwaitingAck => {
+                    Packet::Publish(entry.outgoing.to_publish(id, true, now))
+                }
+                InflightStage::AwaitingComp => Packet::PubRel(Ack::new(id)),
+            };
+            self.deliveries.push_back(packet);
+        }
+    }
+
+    pub(super) fn handle_puback(&mut self, now: Instant, a: Ack) {
+        let is_qos1 = self
+            .state
+            .inflight
+            .get(&a.packet_id)
+            .is_some_and(|e| e.outgoing.qos == QoS::AtLeastOnce);
+        if is_qos1 {
+            self.state.inflight.remove(&a.packet_id);
+            self.send_pending(now);
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, now: Instant, a: Ack) {
+        let entry = self.state.inflight.get_mut(&a.packet_id);
+        match entry {
+            Some(e) if e.outgoing.qos == QoS::ExactlyOnce => {
+                if a.reason.is_error() {
+                    // The client refused the message: the exchange ends here.
+                    self.state.inflight.remove(&a.packet_id);
+                    self.send_pending(now);
+                    return;
+                }
+                e.stage = InflightStage::AwaitingComp;
+                self.urgent.push_back(Packet::PubRel(Ack::new(a.packet_id)));
+            }
+            _ => {
+                let mut rel = Ack::new(a.packet_id);
+                if self.version.is_v5() {
+                    rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                self.urgent.push_back(Packet::PubRel(rel));
+            }
+        }
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, now: Instant, a: Ack) {
+        let done = self
+            .state
+            .inflight
+            .get(&a.packet_id)
+            .is_some_and(|e| e.stage == InflightStage::AwaitingComp);
+        if done {
+            self.state.inflight.remove(&a.packet_id);
+            self.send_pending(now);
+        }
+    }
+}
