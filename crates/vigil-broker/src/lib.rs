@@ -1,2 +1,3 @@
 //! vigil-broker: the routing core and the tokio shell of the vigil broker.
 pub mod config;
+pub mod core;

@@ -1,0 +1,183 @@
+//! A session's bounded queue of deliveries. Publishers push into it from any
+//! task; the session's connection drains it in batches.
+//!
+//! Overflow policy (counted in `Counters`): QoS 0 is dropped when the session
+//! is offline or the queue is full; QoS 1/2 beyond the bound is dropped with a
+//! counter and a warning naming the client. Messages already in the queue are
+//! never evicted, so what the broker accepted first is delivered first.
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use vigil_proto::message::Outgoing;
+use vigil_proto::QoS;
+
+/// Queue bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxLimits {
+    /// Most deliveries queued.
+    pub max_messages: usize,
+    /// Most bytes queued (topic + payload + overhead per message).
+    pub max_bytes: usize,
+}
+
+/// What happened to a pushed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued.
+    Queued,
+    /// QoS 0 to an offline session: not queued, by policy.
+    DroppedOffline,
+    /// The queue is at its bound.
+    DroppedFull,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+/// The bounded delivery queue of one session.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+impl Mailbox {
+    /// Queues one delivery within `limits`; wakes the connection if online.
+    pub fn push(&self, outgoing: Outgoing, online: bool, limits: MailboxLimits) -> PushOutcome {
+        if !online && outgoing.qos == QoS::AtMostOnce {
+            return PushOutcome::DroppedOffline;
+        }
+        let weight = outgoing.message.weight();
+        {
+            let mut q = self.queue.lock();
+            if q.items.len() >= limits.max_messages || q.bytes + weight > limits.max_bytes {
+                return PushOutcome::DroppedFull;
+            }
+            q.bytes += weight;
+            q.items.push_back(outgoing);
+        }
+        self.notify.notify_one();
+        PushOutcome::Queued
+    }
+
+    /// Moves up to `max` deliveries into `out`, oldest first.
+    pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
+        let mut q = self.queue.lock();
+        let n = max.min(q.items.len());
+        let before = out.len();
+        out.extend(q.items.drain(..n));
+        let drained: usize = out[before..].iter().map(|o| o.message.weight()).sum();
+        q.bytes -= drained;
+    }
+
+    /// Completes when a delivery may be waiting (a permit is stored if none is waiting).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Number of queued deliveries.
+    pub fn len(&self) -> usize {
+        self.queue.lock().items.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops everything queued (clean start, session end).
+    pub fn clear(&self) {
+        let mut q = self.queue.lock();
+        q.items.clear();
+        q.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::Arc;
+    use vigil_proto::message::Message;
+
+    fn o(qos: QoS) -> Outgoing {
+        Outgoing {
+            message: Arc::new(Message {
+                topic: "t".into(),
+                payload: Bytes::from_static(b"x"),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+        }
+    }
+
+    const LIMITS: MailboxLimits = MailboxLimits {
+        max_messages: 2,
+        max_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn qos0_is_not_queued_offline() {
+        let m = Mailbox::default();
+        assert_eq!(
+            m.push(o(QoS::AtMostOnce), false, LIMITS),
+            PushOutcome::DroppedOffline
+        );
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), false, LIMITS),
+            PushOutcome::Queued
+        );
+    }
+
+    #[test]
+    fn bound_drops_new_messages_and_keeps_old_ones() {
+        let m = Mailbox::default();
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, LIMITS),
+            PushOutcome::Queued
+        );
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, LIMITS),
+            PushOutcome::Queued
+        );
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, LIMITS),
+            PushOutcome::DroppedFull
+        );
+        let mut out = Vec::new();
+        m.drain_into(&mut out, 10);
+        assert_eq!(out.len(), 2);
+        assert!(m.is_empty());
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, LIMITS),
+            PushOutcome::Queued
+        );
+    }
+
+    #[test]
+    fn byte_bound() {
+        let m = Mailbox::default();
+        let small = MailboxLimits {
+            max_messages: 100,
+            max_bytes: 70,
+        };
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, small),
+            PushOutcome::Queued
+        );
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, small),
+            PushOutcome::DroppedFull
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! The broker core: the session registry (takeover, clean start, resume,
+//! expiry), routing of published messages into bounded mailboxes, retained
+//! messages, and wills with their delay. Every method takes `&self` and is
+//! called concurrently from connection tasks; the timers are pure deadline
+//! logic (`poll_timeout` / `handle_timeout(now)`) driven by one small task.
+
+pub mod counters;
+pub mod mailbox;
+mod retained;
+mod routing;
+pub mod session;
+mod subscriptions;
+pub mod timers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tracing::{info, warn};
+use vigil_proto::server::{CloseReason, SessionState};
+use vigil_proto::{ProtocolVersion, ReasonCode, Will};
+
+pub use counters::Counters;
+pub use mailbox::{Mailbox, MailboxLimits, PushOutcome};
+pub use session::{Control, Session, SessionRef};
+pub use subscriptions::{Match, SubscriptionIndex};
+
+use retained::RetainedIndex;
+use session::{LiveConn, SessionInner};
+use timers::DeadlineQueue;
+
+/// Limits of the broker core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Bound of each session's delivery queue.
+    pub mailbox: MailboxLimits,
+    /// Upper bound on session expiry intervals (seconds).
+    pub max_session_expiry: Option<u32>,
+    /// How long a takeover waits for the old connection to hand its state back.
+    pub takeover_wait: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            mailbox: MailboxLimits {
+                max_messages: 1000,
+                max_bytes: 16 * 1024 * 1024,
+            },
+            max_session_expiry: None,
+            takeover_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A CONNECT the connection layer has validated.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// Client identifier (never empty: the connection assigns one first).
+    pub client_id: String,
+    /// Protocol version of the client.
+    pub protocol: ProtocolVersion,
+    /// Clean Start / Clean Session.
+    pub clean_start: bool,
+    /// Session Expiry Interval in seconds; u32::MAX never expires (3.1.1 clean session 0).
+    pub session_expiry: u32,
+    /// The will, if any.
+    pub will: Option<Will>,
+    /// User name, if any.
+    pub username: Option<String>,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// The broker's yes to a CONNECT.
+#[derive(Debug)]
+pub struct ConnectGrant {
+    /// Session Present.
+    pub session_present: bool,
+    /// The session (its mailbox is what the connection drains).
+    pub session: SessionRef,
+    /// Resumed protocol state (default for a new session).
+    pub state: SessionState,
+    /// Where the broker's `Control` messages arrive.
+    pub control: mpsc::UnboundedReceiver<Control>,
+    /// This connection's id, to pass back to `disconnect`.
+    pub conn_id: u64,
+}
+
+/// How a connection that held a session ended.
+#[derive(Debug)]
+pub struct DisconnectInfo {
+    /// Why.
+    pub reason: CloseReason,
+    /// Publish the will (no DISCONNECT 0x00 was received).
+    pub publish_will: bool,
+    /// A Session Expiry Interval sent in the client's DISCONNECT.
+    pub session_expiry: Option<u32>,
+    /// The session's protocol state, handed back.
+    pub state: SessionState,
+}
+
+#[derive(Debug)]
+enum Timer {
+    Will {
+        session: SessionRef,
+        generation: u64,
+        will: Box<Will>,
+    },
+    Expire {
+        session: SessionRef,
+        generation: u64,
+    },
+}
+
+/// The broker core, shared by every connection.
+#[derive(Debug)]
+pub struct Broker {
+    config: CoreConfig,
+    sessions: Mutex<HashMap<Arc<str>, SessionRef>>,
+    subs: SubscriptionIndex<SessionRef>,
+    retained: RetainedIndex,
+    timers: Mutex<DeadlineQueue<Timer>>,
+    timer_wake: Notify,
+    counters: Counters,
+    next_key: AtomicU64,
+    next_conn: AtomicU64,
+}
+
+impl Broker {
+    /// A broker with no sessions.
+    pub fn new(config: CoreConfig) -> Arc<Broker> {
+        Arc::new(Broker {
+            config,
+            sessions: Mutex::new(HashMap::new()),
+            subs: SubscriptionIndex::default(),
+            retained: RetainedIndex::default(),
+            timers: Mutex::new(DeadlineQueue::default()),
+            timer_wake: Notify::new(),
+            counters: Counters::default(),
+            next_key: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Number of sessions held (online and offline).
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// The session of `client_id`, if the broker holds one.
+    pub fn session(&self, client_id: &str) -> Option<SessionRef> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
+    /// Attaches a new connection to the session of `req.client_id`, taking it
+    /// over from a live connection first (which gets `Control::TakenOver` and
+    /// must hand its state back through `disconnect`).
+    pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectGrant, ReasonCode> {
+        loop {
+            let session = self.session_for(&req.client_id);
+            let _serialised = session.connect_lock.lock().await;
+            self.take_over(&session).await;
+            {
+                let mut map = self.sessions.lock();
+                match map.get(req.client_id.as_str()) {
+                    Some(s) if Arc::ptr_eq(s, &session) => {}
+                    Some(_) => continue,
+                    None => {
+                        map.insert(Arc::from(req.client_id.as_str()), session.clone());
+                    }
+                }
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let conn_id = self.next_conn.fetch_add(1, Relaxed);
+            let mut inner = session.inner.lock();
+            inner.generation += 1;
+            let resume = !inner.fresh && !inner.ended && !req.clean_start;
+            if !resume {
+                self.clear_session(&session, &mut inner);
+            }
+            inner.fresh = false;
+            inner.ended = false;
+            inner.expiry = self.cap_expiry(req.session_expiry);
+            inner.will = req.will.clone();
+            inner.protocol = req.protocol;
+            inner.conn = Some(LiveConn {
+                conn_id,
+                control: tx,
+            });
+            let state = inner.state.take().unwrap_or_default();
+            drop(inner);
+            session.set_online(true);
+            Counters::add(&self.counters.connections_total, 1);
+            Counters::add(&self.counters.connections_current, 1);
+            return Ok(ConnectGrant {
+                session_present: resume,
+                session: session.clone(),
+                state,
+                control: rx,
+                conn_id,
+            });
+        }
+    }
+
+    /// The connection `conn_id` of `session` has ended.
+    pub fn disconnect(
+        &self,
+        now: Instant,
+        session: &SessionRef,
+        conn_id: u64,
+        info: DisconnectInfo,
+    ) {
+        let mut inner = session.inner.lock();
+        if inner.conn.as_ref().map(|c| c.conn_id) != Some(conn_id) {
+            return;
+        }
+        inner.conn = None;
+        session.set_online(false);
+        self.counters.connections_current.fetch_sub(1, Relaxed);
+        self.counters.count_disconnect(&info.reason);
+        if let Some(e) = info.session_expiry {
+            inner.expiry = self.cap_expiry(e);
+        }
+        let will = inner.will.take().filter(|_| info.publish_will);
+        let expiry = inner.expiry;
+        let generation = inner.generation;
+        if expiry == 0 {
+            self.end_session(session, &mut inner);
+        } else {
+            inner.state = Some(info.state);
+            if expiry != u32::MAX {
+                self.schedule(
+                    now + secs(expiry),
+                    Timer::Expire {
+                        session: session.clone(),
+                        generation,
+                    },
+                );
+            }
+        }
+        drop(inner);
+        session.released.notify_waiters();
+        if let Some(will) = will {
+            let delay = will.properties.will_delay_interval.unwrap_or(0);
+            if info.reason == CloseReason::TakenOver && delay > 0 {
+                // The reconnect that took the session over cancels a delayed will.
+                info!(
+                    client = session.client_id(),
+                    "delayed will cancelled by takeover"
+                );
+            } else if delay == 0 || expiry == 0 {
+                self.publish_will(session, will);
+            } else {
+                self.schedule(
+                    now + secs(delay.min(expiry)),
+                    Timer::Will {
+                        session: session.clone(),
+                        generation,
+                        will: Box::new(will),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Tells every live connection to close with `Control::Shutdown`.
+    pub fn shutdown(&self) {
+        let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
+        for s in sessions {
+            if let Some(c) = &s.inner.lock().conn {
+                let _ = c.control.send(Control::Shutdown);
+            }
+        }
+    }
+
+    /// The earliest will-delay or session-expiry deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.lock().next_deadline()
+    }
+
+    /// Fires the wills and session expiries due at `now`.
+    pub fn handle_timeout(&self, now: Instant) {
+        let due = self.timers.lock().pop_due(now);
+        for timer in due {
+            match timer {
+                Timer::Will {
+                    session,
+                    generation,
+                    will,
+                } => {
+                    let still_away = {
+                        let inner = session.inner.lock();
+                        inner.generation == generation && inner.conn.is_none()
+                    };
+                    if still_away {
+                        self.publish_will(&session, *will);
+                    }
+                }
+                Timer::Expire {
+                    session,
+                    generation,
+                } => {
+                    let mut inner = session.inner.lock();
+                    if inner.generation == generation && inner.conn.is_none() && !inner.ended {
+                        info!(client = session.client_id(), "session expired");
+                        Counters::add(&self.counters.sessions_expired, 1);
+                        self.end_session(&session, &mut inner);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the timers until the task is dropped: sleeps to the next deadline.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let next = self.poll_timeout();
+            let woken = self.timer_wake.notified();
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = woken => {}
+                    }
+                }
+                None => woken.await,
+            }
+            self.handle_timeout(Instant::now());
+        }
+    }
+
+    fn schedule(&self, at: Instant, timer: Timer) {
+        self.timers.lock().schedule(at, timer);
+        self.timer_wake.notify_one();
+    }
+
+    fn cap_expiry(&self, expiry: u32) -> u32 {
+        match self.config.max_session_expiry {
+            Some(max) => expiry.min(max),
+            None => expiry,
+        }
+    }
+
+    fn session_for(&self, client_id: &str) -> SessionRef {
+        let mut map = self.sessions.lock();
+        if let Some(s) = map.get(client_id) {
+            return s.clone();
+        }
+        let id: Arc<str> = Arc::from(client_id);
+        let s = Arc::new(Session::new(
+            self.next_key.fetch_add(1, Relaxed),
+            id.clone(),
+        ));
+        map.insert(id, s.clone());
+        s
+    }
+
+    async fn take_over(&self, session: &SessionRef) {
+        let control = session
+            .inner
+            .lock()
+            .conn
+            .as_ref()
+            .map(|c| c.control.clone());
+        let Some(control) = control else { return };
+        let released = session.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        info!(
+            client = session.client_id(),
+            "taking over the session from its live connection"
+        );
+        if control.send(Control::TakenOver).is_ok()
+            && tokio::time::timeout(self.config.takeover_wait, released)
+                .await
+                .is_err()
+        {
+            warn!(
+                client = session.client_id(),
+                "old connection did not hand its session back in time"
+            );
+        }
+        let mut inner = session.inner.lock();
+        if inner.conn.take().is_some() {
+            session.set_online(false);
+            self.counters.connections_current.fetch_sub(1, Relaxed);
+            self.counters.count_disconnect(&CloseReason::TakenOver);
+        }
+    }
+
+    /// Forgets subscriptions, queued messages and state (clean start).
+    fn clear_session(&self, session: &SessionRef, inner: &mut SessionInner) {
+        for filter in std::mem::take(&mut inner.subscriptions) {
+            self.remove_subscription(session, &filter);
+        }
+        session.mailbox.clear();
+        inner.state = None;
+    }
+
+    /// Ends a session for good and removes it from the registry.
+    fn end_session(&self, session: &SessionRef, inner: &mut SessionInner) {
+        self.clear_session(session, inner);
+        inner.ended = true;
+        let mut map = self.sessions.lock();
+        if map
+            .get(session.client_id())
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            map.remove(session.client_id());
+        }
+    }
+}
+
+fn secs(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n))
+}
+
+#[cfg(test)]
+mod tests;

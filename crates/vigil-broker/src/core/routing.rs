@@ -1,0 +1,190 @@
+//! Publishing, subscribing and wills: the broker's routing glue over the
+//! subscription index, the retained index and the session mailboxes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+use vigil_proto::message::{Message, Outgoing};
+use vigil_proto::topic::{self, SharedFilter};
+use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, Will};
+
+use super::{Broker, Counters, PushOutcome, SessionRef};
+
+/// A SUBSCRIBE that breaks a rule worth closing the connection for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeViolation {
+    /// Reason code for the DISCONNECT.
+    pub reason: ReasonCode,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl Broker {
+    /// Routes a message published by `from` (None for wills) to every matching
+    /// subscriber's mailbox and updates the retained index. Returns the number
+    /// of subscribers it was routed to.
+    pub fn publish(&self, from: Option<&SessionRef>, message: Message) -> usize {
+        Counters::add(&self.counters.messages_in, 1);
+        let message = Arc::new(message);
+        if message.retain {
+            self.retained.update(&message);
+        }
+        let mut matches = Vec::new();
+        self.subs.match_topic(
+            &message.topic,
+            from.map(|s| s.key),
+            |s| s.is_online(),
+            &mut matches,
+        );
+        for m in &matches {
+            let outgoing = Outgoing {
+                message: message.clone(),
+                qos: message.qos.min(m.qos),
+                retain: m.retain_as_published && message.retain,
+                subscription_ids: m.subscription_ids.clone(),
+            };
+            self.push(&m.subscriber, outgoing);
+        }
+        matches.len()
+    }
+
+    /// Routes an inbound PUBLISH received at `now`.
+    pub fn publish_packet(&self, from: &SessionRef, publish: Publish, now: Instant) -> usize {
+        self.publish(Some(from), Message::from_publish(publish, now))
+    }
+
+    /// Adds the subscriptions of a SUBSCRIBE; returns one code per filter, and
+    /// queues matching retained messages per Retain Handling.
+    pub fn subscribe(
+        &self,
+        session: &SessionRef,
+        sub: &Subscribe,
+        now: Instant,
+    ) -> Result<Vec<ReasonCode>, SubscribeViolation> {
+        let id = sub.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        for s in &sub.filters {
+            let (filter, group) = match SharedFilter::parse(&s.filter) {
+                Ok(Some(shared)) => (shared.filter, Some(shared.group)),
+                Ok(None) if topic::validate_topic_filter(&s.filter).is_ok() => {
+                    (s.filter.as_str(), None)
+                }
+                _ => {
+                    codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            if group.is_some() && s.options.no_local {
+                return Err(SubscribeViolation {
+                    reason: ReasonCode::PROTOCOL_ERROR,
+                    detail: format!("No Local set on shared subscription {:?}", s.filter),
+                });
+            }
+            let existed =
+                self.subs
+                    .subscribe(session.key, session.clone(), filter, group, s.options, id);
+            session.inner.lock().subscriptions.insert(s.filter.clone());
+            codes.push(ReasonCode(s.options.qos.as_u8()));
+            let send_retained = group.is_none()
+                && match s.options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for message in self.retained.matching(filter, now) {
+                    let qos = message.qos.min(s.options.qos);
+                    self.push(
+                        session,
+                        Outgoing {
+                            message,
+                            qos,
+                            retain: true,
+                            subscription_ids: id.into_iter().collect(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(codes)
+    }
+
+    /// Removes the subscriptions of an UNSUBSCRIBE; one code per filter.
+    pub fn unsubscribe(&self, session: &SessionRef, unsub: &Unsubscribe) -> Vec<ReasonCode> {
+        unsub
+            .filters
+            .iter()
+            .map(|f| {
+                let existed = session.inner.lock().subscriptions.remove(f);
+                self.remove_subscription(session, f);
+                if existed {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect()
+    }
+
+    /// Number of retained topics.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    pub(super) fn remove_subscription(&self, session: &SessionRef, filter: &str) {
+        match SharedFilter::parse(filter) {
+            Ok(Some(shared)) => {
+                self.subs
+                    .unsubscribe(session.key, shared.filter, Some(shared.group));
+            }
+            _ => {
+                self.subs.unsubscribe(session.key, filter, None);
+            }
+        }
+    }
+
+    pub(super) fn publish_will(&self, session: &SessionRef, will: Will) {
+        info!(client = session.client_id(), topic = %will.topic, "publishing will");
+        Counters::add(&self.counters.wills_published, 1);
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|s| Instant::now() + std::time::Duration::from_secs(u64::from(s)));
+        self.publish(
+            None,
+            Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties,
+                expires_at,
+            },
+        );
+    }
+
+    fn push(&self, session: &SessionRef, outgoing: Outgoing) {
+        let qos = outgoing.qos;
+        match session
+            .mailbox
+            .push(outgoing, session.is_online(), self.config.mailbox)
+        {
+            PushOutcome::Queued => Counters::add(&self.counters.messages_out, 1),
+            PushOutcome::DroppedOffline => Counters::add(&self.counters.dropped_qos0, 1),
+            PushOutcome::DroppedFull if qos == vigil_proto::QoS::AtMostOnce => {
+                Counters::add(&self.counters.dropped_qos0, 1)
+            }
+            PushOutcome::DroppedFull => {
+                Counters::add(&self.counters.dropped_queue_full, 1);
+                warn!(
+                    client = session.client_id(),
+                    queued = session.mailbox.len(),
+                    "session queue full: QoS {} message dropped",
+                    qos.as_u8()
+                );
+            }
+        }
+    }
+}

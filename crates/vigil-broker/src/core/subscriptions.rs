@@ -1,0 +1,289 @@
+//! The subscription index: a trie of topic levels, read concurrently by every
+//! publishing connection (a read lock; shared-group cursors are atomics, so
+//! matching never needs the write lock).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use parking_lot::RwLock;
+use vigil_proto::{QoS, SubscriptionOptions};
+
+/// One subscription of one subscriber.
+#[derive(Debug, Clone)]
+struct Entry<S> {
+    subscriber: S,
+    options: SubscriptionOptions,
+    id: Option<u32>,
+}
+
+#[derive(Debug)]
+struct SharedGroup<S> {
+    members: Vec<(u64, Entry<S>)>,
+    cursor: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Node<S> {
+    children: HashMap<String, Node<S>>,
+    subs: HashMap<u64, Entry<S>>,
+    shared: HashMap<String, SharedGroup<S>>,
+}
+
+impl<S> Default for Node<S> {
+    fn default() -> Self {
+        Node {
+            children: HashMap::new(),
+            subs: HashMap::new(),
+            shared: HashMap::new(),
+        }
+    }
+}
+
+impl<S> Node<S> {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subs.is_empty() && self.shared.is_empty()
+    }
+}
+
+/// One subscriber a published message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match<S> {
+    /// The subscriber's unique key.
+    pub key: u64,
+    /// The subscriber.
+    pub subscriber: S,
+    /// Highest granted QoS over its matching subscriptions.
+    pub qos: QoS,
+    /// Whether any matching subscription asked for Retain As Published.
+    pub retain_as_published: bool,
+    /// Subscription identifiers of the matching subscriptions.
+    pub subscription_ids: Vec<u32>,
+    /// Chosen as the one member of a shared group.
+    pub shared: bool,
+}
+
+/// Topic filter → subscribers, with wildcards and shared groups.
+#[derive(Debug)]
+pub struct SubscriptionIndex<S> {
+    root: RwLock<Node<S>>,
+}
+
+impl<S: Clone> Default for SubscriptionIndex<S> {
+    fn default() -> Self {
+        SubscriptionIndex {
+            root: RwLock::new(Node::default()),
+        }
+    }
+}
+
+impl<S: Clone> SubscriptionIndex<S> {
+    /// Adds or replaces a subscription; returns true if it already existed.
+    /// `filter` is the plain filter; `group` is set for `$share/{group}/{filter}`.
+    pub fn subscribe(
+        &self,
+        key: u64,
+        subscriber: S,
+        filter: &str,
+        group: Option<&str>,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let mut root = self.root.write();
+        let mut node = &mut *root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.to_owned()).or_default();
+        }
+        let entry = Entry {
+            subscriber,
+            options,
+            id,
+        };
+        match group {
+            None => node.subs.insert(key, entry).is_some(),
+            Some(g) => {
+                let group = node
+                    .shared
+                    .entry(g.to_owned())
+                    .or_insert_with(|| SharedGroup {
+                        members: Vec::new(),
+                        cursor: AtomicUsize::new(0),
+                    });
+                match group.members.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => {
+                        slot.1 = entry;
+                        true
+                    }
+                    None => {
+                        group.members.push((key, entry));
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a subscription; returns true if it existed. Empty nodes are pruned.
+    pub fn unsubscribe(&self, key: u64, filter: &str, group: Option<&str>) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let mut root = self.root.write();
+        remove(&mut root, &levels, key, group)
+    }
+
+    /// Appends one `Match` per receiving subscriber: non-shared subscriptions of a
+    /// subscriber are merged (max QoS, all ids); each shared group adds one member,
+    /// round-robin, preferring members for which `is_online` holds.
+    pub fn match_topic(
+        &self,
+        topic: &str,
+        publisher: Option<u64>,
+        is_online: impl Fn(&S) -> bool,
+        out: &mut Vec<Match<S>>,
+    ) {
+        let start = out.len();
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        {
+            let root = self.root.read();
+            walk(&root, &levels, 0, dollar, publisher, &is_online, out);
+        }
+        merge_per_subscriber(&mut out[start..]);
+        let mut kept = start;
+        for i in start..out.len() {
+            if out[i].key != u64::MAX {
+                out.swap(kept, i);
+                kept += 1;
+            }
+        }
+        out.truncate(kept);
+    }
+}
+
+fn remove<S>(node: &mut Node<S>, levels: &[&str], key: u64, group: Option<&str>) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        return match group {
+            None => node.subs.remove(&key).is_some(),
+            Some(g) => {
+                let Some(shared) = node.shared.get_mut(g) else {
+                    return false;
+                };
+                let before = shared.members.len();
+                shared.members.retain(|(k, _)| *k != key);
+                let removed = shared.members.len() != before;
+                if shared.members.is_empty() {
+                    node.shared.remove(g);
+                }
+                removed
+            }
+        };
+    };
+    let Some(child) = node.children.get_mut(*first) else {
+        return false;
+    };
+    let removed = remove(child, rest, key, group);
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+fn walk<S: Clone>(
+    node: &Node<S>,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    publisher: Option<u64>,
+    is_online: &impl Fn(&S) -> bool,
+    out: &mut Vec<Match<S>>,
+) {
+    // A leading wildcard never matches a `$` topic (MQTT-4.7.2-1).
+    let wildcards_ok = !(depth == 0 && dollar);
+    if wildcards_ok {
+        if let Some(hash) = node.children.get("#") {
+            collect(hash, publisher, is_online, out);
+        }
+    }
+    let Some(level) = levels.get(depth) else {
+        collect(node, publisher, is_online, out);
+        return;
+    };
+    if let Some(child) = node.children.get(*level) {
+        walk(child, levels, depth + 1, dollar, publisher, is_online, out);
+    }
+    if wildcards_ok {
+        if let Some(plus) = node.children.get("+") {
+            walk(plus, levels, depth + 1, dollar, publisher, is_online, out);
+        }
+    }
+}
+
+fn collect<S: Clone>(
+    node: &Node<S>,
+    publisher: Option<u64>,
+    is_online: &impl Fn(&S) -> bool,
+    out: &mut Vec<Match<S>>,
+) {
+    for (&key, e) in &node.subs {
+        if e.options.no_local && publisher == Some(key) {
+            continue;
+        }
+        out.push(Match {
+            key,
+            subscriber: e.subscriber.clone(),
+            qos: e.options.qos,
+            retain_as_published: e.options.retain_as_published,
+            subscription_ids: e.id.into_iter().collect(),
+            shared: false,
+        });
+    }
+    for group in node.shared.values() {
+        let n = group.members.len();
+        if n == 0 {
+            continue;
+        }
+        let start = group.cursor.fetch_add(1, Relaxed) % n;
+        let pick = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| is_online(&group.members[i].1.subscriber))
+            .unwrap_or(start);
+        let (key, e) = &group.members[pick];
+        out.push(Match {
+            key: *key,
+            subscriber: e.subscriber.clone(),
+            qos: e.options.qos,
+            retain_as_published: e.options.retain_as_published,
+            subscription_ids: e.id.into_iter().collect(),
+            shared: true,
+        });
+    }
+}
+
+/// Merges non-shared matches of the same subscriber into the first of them;
+/// merged-away entries get key u64::MAX and are removed by the caller.
+fn merge_per_subscriber<S>(matches: &mut [Match<S>]) {
+    if matches.len() < 2 {
+        return;
+    }
+    matches.sort_by_key(|m| (m.shared, m.key));
+    let mut head = 0;
+    for i in 1..matches.len() {
+        let same = !matches[i].shared
+            && !matches[head].shared
+            && matches[i].key == matches[head].key
+            && matches[head].key != u64::MAX;
+        if same {
+            let qos = matches[i].qos;
+            let rap = matches[i].retain_as_published;
+            let ids = std::mem::take(&mut matches[i].subscription_ids);
+            let h = &mut matches[head];
+            h.qos = h.qos.max(qos);
+            h.retain_as_published |= rap;
+            h.subscription_ids.extend(ids);
+            matches[i].key = u64::MAX;
+        } else {
+            head = i;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
