@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${VIGIL_INTEROP_PORT:-18830}
-BIN=${VIGIL_BIN:-target/debug/vigil}
+BIN=${VIGIL_BIN:-${CARGO_TARGET_DIR:-target}/debug/vigil}
 LOG=$(mktemp -t vigil-interop.XXXXXX.log)
 passed=0
 failed=0
@@ -25,7 +25,8 @@ done
 check() {
   local name=$1; shift
   local out
-  if out=$(timeout 30 "$@" 2>&1); then
+  # Shell functions run under `timeout` through a child bash (they are exported below).
+  if out=$(timeout 30 bash -c '"$@"' _ "$@" 2>&1); then
     echo "ok   $name"
     passed=$((passed + 1))
   else
@@ -57,6 +58,9 @@ retained() {
   got=$(mosquitto_sub -h 127.0.0.1 -p "$PORT" -V "$version" -t "$topic" -C 1 -W 1 2>/dev/null || true)
   [ -z "$got" ] || { echo "deleted retained still delivered: '$got'"; return 1; }
 }
+
+export PORT
+export -f pubsub retained
 
 for v in mqttv31 mqttv311 mqttv5; do
   for q in 0 1 2; do

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vigil_broker::config::{BrokerConfig, StoreBackend};
+use vigil_broker::{Server, ServerOptions};
 
 /// Flags of `vigil serve`.
 #[derive(Debug, Args)]
@@ -104,10 +105,49 @@ impl ServeArgs {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     crate::init_logging("info");
     let config = args.config()?;
-    anyhow::bail!(
-        "the broker is not wired in yet (config loaded: listen on {})",
-        config.listen_addr()
-    )
+    let options = ServerOptions::from_config(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(options)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.listen))?;
+        tracing::info!(address = %server.local_addr()?, "vigil listening");
+        tracing::warn!("anonymous access is allowed: authentication is not configured");
+        if config.store.backend == StoreBackend::Disk {
+            tracing::warn!(
+                data_dir = %config.store.data_dir.display(),
+                "the on-disk store is not built yet: sessions and retained messages live in memory"
+            );
+        }
+        server.run_until(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
 
 #[cfg(test)]

@@ -326,6 +326,11 @@ impl ServerConnection {
         self.close_with(reason_code, reason);
     }
 
+    /// The transport ended (EOF or socket error) without DISCONNECT.
+    pub fn handle_transport_closed(&mut self, reason: CloseReason) {
+        self.close_silently(reason);
+    }
+
     /// Ends the session state's life with this connection, for the next one.
     /// Undelivered QoS 0 messages are dropped: they are never queued offline.
     pub fn take_state(&mut self) -> SessionState {

@@ -1,0 +1,104 @@
+//! What the connection does with the state machine's requests: each one is a
+//! call into the broker core whose answer goes back into the state machine.
+
+use std::time::Instant;
+
+use tracing::{info, warn};
+use vigil_proto::server::{Accepted, CloseReason, ServerEvent};
+use vigil_proto::Connect;
+
+use super::{Attached, Driver};
+use crate::core::ConnectRequest;
+
+impl Driver {
+    /// Answers every pending event; a CONNECT may wait for a takeover.
+    pub(super) async fn process_events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                ServerEvent::Connect(c) => self.on_connect(c).await,
+                ServerEvent::Publish(p) => {
+                    let Some(a) = &self.attached else { continue };
+                    let (packet_id, qos) = (p.packet_id, p.qos);
+                    let matched = self.broker.publish_packet(&a.session, p, Instant::now());
+                    self.conn.publish_routed(packet_id, qos, matched);
+                }
+                ServerEvent::Subscribe(s) => {
+                    let Some(a) = &self.attached else { continue };
+                    match self.broker.subscribe(&a.session, &s, Instant::now()) {
+                        Ok(codes) => self.conn.send_suback(s.packet_id, codes),
+                        Err(v) => self.conn.close(
+                            v.reason,
+                            CloseReason::ProtocolError {
+                                reason: v.reason,
+                                detail: v.detail,
+                            },
+                        ),
+                    }
+                }
+                ServerEvent::Unsubscribe(u) => {
+                    let Some(a) = &self.attached else { continue };
+                    let codes = self.broker.unsubscribe(&a.session, &u);
+                    self.conn.send_unsuback(u.packet_id, codes);
+                }
+                ServerEvent::Closed(closed) => self.closed = Some(closed),
+            }
+        }
+    }
+
+    async fn on_connect(&mut self, c: Box<Connect>) {
+        let v5 = c.protocol.is_v5();
+        let assigned = c.client_id.is_empty();
+        let client_id = if assigned {
+            format!("vigil-{:016x}", rand::random::<u64>())
+        } else {
+            c.client_id.clone()
+        };
+        let session_expiry = if v5 {
+            c.properties.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        self.client_id = client_id.clone();
+        let request = ConnectRequest {
+            client_id: client_id.clone(),
+            protocol: c.protocol,
+            clean_start: c.clean_start,
+            session_expiry,
+            will: c.will.clone(),
+            username: c.username.clone(),
+            peer: self.peer,
+        };
+        match self.broker.connect(request).await {
+            Ok(grant) => {
+                info!(
+                    client = %client_id,
+                    peer = %self.peer,
+                    protocol = c.protocol.level(),
+                    keep_alive = c.keep_alive,
+                    clean_start = c.clean_start,
+                    session_present = grant.session_present,
+                    "client connected"
+                );
+                self.conn.accept(
+                    Instant::now(),
+                    Accepted {
+                        session_present: grant.session_present,
+                        assigned_client_id: (assigned && v5).then_some(client_id),
+                        state: grant.state,
+                    },
+                );
+                self.control = Some(grant.control);
+                self.attached = Some(Attached {
+                    session: grant.session,
+                    conn_id: grant.conn_id,
+                });
+            }
+            Err(code) => {
+                warn!(client = %client_id, peer = %self.peer, reason = %code, "connection refused");
+                self.conn.refuse(code);
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The per-connection task: owns the socket and the connection's state
+//! machine, and moves bytes, deliveries and timers between them and the broker
+//! core. All protocol decisions live in `vigil_proto::server`; this file only
+//! does I/O.
+//!
+//! Memory: no buffer is held while a connection is idle. The read buffer is
+//! allocated when the socket is readable and dropped once every complete
+//! packet is decoded; the write buffer is dropped once flushed.
+
+mod events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use vigil_proto::server::{CloseReason, Closed, ServerConfig, ServerConnection};
+use vigil_proto::Packet;
+
+use crate::core::{Broker, Control, DisconnectInfo, SessionRef};
+
+/// Stop pulling deliveries into the write buffer beyond this many bytes, so a
+/// PINGRESP queued later waits behind at most this much of our own data.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Deliveries taken from the mailbox per wake-up.
+const DRAIN_BATCH: usize = 256;
+/// Read size when the socket is readable and no packet is partly buffered.
+const READ_CHUNK: usize = 4096;
+/// How long a closing connection may take to flush its last packets.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+
+/// Runs one client connection to its end.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: ServerConfig,
+) {
+    let mut driver = Driver {
+        stream,
+        peer,
+        conn: ServerConnection::new(config, Instant::now()),
+        broker,
+        attached: None,
+        control: None,
+        read_buf: BytesMut::new(),
+        write_buf: BytesMut::new(),
+        client_id: String::new(),
+        closed: None,
+        scratch: Vec::new(),
+    };
+    driver.run().await;
+}
+
+struct Attached {
+    session: SessionRef,
+    conn_id: u64,
+}
+
+struct Driver {
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: ServerConnection,
+    broker: Arc<Broker>,
+    attached: Option<Attached>,
+    control: Option<mpsc::UnboundedReceiver<Control>>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    client_id: String,
+    closed: Option<Closed>,
+    scratch: Vec<vigil_proto::message::Outgoing>,
+}
+
+impl Driver {
+    async fn run(&mut self) {
+        loop {
+            self.process_events().await;
+            self.pull_deliveries();
+            self.fill_write_buf();
+            if self.conn.is_closed() {
+                break;
+            }
+            let deadline = self.conn.poll_timeout();
+            let want_deliveries = self.attached.is_some()
+                && self.conn.wants_deliveries()
+                && self.write_buf.len() < WRITE_HIGH_WATER;
+            let mailbox = self.attached.as_ref().map(|a| a.session.clone());
+            tokio::select! {
+                biased;
+                // Reading first: a client's PINGREQ already in our socket must be
+                // seen before its keep-alive deadline is judged.
+                ready = self.stream.readable() => match ready {
+                    Ok(()) => self.read(),
+                    Err(e) => self.conn.handle_transport_closed(CloseReason::Io(e.to_string())),
+                },
+                ready = self.stream.writable(), if !self.write_buf.is_empty() => match ready {
+                    Ok(()) => self.write(),
+                    Err(e) => self.conn.handle_transport_closed(CloseReason::Io(e.to_string())),
+                },
+                msg = recv_control(&mut self.control) => self.on_control(msg),
+                _ = wait_mailbox(mailbox.as_ref()), if want_deliveries => {}
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.conn.handle_timeout(Instant::now());
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    fn read(&mut self) {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(&mut self.read_buf) {
+            Ok(0) => {
+                self.conn.handle_transport_closed(CloseReason::PeerClosed);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                self.conn
+                    .handle_transport_closed(CloseReason::Io(e.to_string()));
+                return;
+            }
+        }
+        let now = Instant::now();
+        loop {
+            match Packet::decode(
+                &mut self.read_buf,
+                self.conn.version(),
+                self.conn.max_packet_size(),
+            ) {
+                Ok(Some(packet)) => {
+                    self.conn.handle_packet(now, packet);
+                    if self.conn.is_closed() {
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    if !self.read_buf.is_empty() {
+                        self.conn.handle_read_progress(now);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    warn!(client = %self.client_id, peer = %self.peer, fault = %e, "malformed or illegal packet");
+                    self.conn.handle_decode_error(now, &e);
+                    break;
+                }
+            }
+        }
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    fn write(&mut self) {
+        match self.stream.try_write(&self.write_buf) {
+            Ok(n) => {
+                let _ = self.write_buf.split_to(n);
+                if self.write_buf.is_empty() {
+                    self.write_buf = BytesMut::new();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => self
+                .conn
+                .handle_transport_closed(CloseReason::Io(e.to_string())),
+        }
+    }
+
+    /// Encodes everything the state machine wants sent into one buffer.
+    fn fill_write_buf(&mut self) {
+        let version = self.conn.version();
+        while self.write_buf.len() < WRITE_HIGH_WATER || self.conn.is_closed() {
+            let Some(packet) = self.conn.poll_transmit() else {
+                break;
+            };
+            if let Err(e) = packet.encode(version, &mut self.write_buf) {
+                warn!(client = %self.client_id, fault = %e, "packet could not be encoded; dropped");
+            }
+        }
+    }
+
+    /// Hands queued deliveries to the state machine while it has room.
+    fn pull_deliveries(&mut self) {
+        let Some(session) = self.attached.as_ref().map(|a| a.session.clone()) else {
+            return;
+        };
+        let now = Instant::now();
+        while self.conn.wants_deliveries() && self.write_buf.len() < WRITE_HIGH_WATER {
+            self.scratch.clear();
+            session.mailbox.drain_into(&mut self.scratch, DRAIN_BATCH);
+            if self.scratch.is_empty() {
+                break;
+            }
+            for o in self.scratch.drain(..) {
+                self.conn.deliver(now, o);
+            }
+            self.fill_write_buf();
+        }
+    }
+
+    fn on_control(&mut self, msg: Option<Control>) {
+        match msg {
+            Some(Control::TakenOver) => self.conn.close(
+                vigil_proto::ReasonCode::SESSION_TAKEN_OVER,
+                CloseReason::TakenOver,
+            ),
+            Some(Control::Shutdown) => self.conn.close(
+                vigil_proto::ReasonCode::SERVER_SHUTTING_DOWN,
+                CloseReason::ServerShutdown,
+            ),
+            None => self.control = None,
+        }
+    }
+
+    /// Flushes the last packets (DISCONNECT before close), then tells the core.
+    async fn finish(&mut self) {
+        self.process_events().await;
+        self.fill_write_buf();
+        if !self.write_buf.is_empty() {
+            use tokio::io::AsyncWriteExt;
+            let flush = self.stream.write_all(&self.write_buf);
+            if tokio::time::timeout(FLUSH_ON_CLOSE, flush).await.is_err() {
+                debug!(client = %self.client_id, "could not flush before close");
+            }
+        }
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        let closed = self.closed.take().unwrap_or(Closed {
+            reason: CloseReason::PeerClosed,
+            publish_will: true,
+            session_expiry: None,
+        });
+        let drops = self.conn.drops();
+        let counters = self.broker.counters();
+        counters
+            .dropped_expired
+            .fetch_add(drops.expired, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .dropped_too_large
+            .fetch_add(drops.too_large, std::sync::atomic::Ordering::Relaxed);
+        match self.attached.take() {
+            Some(a) => {
+                info!(client = %self.client_id, peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
+                let info = DisconnectInfo {
+                    reason: closed.reason,
+                    publish_will: closed.publish_will,
+                    session_expiry: closed.session_expiry,
+                    state: self.conn.take_state(),
+                };
+                self.broker
+                    .disconnect(Instant::now(), &a.session, a.conn_id, info);
+            }
+            None => {
+                self.broker.counters().count_disconnect(&closed.reason);
+                debug!(peer = %self.peer, reason = %closed.reason, "connection closed before CONNACK");
+            }
+        }
+    }
+}
+
+async fn recv_control(control: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
+    match control {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_mailbox(session: Option<&SessionRef>) {
+    match session {
+        Some(s) => s.mailbox.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

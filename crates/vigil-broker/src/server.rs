@@ -1,0 +1,150 @@
+//! The listener: accepts TCP connections, spawns one task per connection,
+//! runs the broker's timers, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use vigil_proto::server::{KeepAlivePolicy, ServerConfig};
+
+use crate::config::{BrokerConfig, OutOfRangePolicy};
+use crate::core::{Broker, CoreConfig, MailboxLimits};
+
+/// Everything the listener needs, derived from a `BrokerConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Connections beyond this are closed at accept.
+    pub max_connections: usize,
+    /// Per-connection protocol limits.
+    pub connection: ServerConfig,
+    /// Broker core limits.
+    pub core: CoreConfig,
+}
+
+impl ServerOptions {
+    /// The options a config file (plus flags) describes.
+    pub fn from_config(config: &BrokerConfig) -> ServerOptions {
+        let ka = &config.keepalive;
+        ServerOptions {
+            listen: config.listen_addr(),
+            max_connections: config.listener.max_connections,
+            connection: ServerConfig {
+                max_packet_size: config.limits.max_packet_size,
+                receive_maximum: config.limits.receive_maximum,
+                topic_alias_maximum: config.limits.topic_alias_maximum,
+                max_inflight: config.limits.max_inflight,
+                keep_alive: KeepAlivePolicy {
+                    min: ka.min_keepalive,
+                    max: ka.max_keepalive,
+                    allow_zero: ka.allow_zero_keepalive,
+                    refuse_v3_out_of_range: ka.v3_out_of_range == OutOfRangePolicy::Refuse,
+                },
+                connect_timeout: config.connect_timeout(),
+            },
+            core: CoreConfig {
+                mailbox: MailboxLimits {
+                    max_messages: config.sessions.max_queued_messages,
+                    max_bytes: config.sessions.max_queued_bytes,
+                },
+                max_session_expiry: config.sessions.max_session_expiry,
+                takeover_wait: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+/// A bound, not yet running, broker.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    options: ServerOptions,
+}
+
+/// Closes the count of live connections when a connection task ends.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Server {
+    /// Binds the listener.
+    pub async fn bind(options: ServerOptions) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(options.listen).await?;
+        Ok(Server {
+            listener,
+            broker: Broker::new(options.core),
+            options,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The broker core (counters, sessions), for tests and metrics.
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// Serves until `shutdown` completes, then tells every client (MQTT 5:
+    /// DISCONNECT 0x8B) and waits up to 5 s for the connections to close.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let timers = tokio::spawn(self.broker.clone().run_timers());
+        let live = Arc::new(AtomicUsize::new(0));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    if live.load(Ordering::Acquire) >= self.options.max_connections {
+                        warn!(%peer, max = self.options.max_connections, "connection refused: max_connections reached");
+                        continue;
+                    }
+                    live.fetch_add(1, Ordering::AcqRel);
+                    let slot = ConnectionSlot(live.clone());
+                    let _ = stream.set_nodelay(true);
+                    // Backstop for peers that vanish without FIN while keep alive is 0.
+                    let keepalive = TcpKeepalive::new()
+                        .with_time(Duration::from_secs(120))
+                        .with_interval(Duration::from_secs(30));
+                    let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+                    let broker = self.broker.clone();
+                    let config = self.options.connection;
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        crate::connection::serve(stream, peer, broker, config).await;
+                    });
+                }
+            }
+        }
+        info!("shutting down: disconnecting clients");
+        self.broker.shutdown();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while live.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        timers.abort();
+        Ok(())
+    }
+}
