@@ -170,6 +170,20 @@ fn acks_v5_with_reason_and_properties() {
 }
 
 #[test]
+fn v5_ack_short_form_with_reason_but_no_property_length_decodes() {
+    let mut buf = bytes::BytesMut::from(&[0x40u8, 0x03, 0x00, 0x0A, 0x10][..]);
+    let p = Packet::decode(&mut buf, V5, MAX).unwrap().unwrap();
+    assert_eq!(
+        p,
+        Packet::PubAck(Ack {
+            packet_id: 10,
+            reason: ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            ..Ack::default()
+        })
+    );
+}
+
+#[test]
 fn v5_ack_with_reason_and_empty_properties_decodes() {
     let mut buf = bytes::BytesMut::from(&[0x40u8, 0x04, 0x00, 0x0A, 0x00, 0x00][..]);
     let p = Packet::decode(&mut buf, V5, MAX).unwrap().unwrap();

@@ -79,13 +79,14 @@ impl Ack {
         Ok(())
     }
 
-    /// MQTT 5 lets a successful ack with no properties omit both reason and properties.
+    /// Which optional parts go on the wire: MQTT 5 lets a successful ack with no
+    /// properties omit both. When the reason code is sent, the property length
+    /// is sent too (0 if empty): the spec allows omitting it, but some clients
+    /// (rumqttc 0.24) cannot parse that form.
     fn short_form(&self, version: ProtocolVersion) -> (bool, bool) {
-        if !version.is_v5() {
-            return (false, false);
-        }
-        let props = !self.properties.is_empty();
-        (props || self.reason != ReasonCode::SUCCESS, props)
+        let long =
+            version.is_v5() && (self.reason != ReasonCode::SUCCESS || !self.properties.is_empty());
+        (long, long)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {

@@ -62,24 +62,21 @@ impl Disconnect {
         Ok(())
     }
 
+    /// MQTT 5 sends nothing for a normal disconnect without properties; otherwise
+    /// the reason code and the property block (length 0 if empty: the shorter
+    /// legal form is not understood by every client).
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
         if !version.is_v5() || (self.reason == ReasonCode::SUCCESS && self.properties.is_empty()) {
             0
-        } else if self.properties.is_empty() {
-            1
         } else {
             1 + properties_block_len(&self.properties)
         }
     }
 
     pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        match self.body_len(version) {
-            0 => {}
-            1 => out.put_u8(self.reason.0),
-            _ => {
-                out.put_u8(self.reason.0);
-                put_properties(out, &self.properties);
-            }
+        if self.body_len(version) > 0 {
+            out.put_u8(self.reason.0);
+            put_properties(out, &self.properties);
         }
     }
 }

@@ -1,0 +1,121 @@
+//! Test support: a broker on 127.0.0.1:0 and a raw MQTT client on the vigil codec.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use vigil_broker::config::BrokerConfig;
+use vigil_broker::core::Broker;
+use vigil_broker::{Server, ServerOptions};
+use vigil_proto::{Packet, ProtocolVersion};
+
+/// A running broker; dropping it stops it.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: Arc<Broker>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        TestBroker::with(|_| {}).await
+    }
+
+    pub async fn with(edit: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        let mut config = BrokerConfig::default();
+        config.listener.bind = "127.0.0.1".parse().unwrap();
+        config.listener.port = 0;
+        edit(&mut config);
+        let server = Server::bind(ServerOptions::from_config(&config))
+            .await
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let broker = server.broker();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            server
+                .run_until(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestBroker {
+            addr,
+            broker,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the broker gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A raw client: writes and reads packets exactly, nothing automatic.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub version: ProtocolVersion,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, version: ProtocolVersion) -> RawClient {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        RawClient {
+            stream,
+            version,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(self.version, &mut out).unwrap();
+        self.stream.write_all(&out).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next packet, or None on EOF; panics after `within`.
+    pub async fn recv_within(&mut self, within: Duration) -> Option<Packet> {
+        tokio::time::timeout(within, self.recv())
+            .await
+            .expect("timed out waiting for a packet")
+    }
+
+    pub async fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = Packet::decode(&mut self.buf, self.version, u32::MAX).unwrap() {
+                return Some(p);
+            }
+            let n = self.stream.read_buf(&mut self.buf).await.unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+}
