@@ -39,12 +39,20 @@ fn disconnect_v5_forms() {
     both_ways(V5, &[0xE0, 0x00], Packet::Disconnect(Disconnect::default()));
     both_ways(
         V5,
-        &[0xE0, 0x01, 0x8E],
+        &[0xE0, 0x02, 0x8E, 0x00],
         Packet::Disconnect(Disconnect::new(ReasonCode::SESSION_TAKEN_OVER)),
+    );
+    // The short form without a property length is legal and decodes the same.
+    let mut buf = bytes::BytesMut::from(&[0xE0u8, 0x01, 0x8E][..]);
+    assert_eq!(
+        Packet::decode(&mut buf, V5, MAX).unwrap(),
+        Some(Packet::Disconnect(Disconnect::new(
+            ReasonCode::SESSION_TAKEN_OVER
+        )))
     );
     both_ways(
         V5,
-        &[0xE0, 0x01, 0x8D],
+        &[0xE0, 0x02, 0x8D, 0x00],
         Packet::Disconnect(Disconnect::new(ReasonCode::KEEP_ALIVE_TIMEOUT)),
     );
     let mut d = Disconnect::default();

@@ -146,7 +146,7 @@ fn acks_v5_with_reason_and_properties() {
     };
     both_ways(
         V5,
-        &[0x40, 0x03, 0x00, 0x0A, 0x10],
+        &[0x40, 0x04, 0x00, 0x0A, 0x10, 0x00],
         Packet::PubAck(ack.clone()),
     );
     let mut with_reason = ack;
@@ -163,10 +163,14 @@ fn acks_v5_with_reason_and_properties() {
     };
     both_ways(
         V5,
-        &[0x62, 0x03, 0x00, 0x0A, 0x92],
+        &[0x62, 0x04, 0x00, 0x0A, 0x92, 0x00],
         Packet::PubRel(rel.clone()),
     );
-    both_ways(V5, &[0x70, 0x03, 0x00, 0x0A, 0x92], Packet::PubComp(rel));
+    both_ways(
+        V5,
+        &[0x70, 0x04, 0x00, 0x0A, 0x92, 0x00],
+        Packet::PubComp(rel),
+    );
 }
 
 #[test]
