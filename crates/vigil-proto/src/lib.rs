@@ -9,6 +9,7 @@
 //! that depends on time takes `now: Instant` from its caller, so that tests can
 //! drive hours of protocol on a virtual clock in microseconds.
 
+pub mod client;
 mod codec;
 pub mod error;
 pub mod message;
