@@ -195,7 +195,7 @@ impl ClientSession {
         if p.qos == QoS::ExactlyOnce {
             self.inbound_qos2.insert(p.packet_id);
         }
-        self.events.push_back(ClientEvent::Message(p));
+        self.events.push_back(ClientEvent::Message(Box::new(p)));
     }
 
     fn complete(&mut self, a: Ack, qos: QoS) {

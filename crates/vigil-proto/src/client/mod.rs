@@ -110,7 +110,7 @@ pub enum ClientEvent {
     },
     /// A message from the broker. QoS 1/2 messages are acknowledged only when
     /// the driver calls `ack_inbound` (flow control towards the broker).
-    Message(Publish),
+    Message(Box<Publish>),
     /// Our QoS 1/2 publish `token` completed (PUBACK, or PUBCOMP for QoS 2).
     Published {
         /// The caller's token.
