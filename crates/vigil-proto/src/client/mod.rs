@@ -72,7 +72,7 @@ impl Default for ClientConfig {
 pub enum ClientCloseReason {
     /// No packet at all arrived within the ping timeout after a PINGREQ.
     KeepAliveTimeout {
-        /// Time between the PINGREQ and giving up.
+        /// The ping timeout that ran out after the PINGREQ.
         waited: Duration,
         /// The keep alive in force.
         keep_alive: Duration,
@@ -295,8 +295,9 @@ impl ClientSession {
             Phase::Connected if !self.keep_alive.is_zero() => {
                 if let Some(sent) = self.ping_outstanding {
                     if now >= sent + self.ping_timeout {
+                        // Report the timeout waited for, not the timer's lateness.
                         self.close(ClientCloseReason::KeepAliveTimeout {
-                            waited: now - sent,
+                            waited: self.ping_timeout,
                             keep_alive: self.keep_alive,
                         });
                     }
