@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_common;
+mod cli_props;
+mod cli_pub;
+mod cli_sub;
 mod serve;
 
 /// vigil: an MQTT 3.1/3.1.1/5.0 broker, client and tools.
@@ -19,12 +23,18 @@ struct Cli {
 enum Command {
     /// Run the broker (no config needed: listens on 0.0.0.0:1883).
     Serve(serve::ServeArgs),
+    /// Publish messages (flags as mosquitto_pub; help with --help).
+    Pub(cli_pub::PubArgs),
+    /// Subscribe and print messages (flags as mosquitto_sub; help with --help).
+    Sub(cli_sub::SubArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pub(args) => client_runtime().and_then(|rt| rt.block_on(cli_pub::run(args))),
+        Command::Sub(args) => client_runtime().and_then(|rt| rt.block_on(cli_sub::run(args))),
     };
     match result {
         Ok(code) => code,
@@ -33,6 +43,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A small runtime for the client commands.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level.
@@ -44,4 +61,28 @@ fn init_logging(default_level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mosquitto_style_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "vigil", "pub", "-h", "example", "-p", "1884", "-t", "a/b", "-m", "x", "-q", "1", "-V",
+            "5",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Pub(_)));
+        let cli =
+            Cli::try_parse_from(["vigil", "sub", "-t", "a/#", "-t", "b", "-v", "-C", "3"]).unwrap();
+        assert!(matches!(cli.command, Command::Sub(_)));
+    }
 }

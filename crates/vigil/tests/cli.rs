@@ -1,0 +1,161 @@
+//! The built `vigil` binary: `serve`, and `pub`/`sub` against vigil and against Mosquitto.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn vigil(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// `vigil sub -C 2` in the background, two `vigil pub`, and the subscriber's output.
+fn pub_sub_round_trip(port: u16, version: &str) {
+    let p = port.to_string();
+    let sub = Command::new(BIN)
+        .args([
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-V",
+            version,
+            "-t",
+            "cli/#",
+            "-q",
+            "1",
+            "-C",
+            "2",
+            "-W",
+            "10",
+            "-F",
+            "%t=%p q%q",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for (topic, msg) in [("cli/a", "one"), ("cli/b", "two")] {
+        let out = vigil(&[
+            "pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-V",
+            version,
+            "-t",
+            topic,
+            "-m",
+            msg,
+            "-q",
+            "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "pub failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cli/a=one q1\ncli/b=two q1\n"
+    );
+}
+
+#[test]
+fn serve_then_pub_and_sub_v5_and_v311() {
+    let port = free_port();
+    let _broker = Killed(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "--store",
+                "memory",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port);
+    pub_sub_round_trip(port, "5");
+    pub_sub_round_trip(port, "311");
+}
+
+#[test]
+fn pub_and_sub_against_mosquitto() {
+    if std::env::var("VIGIL_SKIP_MOSQUITTO").is_ok_and(|v| v == "1") {
+        eprintln!("VIGIL_SKIP_MOSQUITTO=1: skipped");
+        return;
+    }
+    let port = free_port();
+    let _mosquitto = Killed(
+        Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "mosquitto is needed (apt-get install mosquitto) or set VIGIL_SKIP_MOSQUITTO=1",
+            ),
+    );
+    wait_listening(port);
+    pub_sub_round_trip(port, "5");
+    pub_sub_round_trip(port, "31");
+}
+
+#[test]
+fn failures_explain_themselves() {
+    let port = free_port().to_string();
+    let out = vigil(&["pub", "-h", "127.0.0.1", "-p", &port, "-t", "x", "-m", "y"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to 127.0.0.1") && err.contains("refused"),
+        "{err}"
+    );
+    let out = vigil(&["serve", "--config", "/nonexistent/vigil.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/vigil.toml"));
+}
