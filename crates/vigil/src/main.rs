@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cli_common;
 mod cli_props;
 mod cli_pub;
@@ -27,6 +28,8 @@ enum Command {
     Pub(cli_pub::PubArgs),
     /// Subscribe and print messages (flags as mosquitto_sub; help with --help).
     Sub(cli_sub::SubArgs),
+    /// Load and keep-alive soak scenarios against any MQTT broker (help with --help).
+    Bench(vigil_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Pub(args) => client_runtime().and_then(|rt| rt.block_on(cli_pub::run(args))),
         Command::Sub(args) => client_runtime().and_then(|rt| rt.block_on(cli_sub::run(args))),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

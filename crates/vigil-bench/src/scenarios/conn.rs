@@ -1,0 +1,120 @@
+//! `conn`: open N connections at a target rate and hold them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+use super::client_id;
+use crate::conn::{connect_packet, BenchConn};
+use crate::measure::{Latency, ProcSample};
+use crate::progress::Progress;
+use crate::{BenchError, Common, Report, Target};
+
+/// Broker CPU and RSS over a window, as JSON (null fields without --broker-pid).
+pub(crate) fn broker_usage(
+    before: Option<ProcSample>,
+    after: Option<ProcSample>,
+    secs: f64,
+) -> Value {
+    match (before, after) {
+        (Some(b), Some(a)) => json!({
+            "cpu_percent": 100.0 * (a.cpu_secs - b.cpu_secs) / secs.max(0.001),
+            "rss_before_bytes": b.rss_bytes,
+            "rss_after_bytes": a.rss_bytes,
+        }),
+        _ => Value::Null,
+    }
+}
+
+pub(crate) async fn run(
+    target: &Target,
+    common: &Common,
+    duration: Duration,
+    progress: &Progress,
+    connections: usize,
+    rate: f64,
+) -> Result<Report, BenchError> {
+    let before = common.broker_pid.and_then(ProcSample::read);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 0..connections {
+        tokio::time::sleep_until((start + interval * i as u32).into()).await;
+        let (target, id) = (target.clone(), client_id("conn", i));
+        tasks.spawn(async move {
+            let connect = connect_packet(target.version, id, 0);
+            BenchConn::open(
+                target.addr,
+                target.next_src(),
+                connect,
+                target.connect_timeout,
+            )
+            .await
+        });
+        if i % 1000 == 0 {
+            progress.say(format!("conn: {i}/{connections} opened"));
+        }
+    }
+    let mut held = Vec::with_capacity(connections);
+    let mut latency = Latency::default();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.map_err(|e| BenchError::Protocol(e.to_string()))? {
+            Ok((conn, took)) => {
+                latency.record(took);
+                held.push(conn);
+            }
+            Err(e) => *failures.entry(cause(&e)).or_default() += 1,
+        }
+    }
+    let connect_secs = start.elapsed().as_secs_f64();
+    progress.say(format!("conn: holding {} connections", held.len()));
+    tokio::time::sleep(duration).await;
+    let after = common.broker_pid.and_then(ProcSample::read);
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) if !held.is_empty() => {
+            Some((a.rss_bytes as f64 - b.rss_bytes as f64) / held.len() as f64)
+        }
+        _ => None,
+    };
+    let failed: u64 = failures.values().sum();
+    let l = latency.summary();
+    let human = format!(
+        "conn: {} connected, {failed} failed {:?}, {:.0} conn/s, CONNACK p50 {} ms p99 {} ms{}",
+        held.len(),
+        failures,
+        held.len() as f64 / connect_secs.max(0.001),
+        l["p50_ms"],
+        l["p99_ms"],
+        per_conn
+            .map(|b| format!(", broker RSS {b:.0} B per connection"))
+            .unwrap_or_default()
+    );
+    let json = json!({
+        "scenario": "conn",
+        "connections": connections,
+        "connected": held.len(),
+        "failed": failed,
+        "failures": failures,
+        "connect_per_s": held.len() as f64 / connect_secs.max(0.001),
+        "connack_latency": l,
+        "broker_rss_per_connection_bytes": per_conn,
+        "broker": broker_usage(before, after, connect_secs + duration.as_secs_f64()),
+    });
+    drop(held);
+    Ok(Report { json, human })
+}
+
+/// A short label for a failure cause.
+pub(crate) fn cause(e: &BenchError) -> String {
+    match e {
+        BenchError::Io(io) => format!("io: {}", io.kind()),
+        BenchError::Timeout(_) => "timeout".into(),
+        BenchError::Refused(code) => format!("refused: {code}"),
+        BenchError::Protocol(_) => "protocol".into(),
+        BenchError::Closed(_) => "closed".into(),
+        BenchError::Args(_) => "args".into(),
+    }
+}

@@ -1,0 +1,170 @@
+//! `ping`: N idle clients each pinging every K seconds, optionally beside a
+//! publish load. Measures PINGRESP latency and wrongful disconnects (a
+//! healthy, pinging client closed by the broker), which must be 0.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::task::JoinSet;
+use vigil_proto::{Packet, Publish, Subscribe, Subscription};
+
+use super::client_id;
+use crate::conn::{connect_packet, BenchConn};
+use crate::measure::Latency;
+use crate::progress::Progress;
+use crate::{BenchError, Report, Target};
+
+pub(crate) async fn run(
+    target: &Target,
+    duration: Duration,
+    progress: &Progress,
+    clients: usize,
+    keep_alive: u16,
+    publish_rate: Option<f64>,
+) -> Result<Report, BenchError> {
+    let k = Duration::from_secs(u64::from(keep_alive.max(1)));
+    let wrongful = Arc::new(AtomicU64::new(0));
+    let pings = Arc::new(AtomicU64::new(0));
+    let mut conns = Vec::with_capacity(clients);
+    for i in 0..clients {
+        let connect = connect_packet(target.version, client_id("ping", i), keep_alive);
+        conns.push(
+            BenchConn::open(
+                target.addr,
+                target.next_src(),
+                connect,
+                target.connect_timeout,
+            )
+            .await?
+            .0,
+        );
+        if i % 1000 == 0 {
+            progress.say(format!("ping: {i}/{clients} connected"));
+        }
+    }
+    let start = Instant::now();
+    let end = start + duration;
+    let load = publish_rate.map(|rate| tokio::spawn(publish_load(target.clone(), rate, end)));
+    let mut tasks = JoinSet::new();
+    for (i, conn) in conns.into_iter().enumerate() {
+        // Spread the first pings over one interval so they do not all land at once.
+        let offset = k.mul_f64(i as f64 / clients.max(1) as f64);
+        let (wrongful, pings) = (wrongful.clone(), pings.clone());
+        tasks.spawn(pinger(conn, start + offset, k, end, wrongful, pings));
+    }
+    let mut latency = Latency::default();
+    while let Some(r) = tasks.join_next().await {
+        latency.merge(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
+        progress.say(format!(
+            "ping: {} PINGRESPs, {} wrongful disconnects",
+            pings.load(Ordering::Relaxed),
+            wrongful.load(Ordering::Relaxed)
+        ));
+    }
+    let published = match load {
+        Some(h) => h.await.map_err(|e| BenchError::Protocol(e.to_string()))??,
+        None => 0,
+    };
+    let wrongful = wrongful.load(Ordering::Relaxed);
+    let l = latency.summary();
+    let human = format!(
+        "ping: {clients} clients, K = {keep_alive} s, {} PINGRESPs p50 {} ms p99 {} ms max {} ms, wrongful disconnects {wrongful}, {published} messages published beside",
+        latency.count(), l["p50_ms"], l["p99_ms"], l["max_ms"]
+    );
+    let json = json!({
+        "scenario": "ping",
+        "clients": clients,
+        "keep_alive_s": keep_alive,
+        "publish_rate": publish_rate,
+        "published": published,
+        "pingresp_latency": l,
+        "wrongful_disconnects": wrongful,
+    });
+    Ok(Report { json, human })
+}
+
+async fn pinger(
+    mut conn: BenchConn,
+    first: Instant,
+    k: Duration,
+    end: Instant,
+    wrongful: Arc<AtomicU64>,
+    pings: Arc<AtomicU64>,
+) -> Latency {
+    let mut latency = Latency::default();
+    let mut next = first;
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        let sent = Instant::now();
+        if conn.send(&Packet::PingReq).await.is_err() {
+            wrongful.fetch_add(1, Ordering::Relaxed);
+            return latency;
+        }
+        loop {
+            match tokio::time::timeout(k, conn.recv()).await {
+                Ok(Ok(Some(Packet::PingResp))) => {
+                    latency.record(sent.elapsed());
+                    pings.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok(Ok(Some(_))) => {}
+                // Closed, DISCONNECT, error or no answer within K: the broker dropped a healthy client.
+                _ => {
+                    wrongful.fetch_add(1, Ordering::Relaxed);
+                    return latency;
+                }
+            }
+        }
+        next += k;
+    }
+    latency
+}
+
+/// A QoS 0 publisher at `rate` messages/s with one subscriber draining it.
+async fn publish_load(target: Target, rate: f64, end: Instant) -> Result<u64, BenchError> {
+    let mut sub = BenchConn::open(
+        target.addr,
+        None,
+        connect_packet(target.version, client_id("load-sub", 0), 60),
+        target.connect_timeout,
+    )
+    .await?
+    .0;
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![Subscription {
+            filter: "bench/load".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }))
+    .await?;
+    tokio::spawn(async move { while let Ok(Some(_)) = sub.recv().await {} });
+    let mut publisher = BenchConn::open(
+        target.addr,
+        None,
+        connect_packet(target.version, client_id("load-pub", 0), 60),
+        target.connect_timeout,
+    )
+    .await?
+    .0;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut n = 0u64;
+    let mut next = Instant::now();
+    let payload = bytes::Bytes::from(vec![0u8; 64]);
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        publisher
+            .send(&Packet::Publish(Publish {
+                topic: "bench/load".into(),
+                payload: payload.clone(),
+                ..Default::default()
+            }))
+            .await?;
+        n += 1;
+        next += interval;
+    }
+    Ok(n)
+}
