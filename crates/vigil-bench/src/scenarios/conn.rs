@@ -101,7 +101,7 @@ pub(crate) async fn run(
         "connect_per_s": held.len() as f64 / connect_secs.max(0.001),
         "connack_latency": l,
         "broker_rss_per_connection_bytes": per_conn,
-        "broker": broker_usage(before, after, connect_secs + duration.as_secs_f64()),
+        "broker_usage": broker_usage(before, after, connect_secs + duration.as_secs_f64()),
     });
     drop(held);
     Ok(Report { json, human })

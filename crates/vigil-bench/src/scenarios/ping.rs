@@ -150,21 +150,21 @@ async fn publish_load(target: Target, rate: f64, end: Instant) -> Result<u64, Be
     )
     .await?
     .0;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let mut n = 0u64;
-    let mut next = Instant::now();
+    let started = Instant::now();
     let payload = bytes::Bytes::from(vec![0u8; 64]);
-    while next < end {
-        tokio::time::sleep_until(next.into()).await;
-        publisher
-            .send(&Packet::Publish(Publish {
+    while Instant::now() < end {
+        let due = (rate * started.elapsed().as_secs_f64()) as u64;
+        for _ in n..due {
+            publisher.queue(&Packet::Publish(Publish {
                 topic: "bench/load".into(),
                 payload: payload.clone(),
                 ..Default::default()
-            }))
-            .await?;
-        n += 1;
-        next += interval;
+            }));
+        }
+        n = n.max(due);
+        publisher.flush().await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(n)
 }

@@ -222,7 +222,7 @@ pub(crate) async fn run(
         "duplicates": duplicates,
         "delivered_per_s": rate,
         "latency": latency.summary(),
-        "broker": super::conn::broker_usage(before, after, publish_secs),
+        "broker_usage": super::conn::broker_usage(before, after, publish_secs),
     });
     let l = latency.summary();
     let human = format!(
@@ -257,16 +257,22 @@ async fn publisher(
     let mut seq = 0u64;
     let mut inflight = 0usize;
     let mut next_id = 0u16;
-    let batch = if flow.rate.is_some() { 1 } else { 64 };
-    let interval = flow
-        .rate
-        .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
-    let mut next_send = Instant::now();
+    let started = Instant::now();
     while Instant::now() < end {
-        if let Some(iv) = interval {
-            tokio::time::sleep_until(next_send.into()).await;
-            next_send += iv;
-        }
+        // Open loop: send whatever is due by now (timers tick in milliseconds,
+        // so a per-message sleep would cap the rate at 1000/s).
+        let batch = match flow.rate {
+            Some(rate) => {
+                let due = (rate * started.elapsed().as_secs_f64()) as u64;
+                let n = due.saturating_sub(seq).min(256) as usize;
+                if n == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                n
+            }
+            None => 64,
+        };
         for _ in 0..batch {
             if qos != QoS::AtMostOnce && inflight >= flow.inflight.max(1) {
                 break;
