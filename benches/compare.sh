@@ -7,6 +7,7 @@
 #
 #   benches/compare.sh                 # everything, 3 repetitions
 #   REPS=1 DURATION=3 benches/compare.sh fan-in pairs   # a subset, quicker
+#   BROKERS="vigil mosquitto" benches/compare.sh           # some brokers only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,8 +48,12 @@ if [ $# -gt 0 ]; then
   done
 fi
 
-BROKERS=(vigil mosquitto)
-command -v rumqttd >/dev/null && BROKERS+=(rumqttd)
+if [ -n "${BROKERS:-}" ]; then
+  read -r -a BROKERS <<<"$BROKERS"
+else
+  BROKERS=(vigil mosquitto)
+  command -v rumqttd >/dev/null && BROKERS+=(rumqttd)
+fi
 
 tmp=$(mktemp -d)
 trap 'kill $BROKER_PID 2>/dev/null || true; rm -rf "$tmp"' EXIT

@@ -19,8 +19,13 @@ impl Driver {
                 ServerEvent::Publish(p) => {
                     let Some(a) = &self.attached else { continue };
                     let (packet_id, qos) = (p.packet_id, p.qos);
-                    let matched = self.broker.publish_packet(&a.session, p, Instant::now());
-                    self.conn.publish_routed(packet_id, qos, matched);
+                    let routed = self.broker.publish_packet(&a.session, p, Instant::now());
+                    if !routed.blocked.is_empty() {
+                        // Backpressure: no ack and no further reads until the
+                        // subscribers that are behind have room for this message.
+                        self.broker.deliver_blocked(routed.blocked).await;
+                    }
+                    self.conn.publish_routed(packet_id, qos, routed.matched);
                 }
                 ServerEvent::Subscribe(s) => {
                     let Some(a) = &self.attached else { continue };

@@ -2,9 +2,11 @@
 //! task; the session's connection drains it in batches.
 //!
 //! Overflow policy (counted in `Counters`): QoS 0 is dropped when the session
-//! is offline or the queue is full; QoS 1/2 beyond the bound is dropped with a
-//! counter and a warning naming the client. Messages already in the queue are
-//! never evicted, so what the broker accepted first is delivered first.
+//! is offline or the queue is full. QoS 1/2 for an online session that is full
+//! is handed back to the publisher's connection, which waits for space before
+//! it acknowledges and reads on (backpressure, bounded in time); QoS 1/2 for an
+//! offline session beyond the bound is dropped with a counter and a warning.
+//! Messages already in the queue are never evicted.
 
 use std::collections::VecDeque;
 
@@ -23,14 +25,14 @@ pub struct MailboxLimits {
 }
 
 /// What happened to a pushed delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
     /// Queued.
     Queued,
     /// QoS 0 to an offline session: not queued, by policy.
     DroppedOffline,
-    /// The queue is at its bound.
-    DroppedFull,
+    /// The queue is at its bound; the delivery is handed back.
+    Full(Outgoing),
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,7 @@ struct Queue {
 pub struct Mailbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    space: Notify,
 }
 
 impl Mailbox {
@@ -56,7 +59,7 @@ impl Mailbox {
         {
             let mut q = self.queue.lock();
             if q.items.len() >= limits.max_messages || q.bytes + weight > limits.max_bytes {
-                return PushOutcome::DroppedFull;
+                return PushOutcome::Full(outgoing);
             }
             q.bytes += weight;
             q.items.push_back(outgoing);
@@ -73,6 +76,37 @@ impl Mailbox {
         out.extend(q.items.drain(..n));
         let drained: usize = out[before..].iter().map(|o| o.message.weight()).sum();
         q.bytes -= drained;
+        drop(q);
+        if n > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Queues `outgoing`, waiting for room until `deadline`; hands it back if
+    /// there is still none then (or the session went offline meanwhile).
+    pub async fn push_when_space(
+        &self,
+        mut outgoing: Outgoing,
+        limits: MailboxLimits,
+        is_online: impl Fn() -> bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Outgoing> {
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            if !is_online() {
+                return Err(outgoing);
+            }
+            match self.push(outgoing, true, limits) {
+                // Online pushes are never dropped as offline.
+                PushOutcome::Queued | PushOutcome::DroppedOffline => return Ok(()),
+                PushOutcome::Full(o) => outgoing = o,
+            }
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                return Err(outgoing);
+            }
+        }
     }
 
     /// Completes when a delivery may be waiting (a permit is stored if none is waiting).
@@ -150,10 +184,10 @@ mod tests {
             m.push(o(QoS::AtLeastOnce), true, LIMITS),
             PushOutcome::Queued
         );
-        assert_eq!(
+        assert!(matches!(
             m.push(o(QoS::AtLeastOnce), true, LIMITS),
-            PushOutcome::DroppedFull
-        );
+            PushOutcome::Full(_)
+        ));
         let mut out = Vec::new();
         m.drain_into(&mut out, 10);
         assert_eq!(out.len(), 2);
@@ -175,9 +209,9 @@ mod tests {
             m.push(o(QoS::AtLeastOnce), true, small),
             PushOutcome::Queued
         );
-        assert_eq!(
+        assert!(matches!(
             m.push(o(QoS::AtLeastOnce), true, small),
-            PushOutcome::DroppedFull
-        );
+            PushOutcome::Full(_)
+        ));
     }
 }

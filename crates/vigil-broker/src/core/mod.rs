@@ -7,7 +7,7 @@
 pub mod counters;
 pub mod mailbox;
 mod retained;
-mod routing;
+pub mod routing;
 pub mod session;
 mod subscriptions;
 pub mod timers;

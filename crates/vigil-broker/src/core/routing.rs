@@ -11,6 +11,18 @@ use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, W
 
 use super::{Broker, Counters, PushOutcome, SessionRef};
 
+/// How long a publishing connection waits for room in a full subscriber queue.
+pub const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where a published message went.
+#[derive(Debug)]
+pub struct Routed {
+    /// Number of subscribers it was routed to.
+    pub matched: usize,
+    /// QoS 1/2 deliveries waiting for room in an online subscriber's full queue.
+    pub blocked: Vec<(SessionRef, Outgoing)>,
+}
+
 /// A SUBSCRIBE that breaks a rule worth closing the connection for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeViolation {
@@ -23,8 +35,19 @@ pub struct SubscribeViolation {
 impl Broker {
     /// Routes a message published by `from` (None for wills) to every matching
     /// subscriber's mailbox and updates the retained index. Returns the number
-    /// of subscribers it was routed to.
+    /// of subscribers it was routed to. QoS 1/2 deliveries that found an online
+    /// subscriber's queue full are dropped here (counted); a publishing
+    /// connection uses `publish_packet` instead, which hands them back so it
+    /// can wait for room.
     pub fn publish(&self, from: Option<&SessionRef>, message: Message) -> usize {
+        let routed = self.route(from, message);
+        for (session, outgoing) in routed.blocked {
+            self.drop_blocked(&session, &outgoing);
+        }
+        routed.matched
+    }
+
+    fn route(&self, from: Option<&SessionRef>, message: Message) -> Routed {
         Counters::add(&self.counters.messages_in, 1);
         let message = Arc::new(message);
         if message.retain {
@@ -37,6 +60,7 @@ impl Broker {
             |s| s.is_online(),
             &mut matches,
         );
+        let mut blocked = Vec::new();
         for m in &matches {
             let outgoing = Outgoing {
                 message: message.clone(),
@@ -44,14 +68,51 @@ impl Broker {
                 retain: m.retain_as_published && message.retain,
                 subscription_ids: m.subscription_ids.clone(),
             };
-            self.push(&m.subscriber, outgoing);
+            if let Some(o) = self.push(&m.subscriber, outgoing) {
+                blocked.push((m.subscriber.clone(), o));
+            }
         }
-        matches.len()
+        Routed {
+            matched: matches.len(),
+            blocked,
+        }
     }
 
-    /// Routes an inbound PUBLISH received at `now`.
-    pub fn publish_packet(&self, from: &SessionRef, publish: Publish, now: Instant) -> usize {
-        self.publish(Some(from), Message::from_publish(publish, now))
+    /// Routes an inbound PUBLISH received at `now`. QoS 1/2 deliveries to
+    /// online subscribers whose queues are full come back in `blocked`: the
+    /// caller must pass them to `deliver_blocked` before acknowledging.
+    pub fn publish_packet(&self, from: &SessionRef, publish: Publish, now: Instant) -> Routed {
+        self.route(Some(from), Message::from_publish(publish, now))
+    }
+
+    /// Waits (up to `BACKPRESSURE_WAIT`) for room in each full queue, so an
+    /// acknowledged QoS 1/2 message is not dropped because a subscriber is
+    /// momentarily behind; the publisher is held meanwhile. Whatever still has
+    /// no room then is dropped and counted.
+    pub async fn deliver_blocked(&self, blocked: Vec<(SessionRef, Outgoing)>) {
+        let deadline = tokio::time::Instant::now() + BACKPRESSURE_WAIT;
+        for (session, outgoing) in blocked {
+            let limits = self.config.mailbox;
+            let s = session.clone();
+            match session
+                .mailbox
+                .push_when_space(outgoing, limits, move || s.is_online(), deadline)
+                .await
+            {
+                Ok(()) => Counters::add(&self.counters.messages_out, 1),
+                Err(o) => self.drop_blocked(&session, &o),
+            }
+        }
+    }
+
+    fn drop_blocked(&self, session: &SessionRef, outgoing: &Outgoing) {
+        Counters::add(&self.counters.dropped_queue_full, 1);
+        warn!(
+            client = session.client_id(),
+            queued = session.mailbox.len(),
+            "session queue full: QoS {} message dropped",
+            outgoing.qos.as_u8()
+        );
     }
 
     /// Adds the subscriptions of a SUBSCRIBE; returns one code per filter, and
@@ -95,15 +156,17 @@ impl Broker {
             if send_retained {
                 for message in self.retained.matching(filter, now) {
                     let qos = message.qos.min(s.options.qos);
-                    self.push(
-                        session,
-                        Outgoing {
-                            message,
-                            qos,
-                            retain: true,
-                            subscription_ids: id.into_iter().collect(),
-                        },
-                    );
+                    let outgoing = Outgoing {
+                        message,
+                        qos,
+                        retain: true,
+                        subscription_ids: id.into_iter().collect(),
+                    };
+                    // Retained copies are re-sendable state, not acknowledged
+                    // messages: no backpressure for them, a full queue drops.
+                    if let Some(o) = self.push(session, outgoing) {
+                        self.drop_blocked(session, &o);
+                    }
                 }
             }
         }
@@ -165,26 +228,19 @@ impl Broker {
         );
     }
 
-    fn push(&self, session: &SessionRef, outgoing: Outgoing) {
-        let qos = outgoing.qos;
-        match session
-            .mailbox
-            .push(outgoing, session.is_online(), self.config.mailbox)
-        {
+    /// Queues one delivery; hands back a QoS 1/2 delivery that found an online
+    /// session's queue full (the caller applies backpressure or drops it).
+    fn push(&self, session: &SessionRef, outgoing: Outgoing) -> Option<Outgoing> {
+        let online = session.is_online();
+        match session.mailbox.push(outgoing, online, self.config.mailbox) {
             PushOutcome::Queued => Counters::add(&self.counters.messages_out, 1),
             PushOutcome::DroppedOffline => Counters::add(&self.counters.dropped_qos0, 1),
-            PushOutcome::DroppedFull if qos == vigil_proto::QoS::AtMostOnce => {
+            PushOutcome::Full(o) if o.qos == vigil_proto::QoS::AtMostOnce => {
                 Counters::add(&self.counters.dropped_qos0, 1)
             }
-            PushOutcome::DroppedFull => {
-                Counters::add(&self.counters.dropped_queue_full, 1);
-                warn!(
-                    client = session.client_id(),
-                    queued = session.mailbox.len(),
-                    "session queue full: QoS {} message dropped",
-                    qos.as_u8()
-                );
-            }
+            PushOutcome::Full(o) if online => return Some(o),
+            PushOutcome::Full(o) => self.drop_blocked(session, &o),
         }
+        None
     }
 }

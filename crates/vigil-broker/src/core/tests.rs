@@ -435,3 +435,60 @@ async fn reconnect_storm_finishes_without_deadlock() {
     assert_eq!(Counters::get(&b.counters().connections_current), 0);
     assert_eq!(b.session_count(), 50);
 }
+
+#[tokio::test]
+async fn a_full_online_queue_holds_the_publisher_instead_of_dropping_qos1() {
+    let config = CoreConfig {
+        mailbox: MailboxLimits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        },
+        ..CoreConfig::default()
+    };
+    let b = Broker::new(config);
+    let sub_grant = b.connect(req("slow", true, 0)).await.unwrap();
+    b.subscribe(
+        &sub_grant.session,
+        &sub("t", QoS::AtLeastOnce, RetainHandling::SendAtSubscribe),
+        Instant::now(),
+    )
+    .unwrap();
+    let publisher = b.connect(req("pub", true, 0)).await.unwrap();
+    let p = || vigil_proto::Publish {
+        topic: "t".into(),
+        qos: QoS::AtLeastOnce,
+        packet_id: 1,
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        assert!(b
+            .publish_packet(&publisher.session, p(), Instant::now())
+            .blocked
+            .is_empty());
+    }
+    let routed = b.publish_packet(&publisher.session, p(), Instant::now());
+    assert_eq!(
+        routed.blocked.len(),
+        1,
+        "the third QoS 1 message waits for room"
+    );
+    let slow = sub_grant.session.clone();
+    let drainer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut out = Vec::new();
+        slow.mailbox.drain_into(&mut out, 1);
+        out.len()
+    });
+    b.deliver_blocked(routed.blocked).await;
+    assert_eq!(drainer.await.unwrap(), 1);
+    assert_eq!(
+        sub_grant.session.mailbox.len(),
+        2,
+        "delivered once there was room"
+    );
+    assert_eq!(
+        Counters::get(&b.counters().dropped_queue_full),
+        0,
+        "nothing acknowledged was dropped"
+    );
+}
