@@ -15,7 +15,9 @@ impl Driver {
     pub(super) async fn process_events(&mut self) {
         while let Some(event) = self.conn.poll_event() {
             match event {
-                ServerEvent::Connect(c) => self.on_connect(c).await,
+                // Boxed: CONNECT (with a possible takeover wait) happens once, and its
+                // large future would otherwise sit inside every idle connection's task.
+                ServerEvent::Connect(c) => Box::pin(self.on_connect(c)).await,
                 ServerEvent::Publish(p) => {
                     let Some(a) = &self.attached else { continue };
                     let (packet_id, qos) = (p.packet_id, p.qos);
@@ -23,7 +25,7 @@ impl Driver {
                     if !routed.blocked.is_empty() {
                         // Backpressure: no ack and no further reads until the
                         // subscribers that are behind have room for this message.
-                        self.broker.deliver_blocked(routed.blocked).await;
+                        Box::pin(self.broker.deliver_blocked(routed.blocked)).await;
                     }
                     self.conn.publish_routed(packet_id, qos, routed.matched);
                 }

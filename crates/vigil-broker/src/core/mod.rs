@@ -191,7 +191,7 @@ impl Broker {
             inner.fresh = false;
             inner.ended = false;
             inner.expiry = self.cap_expiry(req.session_expiry);
-            inner.will = req.will.clone();
+            inner.will = req.will.clone().map(Box::new);
             inner.protocol = req.protocol;
             inner.conn = Some(LiveConn {
                 conn_id,
@@ -259,14 +259,14 @@ impl Broker {
                     "delayed will cancelled by takeover"
                 );
             } else if delay == 0 || expiry == 0 {
-                self.publish_will(session, will);
+                self.publish_will(session, *will);
             } else {
                 self.schedule(
                     now + secs(delay.min(expiry)),
                     Timer::Will {
                         session: session.clone(),
                         generation,
-                        will: Box::new(will),
+                        will,
                     },
                 );
             }

@@ -36,7 +36,8 @@ pub(crate) struct SessionInner {
     /// Protocol state parked while no connection has the session.
     pub(crate) state: Option<SessionState>,
     pub(crate) expiry: u32,
-    pub(crate) will: Option<Will>,
+    /// Boxed: most sessions have no will, and a will's properties are large.
+    pub(crate) will: Option<Box<Will>>,
     pub(crate) protocol: ProtocolVersion,
     /// Filters as the client wrote them (with any `$share/` prefix).
     pub(crate) subscriptions: BTreeSet<String>,
