@@ -2,6 +2,7 @@
 //! one subscriber. The message is shared (`Arc`) by every delivery: the payload
 //! is never copied per subscriber.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,9 @@ pub struct Outgoing {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub subscription_ids: Vec<u32>,
+    /// Its key in the session's durable queue, when the broker stored it: the
+    /// connection reports its progress (sent, released, done) under this key.
+    pub persisted: Option<NonZeroU64>,
 }
 
 impl Outgoing {

@@ -1,2 +1,23 @@
-//! vigil-store: persistence for the broker (sessions, queued messages, retained
-//! messages, pending wills). Filled in by the durability work.
+//! vigil-store: what the broker keeps across restarts (persistent sessions
+//! with their subscriptions, queued and in-flight deliveries, inbound QoS 2
+//! ids, retained messages and delayed wills), behind one [`Backend`] trait
+//! with an in-memory and an on-disk (redb) implementation, and a group-commit
+//! writer ([`Store`]) that the broker's connections share.
+
+mod backend;
+mod disk;
+mod error;
+mod memory;
+mod op;
+pub mod record;
+mod writer;
+
+pub use backend::{Backend, Contents, QueuedEntry};
+pub use disk::{store_file, DiskBackend, STORE_FORMAT};
+pub use error::{RecordError, StoreError};
+pub use memory::MemoryBackend;
+pub use op::{Op, Sent};
+pub use record::{
+    Clock, MessageRecord, QueuedRecord, SessionRecord, SubscriptionRecord, WillRecord,
+};
+pub use writer::{Durability, Store, Ticket};

@@ -3,9 +3,10 @@
 
 use std::time::Instant;
 
-use tracing::{info, warn};
-use vigil_proto::server::{Accepted, CloseReason, ServerEvent};
-use vigil_proto::Connect;
+use tracing::{error, info, warn};
+use vigil_proto::server::{Accepted, CloseReason, DeliveryProgress, ServerEvent};
+use vigil_proto::{Connect, QoS, ReasonCode};
+use vigil_store::Ticket;
 
 use super::{Attached, Driver};
 use crate::core::ConnectRequest;
@@ -13,6 +14,11 @@ use crate::core::ConnectRequest;
 impl Driver {
     /// Answers every pending event; a CONNECT may wait for a takeover.
     pub(super) async fn process_events(&mut self) {
+        // Acks held until the store commit holding their messages is durable;
+        // once one is held, later ones queue behind it to keep PUBACK order.
+        let mut held: Vec<(u16, QoS, usize)> = Vec::new();
+        let mut ticket: Option<Ticket> = None;
+        let mut progress: Vec<DeliveryProgress> = Vec::new();
         while let Some(event) = self.conn.poll_event() {
             match event {
                 // Boxed: CONNECT (with a possible takeover wait) happens once, and its
@@ -21,13 +27,24 @@ impl Driver {
                 ServerEvent::Publish(p) => {
                     let Some(a) = &self.attached else { continue };
                     let (packet_id, qos) = (p.packet_id, p.qos);
+                    if qos == QoS::ExactlyOnce {
+                        ticket = ticket.max(self.broker.guard_inbound_qos2(&a.session, packet_id));
+                    }
                     let routed = self.broker.publish_packet(&a.session, p, Instant::now());
+                    if qos != QoS::AtMostOnce {
+                        ticket = ticket.max(routed.ticket);
+                    }
                     if !routed.blocked.is_empty() {
                         // Backpressure: no ack and no further reads until the
                         // subscribers that are behind have room for this message.
                         Box::pin(self.broker.deliver_blocked(routed.blocked)).await;
                     }
-                    self.conn.publish_routed(packet_id, qos, routed.matched);
+                    let acks_wait = self.broker.store().is_some_and(|s| s.acks_wait());
+                    if acks_wait && ticket.is_some() && qos != QoS::AtMostOnce {
+                        held.push((packet_id, qos, routed.matched));
+                    } else {
+                        self.conn.publish_routed(packet_id, qos, routed.matched);
+                    }
                 }
                 ServerEvent::Subscribe(s) => {
                     let Some(a) = &self.attached else { continue };
@@ -48,6 +65,39 @@ impl Driver {
                     self.conn.send_unsuback(u.packet_id, codes);
                 }
                 ServerEvent::Closed(closed) => self.closed = Some(closed),
+                ServerEvent::Progress(p) => progress.push(p),
+                ServerEvent::Released(packet_id) => {
+                    if let Some(a) = &self.attached {
+                        self.broker.release_inbound_qos2(&a.session, packet_id);
+                    }
+                }
+            }
+        }
+        if let (Some(a), false) = (&self.attached, progress.is_empty()) {
+            self.broker.record_progress(&a.session, &progress);
+        }
+        if let (Some(t), false) = (ticket, held.is_empty()) {
+            Box::pin(self.ack_when_durable(t, held)).await;
+        }
+    }
+
+    /// Sends the held acks once the commit holding their messages is durable.
+    async fn ack_when_durable(&mut self, ticket: Ticket, held: Vec<(u16, QoS, usize)>) {
+        let Some(store) = self.broker.store().cloned() else {
+            return;
+        };
+        match store.durable(ticket).await {
+            Ok(()) => {
+                for (packet_id, qos, matched) in held {
+                    self.conn.publish_routed(packet_id, qos, matched);
+                }
+            }
+            Err(e) => {
+                error!(client = %self.client_id, fault = %e, "message not stored; closing without acknowledging it");
+                self.conn.close(
+                    ReasonCode::UNSPECIFIED_ERROR,
+                    CloseReason::StoreFailed(e.to_string()),
+                );
             }
         }
     }

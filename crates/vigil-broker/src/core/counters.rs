@@ -56,7 +56,7 @@ impl Counters {
             CloseReason::TakenOver => &self.disconnect_taken_over,
             CloseReason::ProtocolError { .. } => &self.disconnect_protocol_error,
             CloseReason::PeerClosed => &self.disconnect_peer_closed,
-            CloseReason::Io(_) => &self.disconnect_socket_error,
+            CloseReason::Io(_) | CloseReason::StoreFailed(_) => &self.disconnect_socket_error,
             CloseReason::ServerShutdown => &self.disconnect_shutdown,
             CloseReason::ConnectTimeout | CloseReason::ConnectRefused(_) => {
                 &self.disconnect_before_connack

@@ -68,6 +68,14 @@ impl Mailbox {
         PushOutcome::Queued
     }
 
+    /// Queues a delivery recovered from the store, whatever the bound: the
+    /// broker acknowledged it before it stopped, so it is never dropped here.
+    pub fn restore(&self, outgoing: Outgoing) {
+        let mut q = self.queue.lock();
+        q.bytes += outgoing.message.weight();
+        q.items.push_back(outgoing);
+    }
+
     /// Moves up to `max` deliveries into `out`, oldest first.
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
         let mut q = self.queue.lock();
@@ -152,6 +160,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: vec![],
+            persisted: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod counters;
 pub mod mailbox;
+mod persist;
 mod retained;
 pub mod routing;
 pub mod session;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 use vigil_proto::server::{CloseReason, SessionState};
 use vigil_proto::{ProtocolVersion, ReasonCode, Will};
+use vigil_store::{Clock, Contents, Op, Store};
 
 pub use counters::Counters;
 pub use mailbox::{Mailbox, MailboxLimits, PushOutcome};
@@ -129,12 +131,26 @@ pub struct Broker {
     counters: Counters,
     next_key: AtomicU64,
     next_conn: AtomicU64,
+    /// Write-through persistence; None keeps everything in memory only.
+    store: Option<Store>,
+    next_seq: AtomicU64,
 }
 
 impl Broker {
     /// A broker with no sessions.
     pub fn new(config: CoreConfig) -> Arc<Broker> {
-        Arc::new(Broker {
+        Arc::new(Broker::build(config, None))
+    }
+
+    /// A broker that writes through `store`, recovered from what it held.
+    pub fn with_store(config: CoreConfig, store: Store, contents: Contents) -> Arc<Broker> {
+        let broker = Broker::build(config, Some(store));
+        broker.recover(contents);
+        Arc::new(broker)
+    }
+
+    fn build(config: CoreConfig, store: Option<Store>) -> Broker {
+        Broker {
             config,
             sessions: Mutex::new(HashMap::new()),
             subs: SubscriptionIndex::default(),
@@ -144,7 +160,9 @@ impl Broker {
             counters: Counters::default(),
             next_key: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
-        })
+            store,
+            next_seq: AtomicU64::new(1),
+        }
     }
 
     /// The counters.
@@ -198,6 +216,21 @@ impl Broker {
                 control: tx,
             });
             let state = inner.state.take().unwrap_or_default();
+            if self.store.is_some() {
+                let was_durable = session.is_durable();
+                let durable = inner.expiry > 0;
+                session.set_durable(durable);
+                let mut ops = Vec::new();
+                if !resume && was_durable {
+                    ops.push(Op::ClearQueue(session.key));
+                }
+                if durable {
+                    ops.push(Op::PutSession(self.session_record(&session, &inner, None)));
+                } else if was_durable {
+                    ops.push(Op::DeleteSession(session.key));
+                }
+                self.persist(ops);
+            }
             drop(inner);
             session.set_online(true);
             Counters::add(&self.counters.connections_total, 1);
@@ -234,6 +267,12 @@ impl Broker {
         let will = inner.will.take().filter(|_| info.publish_will);
         let expiry = inner.expiry;
         let generation = inner.generation;
+        let delay = will
+            .as_ref()
+            .map_or(0, |w| w.properties.will_delay_interval.unwrap_or(0));
+        // The reconnect that took the session over cancels a delayed will.
+        let cancelled = info.reason == CloseReason::TakenOver && delay > 0;
+        let delayed = will.is_some() && !cancelled && delay > 0 && expiry > 0;
         if expiry == 0 {
             self.end_session(session, &mut inner);
         } else {
@@ -247,18 +286,24 @@ impl Broker {
                     },
                 );
             }
+            if session.is_durable() {
+                let clock = Clock::now();
+                let due = clock.to_unix(now + secs(delay.min(expiry)));
+                let pending = will.as_deref().filter(|_| delayed).map(|w| (w, due));
+                inner.away_since = Some(clock.to_unix(now));
+                let record = self.session_record(session, &inner, pending);
+                self.persist(vec![Op::PutSession(record)]);
+            }
         }
         drop(inner);
         session.released.notify_waiters();
         if let Some(will) = will {
-            let delay = will.properties.will_delay_interval.unwrap_or(0);
-            if info.reason == CloseReason::TakenOver && delay > 0 {
-                // The reconnect that took the session over cancels a delayed will.
+            if cancelled {
                 info!(
                     client = session.client_id(),
                     "delayed will cancelled by takeover"
                 );
-            } else if delay == 0 || expiry == 0 {
+            } else if !delayed {
                 self.publish_will(session, *will);
             } else {
                 self.schedule(
@@ -304,6 +349,11 @@ impl Broker {
                     };
                     if still_away {
                         self.publish_will(&session, *will);
+                        // The record no longer carries a will waiting on its delay.
+                        let inner = session.inner.lock();
+                        if !inner.ended {
+                            self.persist_session(&session, &inner);
+                        }
                     }
                 }
                 Timer::Expire {
@@ -400,7 +450,7 @@ impl Broker {
 
     /// Forgets subscriptions, queued messages and state (clean start).
     fn clear_session(&self, session: &SessionRef, inner: &mut SessionInner) {
-        for filter in std::mem::take(&mut inner.subscriptions) {
+        for filter in std::mem::take(&mut inner.subscriptions).into_keys() {
             self.remove_subscription(session, &filter);
         }
         session.mailbox.clear();
@@ -411,6 +461,10 @@ impl Broker {
     fn end_session(&self, session: &SessionRef, inner: &mut SessionInner) {
         self.clear_session(session, inner);
         inner.ended = true;
+        if session.is_durable() {
+            session.set_durable(false);
+            self.persist(vec![Op::DeleteSession(session.key)]);
+        }
         let mut map = self.sessions.lock();
         if map
             .get(session.client_id())

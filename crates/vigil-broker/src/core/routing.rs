@@ -9,6 +9,8 @@ use vigil_proto::message::{Message, Outgoing};
 use vigil_proto::topic::{self, SharedFilter};
 use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, Will};
 
+use vigil_store::{Clock, MessageRecord, Op, QueuedRecord, Ticket};
+
 use super::{Broker, Counters, PushOutcome, SessionRef};
 
 /// How long a publishing connection waits for room in a full subscriber queue.
@@ -21,6 +23,9 @@ pub struct Routed {
     pub matched: usize,
     /// QoS 1/2 deliveries waiting for room in an online subscriber's full queue.
     pub blocked: Vec<(SessionRef, Outgoing)>,
+    /// The store commit that holds what routing wrote (retained message,
+    /// deliveries to persistent sessions): acknowledge only once it is durable.
+    pub ticket: Option<Ticket>,
 }
 
 /// A SUBSCRIBE that breaks a rule worth closing the connection for.
@@ -50,8 +55,27 @@ impl Broker {
     fn route(&self, from: Option<&SessionRef>, message: Message) -> Routed {
         Counters::add(&self.counters.messages_in, 1);
         let message = Arc::new(message);
+        let mut ops = Vec::new();
+        // Computed once per message, and only when something is written.
+        let mut record: Option<(MessageRecord, Clock)> = None;
+        let mut record_of = |m: &Message| {
+            record
+                .get_or_insert_with(|| {
+                    let clock = Clock::now();
+                    (MessageRecord::from_message(m, &clock), clock)
+                })
+                .0
+                .clone()
+        };
         if message.retain {
             self.retained.update(&message);
+            if self.store.is_some() {
+                ops.push(if message.payload.is_empty() {
+                    Op::DeleteRetained(message.topic.clone())
+                } else {
+                    Op::PutRetained(record_of(&message))
+                });
+            }
         }
         let mut matches = Vec::new();
         self.subs.match_topic(
@@ -60,21 +84,48 @@ impl Broker {
             |s| s.is_online(),
             &mut matches,
         );
-        let mut blocked = Vec::new();
-        for m in &matches {
-            let outgoing = Outgoing {
+        let mut deliveries = Vec::with_capacity(matches.len());
+        for m in matches {
+            let mut outgoing = Outgoing {
                 message: message.clone(),
                 qos: message.qos.min(m.qos),
                 retain: m.retain_as_published && message.retain,
-                subscription_ids: m.subscription_ids.clone(),
+                subscription_ids: m.subscription_ids,
+                persisted: None,
             };
-            if let Some(o) = self.push(&m.subscriber, outgoing) {
-                blocked.push((m.subscriber.clone(), o));
+            if outgoing.qos != vigil_proto::QoS::AtMostOnce && m.subscriber.is_durable() {
+                let seq = self.next_seq();
+                outgoing.persisted = Some(seq);
+                ops.push(Op::Enqueue {
+                    session: m.subscriber.key,
+                    seq: seq.get(),
+                    record: QueuedRecord {
+                        message: record_of(&message),
+                        qos: outgoing.qos,
+                        retain: outgoing.retain,
+                        subscription_ids: outgoing.subscription_ids.clone(),
+                    },
+                });
+            }
+            deliveries.push((m.subscriber, outgoing));
+        }
+        // Written before any connection can see (and acknowledge) the delivery.
+        let ticket = if ops.is_empty() {
+            None
+        } else {
+            self.persist(ops)
+        };
+        let matched = deliveries.len();
+        let mut blocked = Vec::new();
+        for (subscriber, outgoing) in deliveries {
+            if let Some(o) = self.push(&subscriber, outgoing) {
+                blocked.push((subscriber, o));
             }
         }
         Routed {
-            matched: matches.len(),
+            matched,
             blocked,
+            ticket,
         }
     }
 
@@ -106,6 +157,7 @@ impl Broker {
     }
 
     fn drop_blocked(&self, session: &SessionRef, outgoing: &Outgoing) {
+        self.forget_delivery(session, outgoing);
         Counters::add(&self.counters.dropped_queue_full, 1);
         warn!(
             client = session.client_id(),
@@ -145,7 +197,11 @@ impl Broker {
             let existed =
                 self.subs
                     .subscribe(session.key, session.clone(), filter, group, s.options, id);
-            session.inner.lock().subscriptions.insert(s.filter.clone());
+            session
+                .inner
+                .lock()
+                .subscriptions
+                .insert(s.filter.clone(), (s.options, id));
             codes.push(ReasonCode(s.options.qos.as_u8()));
             let send_retained = group.is_none()
                 && match s.options.retain_handling {
@@ -161,6 +217,7 @@ impl Broker {
                         qos,
                         retain: true,
                         subscription_ids: id.into_iter().collect(),
+                        persisted: None,
                     };
                     // Retained copies are re-sendable state, not acknowledged
                     // messages: no backpressure for them, a full queue drops.
@@ -170,16 +227,17 @@ impl Broker {
                 }
             }
         }
+        self.persist_session(session, &session.inner.lock());
         Ok(codes)
     }
 
     /// Removes the subscriptions of an UNSUBSCRIBE; one code per filter.
     pub fn unsubscribe(&self, session: &SessionRef, unsub: &Unsubscribe) -> Vec<ReasonCode> {
-        unsub
+        let codes = unsub
             .filters
             .iter()
             .map(|f| {
-                let existed = session.inner.lock().subscriptions.remove(f);
+                let existed = session.inner.lock().subscriptions.remove(f).is_some();
                 self.remove_subscription(session, f);
                 if existed {
                     ReasonCode::SUCCESS
@@ -187,7 +245,9 @@ impl Broker {
                     ReasonCode::NO_SUBSCRIPTION_EXISTED
                 }
             })
-            .collect()
+            .collect();
+        self.persist_session(session, &session.inner.lock());
+        codes
     }
 
     /// Number of retained topics.

@@ -1,14 +1,14 @@
 //! One client's session as the broker holds it: its mailbox, whether a
 //! connection has it now, and what must survive until it expires.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use vigil_proto::server::SessionState;
-use vigil_proto::{ProtocolVersion, Will};
+use vigil_proto::{ProtocolVersion, SubscriptionOptions, Will};
 
 use super::mailbox::Mailbox;
 
@@ -36,11 +36,14 @@ pub(crate) struct SessionInner {
     /// Protocol state parked while no connection has the session.
     pub(crate) state: Option<SessionState>,
     pub(crate) expiry: u32,
+    /// When the last connection ended (Unix ms), kept for the store.
+    pub(crate) away_since: Option<u64>,
     /// Boxed: most sessions have no will, and a will's properties are large.
     pub(crate) will: Option<Box<Will>>,
     pub(crate) protocol: ProtocolVersion,
-    /// Filters as the client wrote them (with any `$share/` prefix).
-    pub(crate) subscriptions: BTreeSet<String>,
+    /// Filters as the client wrote them (with any `$share/` prefix), with
+    /// their options and subscription identifier (kept for the store).
+    pub(crate) subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
     /// Never connected yet.
     pub(crate) fresh: bool,
     /// Removed from the registry (expired or ended at disconnect).
@@ -53,6 +56,8 @@ pub struct Session {
     pub(crate) key: u64,
     client_id: Arc<str>,
     online: AtomicBool,
+    /// Written through to the store (a store exists and the session outlives its connection).
+    durable: AtomicBool,
     /// Deliveries waiting for the connection.
     pub mailbox: Mailbox,
     pub(crate) released: Notify,
@@ -66,6 +71,7 @@ impl Session {
             key,
             client_id,
             online: AtomicBool::new(false),
+            durable: AtomicBool::new(false),
             mailbox: Mailbox::default(),
             released: Notify::new(),
             connect_lock: tokio::sync::Mutex::new(()),
@@ -74,9 +80,10 @@ impl Session {
                 generation: 0,
                 state: None,
                 expiry: 0,
+                away_since: None,
                 will: None,
                 protocol: ProtocolVersion::V5,
-                subscriptions: BTreeSet::new(),
+                subscriptions: BTreeMap::new(),
                 fresh: true,
                 ended: false,
             }),
@@ -97,9 +104,18 @@ impl Session {
         self.online.store(online, Ordering::Release);
     }
 
+    /// True when the session's state and queue are written to the store.
+    pub fn is_durable(&self) -> bool {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_durable(&self, durable: bool) {
+        self.durable.store(durable, Ordering::Release);
+    }
+
     /// The filters this session is subscribed to, as the client wrote them.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.inner.lock().subscriptions.iter().cloned().collect()
+        self.inner.lock().subscriptions.keys().cloned().collect()
     }
 }
 

@@ -73,7 +73,8 @@ const SUBACK_V5_CODES: &[u8] = &[
 ];
 
 impl SubscriptionOptions {
-    fn decode(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
+    /// Reads the options byte as `version` defines it.
+    pub fn decode(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
         let reserved = if version.is_v5() { 0xC0 } else { 0xFC };
         if byte & reserved != 0 {
             return Err(DecodeError::Malformed(
@@ -95,7 +96,8 @@ impl SubscriptionOptions {
         })
     }
 
-    fn encode(&self, version: ProtocolVersion) -> u8 {
+    /// The options byte as `version` defines it.
+    pub fn encode(&self, version: ProtocolVersion) -> u8 {
         let mut b = self.qos.as_u8();
         if version.is_v5() {
             b |= u8::from(self.no_local) << 2;

@@ -39,6 +39,8 @@ pub enum CloseReason {
     PeerClosed,
     /// A socket error.
     Io(String),
+    /// The broker could not make a message durable, so it could not acknowledge it.
+    StoreFailed(String),
 }
 
 impl CloseReason {
@@ -63,6 +65,7 @@ impl CloseReason {
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Io(_) => "socket_error",
+            CloseReason::StoreFailed(_) => "store_failed",
         }
     }
 }
@@ -90,6 +93,7 @@ impl fmt::Display for CloseReason {
             CloseReason::SlowConsumer => write!(f, "client could not keep up with its deliveries"),
             CloseReason::PeerClosed => write!(f, "client closed the connection without DISCONNECT"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::StoreFailed(e) => write!(f, "message could not be stored: {e}"),
         }
     }
 }

@@ -81,7 +81,9 @@ impl ServerConnection {
 
     pub(super) fn handle_pubrel(&mut self, a: Ack) {
         let mut comp = Ack::new(a.packet_id);
-        if !self.state.inbound_qos2.remove(&a.packet_id) && self.version.is_v5() {
+        if self.state.inbound_qos2.remove(&a.packet_id) {
+            self.events.push_back(ServerEvent::Released(a.packet_id));
+        } else if self.version.is_v5() {
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
         self.urgent.push_back(Packet::PubComp(comp));

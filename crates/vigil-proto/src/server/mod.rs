@@ -70,6 +70,31 @@ pub enum ServerEvent {
     Unsubscribe(Unsubscribe),
     /// The connection is over; flush `poll_transmit`, then close the socket.
     Closed(Closed),
+    /// A delivery the broker stored moved on: record it in the durable queue.
+    Progress(DeliveryProgress),
+    /// The client sent PUBREL for inbound QoS 2 message `packet_id`: it is no
+    /// longer guarded against re-delivery.
+    Released(u16),
+}
+
+/// A stored delivery's step through the outbound handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryProgress {
+    /// The delivery's key in the durable queue (`Outgoing::persisted`).
+    pub seq: std::num::NonZeroU64,
+    /// What happened.
+    pub step: DeliveryStep,
+}
+
+/// Where a stored delivery is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStep {
+    /// Sent as PUBLISH with this packet id; resend it with DUP on resume.
+    Sent(u16),
+    /// PUBREC received and PUBREL sent for this packet id (QoS 2).
+    Released(u16),
+    /// Acknowledged, refused, expired or discarded: forget it.
+    Done,
 }
 
 /// How a connection ended and what the broker must do about it.

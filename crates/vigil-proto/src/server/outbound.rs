@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use super::{Inflight, InflightStage, ServerConnection};
+use super::{
+    DeliveryProgress, DeliveryStep, Inflight, InflightStage, ServerConnection, ServerEvent,
+};
 use crate::message::Outgoing;
 use crate::{Ack, Packet, QoS, ReasonCode};
 
@@ -33,8 +35,10 @@ impl ServerConnection {
         let window = usize::from(self.client_receive_maximum.max(1));
         while let Some(front) = self.state.pending.front() {
             if front.message.is_expired(now) {
+                let seq = front.persisted;
                 self.state.pending.pop_front();
                 self.drops.expired += 1;
+                self.progress(seq, DeliveryStep::Done);
                 continue;
             }
             let needs_id = front.qos != QoS::AtMostOnce;
@@ -59,9 +63,11 @@ impl ServerConnection {
             if packet.encoded_len(self.version) > self.client_max_packet_size as usize {
                 // MQTT-3.1.2-25: a message too large for the client is discarded as if sent.
                 self.drops.too_large += 1;
+                self.progress(outgoing.persisted, DeliveryStep::Done);
                 continue;
             }
             if needs_id {
+                self.progress(outgoing.persisted, DeliveryStep::Sent(packet_id));
                 self.state.inflight.insert(
                     packet_id,
                     Inflight {
@@ -94,7 +100,9 @@ impl ServerConnection {
             .get(&a.packet_id)
             .is_some_and(|e| e.outgoing.qos == QoS::AtLeastOnce);
         if is_qos1 {
-            self.state.inflight.remove(&a.packet_id);
+            if let Some(e) = self.state.inflight.remove(&a.packet_id) {
+                self.progress(e.outgoing.persisted, DeliveryStep::Done);
+            }
             self.send_pending(now);
         }
     }
@@ -105,11 +113,15 @@ impl ServerConnection {
             Some(e) if e.outgoing.qos == QoS::ExactlyOnce => {
                 if a.reason.is_error() {
                     // The client refused the message: the exchange ends here.
+                    let seq = e.outgoing.persisted;
                     self.state.inflight.remove(&a.packet_id);
+                    self.progress(seq, DeliveryStep::Done);
                     self.send_pending(now);
                     return;
                 }
                 e.stage = InflightStage::AwaitingComp;
+                let seq = e.outgoing.persisted;
+                self.progress(seq, DeliveryStep::Released(a.packet_id));
                 self.urgent.push_back(Packet::PubRel(Ack::new(a.packet_id)));
             }
             _ => {
@@ -129,8 +141,18 @@ impl ServerConnection {
             .get(&a.packet_id)
             .is_some_and(|e| e.stage == InflightStage::AwaitingComp);
         if done {
-            self.state.inflight.remove(&a.packet_id);
+            if let Some(e) = self.state.inflight.remove(&a.packet_id) {
+                self.progress(e.outgoing.persisted, DeliveryStep::Done);
+            }
             self.send_pending(now);
+        }
+    }
+
+    /// Reports a stored delivery's step to the broker (nothing for unstored ones).
+    fn progress(&mut self, seq: Option<std::num::NonZeroU64>, step: DeliveryStep) {
+        if let Some(seq) = seq {
+            self.events
+                .push_back(ServerEvent::Progress(DeliveryProgress { seq, step }));
         }
     }
 }

@@ -68,6 +68,7 @@ fn outgoing(topic: &str, qos: QoS) -> Outgoing {
         qos,
         retain: false,
         subscription_ids: vec![],
+        persisted: None,
     }
 }
 
@@ -343,6 +344,7 @@ fn qos2_resent_before_pubrel_is_routed_once() {
     assert_eq!(c.poll_transmit(), Some(Packet::PubRec(Ack::new(7))));
     c.handle_packet(t0, Packet::PubRel(Ack::new(7)));
     assert_eq!(c.poll_transmit(), Some(Packet::PubComp(Ack::new(7))));
+    assert_eq!(c.poll_event(), Some(ServerEvent::Released(7)));
     // After PUBREL the id is free: the same id is a new message.
     c.handle_packet(
         t0,
@@ -638,4 +640,85 @@ fn resumed_session_resends_unacknowledged_with_dup() {
     };
     assert!(again.dup && again.topic == "q1" && again.qos == QoS::AtLeastOnce);
     assert_eq!(out[2], Packet::PubRel(Ack::new(p2.packet_id)));
+}
+
+fn progress(c: &mut ServerConnection) -> Vec<(u64, DeliveryStep)> {
+    std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ServerEvent::Progress(p) => Some((p.seq.get(), p.step)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stored(topic: &str, qos: QoS, seq: u64) -> Outgoing {
+    let mut o = outgoing(topic, qos);
+    o.persisted = std::num::NonZeroU64::new(seq);
+    o
+}
+
+#[test]
+fn stored_deliveries_report_each_handshake_step() {
+    let t0 = Instant::now();
+    let mut c = connected(ServerConfig::default(), V5, 30, t0);
+    c.deliver(t0, stored("a", QoS::AtLeastOnce, 7));
+    c.deliver(t0, stored("b", QoS::ExactlyOnce, 8));
+    c.deliver(t0, outgoing("c", QoS::AtLeastOnce));
+    let ids: Vec<u16> = drain(&mut c)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.packet_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        progress(&mut c),
+        vec![
+            (7, DeliveryStep::Sent(ids[0])),
+            (8, DeliveryStep::Sent(ids[1]))
+        ]
+    );
+    c.handle_packet(t0, Packet::PubAck(Ack::new(ids[0])));
+    c.handle_packet(t0, Packet::PubRec(Ack::new(ids[1])));
+    // The unstored delivery reports nothing.
+    c.handle_packet(t0, Packet::PubAck(Ack::new(ids[2])));
+    assert_eq!(
+        progress(&mut c),
+        vec![(7, DeliveryStep::Done), (8, DeliveryStep::Released(ids[1]))]
+    );
+    c.handle_packet(t0, Packet::PubComp(Ack::new(ids[1])));
+    assert_eq!(progress(&mut c), vec![(8, DeliveryStep::Done)]);
+}
+
+#[test]
+fn expired_stored_delivery_is_reported_done() {
+    let t0 = Instant::now();
+    let mut c = connected(ServerConfig::default(), V5, 30, t0);
+    let mut o = stored("a", QoS::AtLeastOnce, 3);
+    Arc::make_mut(&mut o.message).expires_at = Some(t0);
+    c.deliver(t0 + ms(1), o);
+    assert!(drain(&mut c).is_empty());
+    assert_eq!(progress(&mut c), vec![(3, DeliveryStep::Done)]);
+}
+
+#[test]
+fn pubrel_of_a_guarded_inbound_qos2_id_is_reported() {
+    let t0 = Instant::now();
+    let mut c = connected(ServerConfig::default(), V5, 30, t0);
+    c.handle_packet(
+        t0,
+        Packet::Publish(Publish {
+            qos: QoS::ExactlyOnce,
+            topic: "t".into(),
+            packet_id: 5,
+            ..Publish::default()
+        }),
+    );
+    assert!(matches!(c.poll_event(), Some(ServerEvent::Publish(_))));
+    c.publish_routed(5, QoS::ExactlyOnce, 1);
+    c.handle_packet(t0, Packet::PubRel(Ack::new(5)));
+    assert_eq!(c.poll_event(), Some(ServerEvent::Released(5)));
+    // An unknown id is answered but not reported.
+    c.handle_packet(t0, Packet::PubRel(Ack::new(6)));
+    assert_eq!(c.poll_event(), None);
 }

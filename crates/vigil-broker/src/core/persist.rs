@@ -1,0 +1,316 @@
+//! Write-through to the store, and recovery from it at start.
+//!
+//! What is written: persistent sessions (record on connect, subscribe,
+//! unsubscribe and disconnect; deleted when they end), every QoS 1/2 delivery
+//! queued for a persistent session (before it enters the mailbox) and its
+//! progress through the handshake, inbound QoS 2 ids of persistent sessions
+//! until PUBREL, and retained messages. QoS 0 deliveries and sessions that end
+//! with their connection are never written.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use vigil_proto::message::Outgoing;
+use vigil_proto::server::{DeliveryProgress, DeliveryStep, Inflight, InflightStage, SessionState};
+use vigil_proto::topic::SharedFilter;
+use vigil_proto::{ProtocolVersion, Will};
+use vigil_store::{
+    Clock, Contents, Op, Sent, SessionRecord, Store, SubscriptionRecord, Ticket, WillRecord,
+};
+
+use super::session::SessionInner;
+use super::{Broker, Session, SessionRef, Timer};
+
+impl Broker {
+    /// The store, when the broker has one.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Submits `ops` to the store (nothing without one).
+    pub(super) fn persist(&self, ops: Vec<Op>) -> Option<Ticket> {
+        self.store.as_ref().map(|s| s.submit(ops))
+    }
+
+    /// The next queue position for a stored delivery.
+    pub(super) fn next_seq(&self) -> NonZeroU64 {
+        let n = self.next_seq.fetch_add(1, Relaxed);
+        NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN)
+    }
+
+    /// The session as the store keeps it. `pending_will` is a will waiting on
+    /// its delay, with when it is due (Unix ms).
+    pub(super) fn session_record(
+        &self,
+        session: &Session,
+        inner: &SessionInner,
+        pending_will: Option<(&Will, u64)>,
+    ) -> SessionRecord {
+        let disconnected_at = inner.away_since.filter(|_| inner.conn.is_none());
+        let (will, will_due) = match (pending_will, &inner.will) {
+            (Some((w, due)), _) => (Some(WillRecord::from_will(w)), Some(due)),
+            (None, Some(w)) if inner.conn.is_some() => (Some(WillRecord::from_will(w)), None),
+            _ => (None, None),
+        };
+        SessionRecord {
+            id: session.key,
+            client_id: session.client_id().to_owned(),
+            protocol: inner.protocol.level(),
+            expiry: inner.expiry,
+            subscriptions: inner
+                .subscriptions
+                .iter()
+                .map(|(filter, (options, id))| SubscriptionRecord {
+                    filter: filter.clone(),
+                    options: *options,
+                    id: *id,
+                })
+                .collect(),
+            will,
+            disconnected_at,
+            will_due,
+        }
+    }
+
+    /// Rewrites the record of a durable session after a change.
+    pub(super) fn persist_session(&self, session: &SessionRef, inner: &SessionInner) {
+        if session.is_durable() {
+            let record = self.session_record(session, inner, None);
+            self.persist(vec![Op::PutSession(record)]);
+        }
+    }
+
+    /// Records what the connection of `session` did with stored deliveries.
+    pub fn record_progress(&self, session: &SessionRef, progress: &[DeliveryProgress]) {
+        let key = session.key;
+        let ops = progress
+            .iter()
+            .map(|p| {
+                let seq = p.seq.get();
+                match p.step {
+                    DeliveryStep::Sent(id) => Op::Progress {
+                        session: key,
+                        seq,
+                        sent: Sent::Published(id),
+                    },
+                    DeliveryStep::Released(id) => Op::Progress {
+                        session: key,
+                        seq,
+                        sent: Sent::Released(id),
+                    },
+                    DeliveryStep::Done => Op::Dequeue { session: key, seq },
+                }
+            })
+            .collect();
+        self.persist(ops);
+    }
+
+    /// Guards inbound QoS 2 `packet_id` of a durable session across a restart,
+    /// so a PUBLISH re-sent after one is not routed twice. The PUBREC must wait
+    /// for the returned ticket.
+    pub fn guard_inbound_qos2(&self, session: &SessionRef, packet_id: u16) -> Option<Ticket> {
+        if !session.is_durable() {
+            return None;
+        }
+        self.persist(vec![Op::AddInbound {
+            session: session.key,
+            packet_id,
+        }])
+    }
+
+    /// PUBREL arrived for inbound QoS 2 `packet_id`.
+    pub fn release_inbound_qos2(&self, session: &SessionRef, packet_id: u16) {
+        if session.is_durable() {
+            self.persist(vec![Op::RemoveInbound {
+                session: session.key,
+                packet_id,
+            }]);
+        }
+    }
+
+    /// Forgets a stored delivery that was dropped before reaching the connection.
+    pub(super) fn forget_delivery(&self, session: &SessionRef, outgoing: &Outgoing) {
+        if let Some(seq) = outgoing.persisted {
+            self.persist(vec![Op::Dequeue {
+                session: session.key,
+                seq: seq.get(),
+            }]);
+        }
+    }
+
+    /// Rebuilds sessions, queues, in-flight state, retained messages and
+    /// timers from what the store held. Sessions that were connected when the
+    /// broker stopped are treated as disconnected now (their wills follow the
+    /// usual delay); sessions and will delays that ran out while the broker was
+    /// down end now, wills first.
+    pub(super) fn recover(&self, contents: Contents) {
+        let clock = Clock::now();
+        let now = clock.instant;
+        let mut max_key = 0;
+        let mut max_seq = 0;
+        let mut ops = Vec::new();
+        let mut due_wills = Vec::new();
+        let mut by_key: HashMap<u64, (SessionRef, SessionState)> = HashMap::new();
+        let sessions_found = contents.sessions.len();
+
+        for m in &contents.retained {
+            self.retained.update(&Arc::new(m.to_message(&clock)));
+        }
+        for record in contents.sessions {
+            max_key = max_key.max(record.id);
+            let session = Arc::new(Session::new(
+                record.id,
+                Arc::from(record.client_id.as_str()),
+            ));
+            let disconnected_at = record.disconnected_at.unwrap_or(clock.unix_ms);
+            let away = Duration::from_millis(clock.unix_ms.saturating_sub(disconnected_at));
+            let expires_in = (record.expiry != u32::MAX)
+                .then(|| Duration::from_secs(u64::from(record.expiry)).saturating_sub(away));
+            let will = record.will.as_ref().map(WillRecord::to_will);
+            // A connection alive at the crash ended now: its will starts its delay now.
+            let will_due = match (record.will_due, &record.will, record.disconnected_at) {
+                (Some(due), Some(_), _) => Some(due),
+                (None, Some(w), None) => {
+                    Some(clock.unix_ms + 1000 * u64::from(w.delay.min(record.expiry)))
+                }
+                _ => None,
+            };
+            if let (Some(w), Some(due)) = (will, will_due) {
+                // A session that ends first cuts the delay short.
+                let mut at = clock.to_instant(due);
+                if let Some(e) = expires_in {
+                    at = at.min(now + e);
+                }
+                if at <= now {
+                    due_wills.push((session.clone(), w));
+                } else {
+                    self.timers.lock().schedule(
+                        at,
+                        Timer::Will {
+                            session: session.clone(),
+                            generation: 0,
+                            will: Box::new(w),
+                        },
+                    );
+                }
+            }
+            if expires_in.is_some_and(|e| e.is_zero()) {
+                info!(client = %record.client_id, "session expired while the broker was down");
+                ops.push(Op::DeleteSession(record.id));
+                continue;
+            }
+            if let Some(e) = expires_in {
+                self.timers.lock().schedule(
+                    now + e,
+                    Timer::Expire {
+                        session: session.clone(),
+                        generation: 0,
+                    },
+                );
+            }
+            {
+                let mut inner = session.inner.lock();
+                inner.fresh = false;
+                inner.away_since = Some(disconnected_at);
+                inner.expiry = record.expiry;
+                inner.protocol = match record.protocol {
+                    3 => ProtocolVersion::V3_1,
+                    4 => ProtocolVersion::V3_1_1,
+                    _ => ProtocolVersion::V5,
+                };
+                for s in &record.subscriptions {
+                    let (filter, group) = match SharedFilter::parse(&s.filter) {
+                        Ok(Some(shared)) => (shared.filter, Some(shared.group)),
+                        _ => (s.filter.as_str(), None),
+                    };
+                    self.subs.subscribe(
+                        session.key,
+                        session.clone(),
+                        filter,
+                        group,
+                        s.options,
+                        s.id,
+                    );
+                    inner
+                        .subscriptions
+                        .insert(s.filter.clone(), (s.options, s.id));
+                }
+            }
+            session.set_durable(true);
+            let mut record = record;
+            record.disconnected_at = Some(disconnected_at);
+            record.will_due = will_due.filter(|d| *d > clock.unix_ms);
+            if record.will_due.is_none() {
+                record.will = None;
+            }
+            ops.push(Op::PutSession(record));
+            self.sessions
+                .lock()
+                .insert(Arc::from(session.client_id()), session.clone());
+            by_key.insert(session.key, (session, SessionState::default()));
+        }
+
+        let mut restored = 0usize;
+        for entry in contents.queued {
+            max_seq = max_seq.max(entry.seq);
+            let Some((session, state)) = by_key.get_mut(&entry.session) else {
+                // Queued for a session that ended: the delete raced the write.
+                ops.push(Op::Dequeue {
+                    session: entry.session,
+                    seq: entry.seq,
+                });
+                continue;
+            };
+            let outgoing = Outgoing {
+                message: Arc::new(entry.record.message.to_message(&clock)),
+                qos: entry.record.qos,
+                retain: entry.record.retain,
+                subscription_ids: entry.record.subscription_ids,
+                persisted: NonZeroU64::new(entry.seq),
+            };
+            restored += 1;
+            let (id, stage) = match entry.sent {
+                None => {
+                    session.mailbox.restore(outgoing);
+                    continue;
+                }
+                Some(Sent::Published(id)) => (id, InflightStage::AwaitingAck),
+                Some(Sent::Released(id)) => (id, InflightStage::AwaitingComp),
+            };
+            state.last_packet_id = state.last_packet_id.max(id);
+            state.inflight.insert(id, Inflight { outgoing, stage });
+        }
+        for (key, packet_id) in contents.inbound_qos2 {
+            if let Some((_, state)) = by_key.get_mut(&key) {
+                state.inbound_qos2.insert(packet_id);
+            }
+        }
+        for (session, state) in by_key.into_values() {
+            session.inner.lock().state = Some(state);
+        }
+        self.next_key.fetch_max(max_key + 1, Relaxed);
+        self.next_seq.fetch_max(max_seq + 1, Relaxed);
+        self.persist(ops);
+        info!(
+            sessions = self.session_count(),
+            expired = sessions_found - self.session_count(),
+            queued = restored,
+            retained = self.retained_count(),
+            skipped_damaged = contents.skipped,
+            "recovered from the store"
+        );
+        if contents.skipped > 0 {
+            warn!(
+                dropped = contents.skipped,
+                "damaged records were dropped by --salvage-store"
+            );
+        }
+        for (session, will) in due_wills {
+            self.publish_will(&session, will);
+        }
+    }
+}

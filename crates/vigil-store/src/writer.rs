@@ -1,0 +1,236 @@
+//! Group commit: one writer thread owns the backend. Connections submit
+//! changes and get a ticket; the writer takes everything submitted since its
+//! last commit, commits it as one transaction, and then wakes every waiter
+//! whose ticket it covered. While one commit is on its way to disk the next
+//! batch gathers, so the cost of an fsync is shared by every connection that
+//! wrote meanwhile, and no timer adds latency when the broker is quiet.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tracing::{debug, error};
+
+use crate::backend::{Backend, Contents};
+use crate::error::StoreError;
+use crate::op::Op;
+
+/// When a commit reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is synced before the acknowledgements it covers are sent.
+    #[default]
+    Always,
+    /// Commits are synced at most this far apart; acknowledgements do not
+    /// wait, so a crash may lose the last interval.
+    Periodic(Duration),
+}
+
+/// A position in the write stream: durable once the writer has committed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Ticket(u64);
+
+/// Most changes folded into one commit.
+const MAX_BATCH_OPS: usize = 16 * 1024;
+
+enum Msg {
+    Ops(Vec<Op>),
+    Stop(mpsc::Sender<()>),
+}
+
+struct Shared {
+    durability: Durability,
+    committed: AtomicU64,
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    wake: Notify,
+    commits: AtomicU64,
+}
+
+struct Submit {
+    next: u64,
+    tx: mpsc::Sender<Msg>,
+}
+
+/// The broker's handle on its store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    submit: Arc<Mutex<Submit>>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("durability", &self.shared.durability)
+            .field("committed", &self.shared.committed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Store {
+    /// Loads what `backend` holds and starts its writer thread.
+    pub fn open(
+        mut backend: Box<dyn Backend>,
+        durability: Durability,
+        salvage: bool,
+    ) -> Result<(Store, Contents), StoreError> {
+        let contents = backend.load(salvage)?;
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            durability,
+            committed: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            wake: Notify::new(),
+            commits: AtomicU64::new(0),
+        });
+        let writer_shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("vigil-store".into())
+            .spawn(move || run_writer(backend, rx, &writer_shared))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok((
+            Store {
+                shared,
+                submit: Arc::new(Mutex::new(Submit { next: 0, tx })),
+                writer: Arc::new(Mutex::new(Some(handle))),
+            },
+            contents,
+        ))
+    }
+
+    /// Queues `ops` for the next commit.
+    pub fn submit(&self, ops: Vec<Op>) -> Ticket {
+        if ops.is_empty() {
+            return Ticket(self.submit.lock().next);
+        }
+        let mut s = self.submit.lock();
+        s.next += 1;
+        // A send fails only once the writer has stopped; `durable` reports that.
+        let _ = s.tx.send(Msg::Ops(ops));
+        Ticket(s.next)
+    }
+
+    /// True when acknowledgements must wait for commits.
+    pub fn acks_wait(&self) -> bool {
+        self.shared.durability == Durability::Always
+    }
+
+    /// Completes when everything up to `ticket` is on stable storage (at once
+    /// in periodic mode); fails if the store can no longer write.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        loop {
+            let woken = self.shared.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.shared.failed.load(Ordering::Acquire) {
+                return Err(self.failure());
+            }
+            if !self.acks_wait() || self.shared.committed.load(Ordering::Acquire) >= ticket.0 {
+                return Ok(());
+            }
+            woken.await;
+        }
+    }
+
+    /// Number of commits so far.
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Commits and syncs everything submitted, then stops the writer. Blocks.
+    pub fn close(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.submit.lock().tx.send(Msg::Stop(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+        if let Some(h) = self.writer.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    fn failure(&self) -> StoreError {
+        StoreError::Unavailable(
+            self.shared
+                .failure
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "writer stopped".into()),
+        )
+    }
+}
+
+fn run_writer(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, shared: &Shared) {
+    let mut batch: Vec<Op> = Vec::new();
+    let mut covered = 0u64;
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    let mut stop: Option<mpsc::Sender<()>> = None;
+    loop {
+        let first = match shared.durability {
+            Durability::Periodic(every) if unsynced => {
+                match rx.recv_timeout(every.saturating_sub(last_sync.elapsed())) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            _ => match rx.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            },
+        };
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Ops(ops) => {
+                    covered += 1;
+                    batch.extend(ops);
+                }
+                Msg::Stop(reply) => {
+                    stop = Some(reply);
+                    break;
+                }
+            }
+            if batch.len() >= MAX_BATCH_OPS {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let sync = match shared.durability {
+            Durability::Always => true,
+            Durability::Periodic(every) => stop.is_some() || last_sync.elapsed() >= every,
+        };
+        if !batch.is_empty() || (sync && unsynced) {
+            let started = Instant::now();
+            if let Err(e) = backend.commit(&batch, sync) {
+                error!(fault = %e, "store commit failed; no further writes will be acknowledged");
+                *shared.failure.lock() = Some(e.to_string());
+                shared.failed.store(true, Ordering::Release);
+                shared.wake.notify_waiters();
+                break;
+            }
+            debug!(ops = batch.len(), took = ?started.elapsed(), sync, "store commit");
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            batch.clear();
+            unsynced = !sync;
+            if sync {
+                last_sync = Instant::now();
+            }
+        }
+        shared.committed.store(covered, Ordering::Release);
+        shared.wake.notify_waiters();
+        if let Some(reply) = stop.take() {
+            let _ = reply.send(());
+            return;
+        }
+    }
+    if unsynced {
+        let _ = backend.commit(&[], true);
+    }
+}
