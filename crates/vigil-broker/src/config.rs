@@ -123,6 +123,8 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// Durability mode (default always).
     pub durability: DurabilityMode,
+    /// In `periodic` mode, the longest time between syncs, milliseconds (default 1000).
+    pub sync_interval_ms: u64,
 }
 
 impl Default for ListenerConfig {
@@ -174,6 +176,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Disk,
             data_dir: PathBuf::from("./vigil-data"),
             durability: DurabilityMode::Always,
+            sync_interval_ms: 1000,
         }
     }
 }

@@ -12,4 +12,4 @@ mod connection;
 pub mod core;
 pub mod server;
 
-pub use server::{Server, ServerOptions};
+pub use server::{open_broker, Server, ServerOptions};

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use vigil_proto::server::{KeepAlivePolicy, ServerConfig};
 
-use crate::config::{BrokerConfig, OutOfRangePolicy};
+use vigil_store::{Durability, Store};
+
+use crate::config::{BrokerConfig, DurabilityMode, OutOfRangePolicy, StoreBackend, StoreConfig};
 use crate::core::{Broker, CoreConfig, MailboxLimits};
 
 /// Everything the listener needs, derived from a `BrokerConfig`.
@@ -78,12 +80,20 @@ impl Drop for ConnectionSlot {
 }
 
 impl Server {
-    /// Binds the listener.
+    /// Binds the listener, with a broker that keeps everything in memory.
     pub async fn bind(options: ServerOptions) -> std::io::Result<Server> {
+        Server::bind_broker(options, Broker::new(options.core)).await
+    }
+
+    /// Binds the listener for `broker` (for one opened on a store).
+    pub async fn bind_broker(
+        options: ServerOptions,
+        broker: Arc<Broker>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(options.listen).await?;
         Ok(Server {
             listener,
-            broker: Broker::new(options.core),
+            broker,
             options,
         })
     }
@@ -145,6 +155,39 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         timers.abort();
+        if let Some(store) = self.broker.store().cloned() {
+            // Sync the last commits before the process exits.
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
         Ok(())
     }
+}
+
+/// Opens the store `config` describes (None for the memory backend, which
+/// keeps nothing across restarts) and recovers a broker from it.
+pub fn open_broker(
+    core: CoreConfig,
+    config: &StoreConfig,
+    salvage: bool,
+) -> Result<Arc<Broker>, vigil_store::StoreError> {
+    let backend = match config.backend {
+        StoreBackend::Memory => return Ok(Broker::new(core)),
+        StoreBackend::Disk => vigil_store::DiskBackend::open(&config.data_dir)?,
+    };
+    let durability = match config.durability {
+        DurabilityMode::Always => Durability::Always,
+        DurabilityMode::Periodic => {
+            Durability::Periodic(Duration::from_millis(config.sync_interval_ms.max(1)))
+        }
+    };
+    let started = std::time::Instant::now();
+    let (store, contents) = Store::open(Box::new(backend), durability, salvage)?;
+    let broker = Broker::with_store(core, store, contents);
+    info!(
+        data_dir = %config.data_dir.display(),
+        took_ms = started.elapsed().as_millis() as u64,
+        ?durability,
+        "store opened"
+    );
+    Ok(broker)
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use vigil_broker::config::{BrokerConfig, StoreBackend};
-use vigil_broker::{Server, ServerOptions};
+use vigil_broker::config::{BrokerConfig, DurabilityMode, StoreBackend};
+use vigil_broker::{open_broker, Server, ServerOptions};
 
 /// Flags of `vigil serve`.
 #[derive(Debug, Args)]
@@ -42,6 +42,24 @@ pub(crate) struct ServeArgs {
     /// Directory of the on-disk store [default: ./vigil-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// When acknowledged messages reach the disk: always (group commit
+    /// before every ack) or periodic (synced every second; faster, may lose
+    /// the last second on a crash).
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
+    /// Start from a damaged store: load every readable record and delete the
+    /// damaged ones (each is logged).
+    #[arg(long)]
+    salvage_store: bool,
+}
+
+/// `--durability` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// Acks wait for the group commit that holds the message (default).
+    Always,
+    /// Acks do not wait; commits are synced periodically.
+    Periodic,
 }
 
 /// `--store` values.
@@ -98,6 +116,12 @@ impl ServeArgs {
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = dir.clone();
         }
+        if let Some(d) = self.durability {
+            config.store.durability = match d {
+                DurabilityArg::Always => DurabilityMode::Always,
+                DurabilityArg::Periodic => DurabilityMode::Periodic,
+            };
+        }
     }
 }
 
@@ -111,17 +135,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(options)
+        let broker = open_broker(options.core, &config.store, args.salvage_store)
+            .context("cannot open the store")?;
+        if config.store.backend == StoreBackend::Memory {
+            tracing::warn!(
+                "--store memory: sessions and retained messages will not survive a restart"
+            );
+        }
+        let server = Server::bind_broker(options, broker)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?;
         tracing::info!(address = %server.local_addr()?, "vigil listening");
         tracing::warn!("anonymous access is allowed: authentication is not configured");
-        if config.store.backend == StoreBackend::Disk {
-            tracing::warn!(
-                data_dir = %config.store.data_dir.display(),
-                "the on-disk store is not built yet: sessions and retained messages live in memory"
-            );
-        }
         server.run_until(shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(std::process::ExitCode::SUCCESS)

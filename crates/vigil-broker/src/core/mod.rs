@@ -480,4 +480,6 @@ fn secs(n: u32) -> Duration {
 }
 
 #[cfg(test)]
+mod persist_tests;
+#[cfg(test)]
 mod tests;
