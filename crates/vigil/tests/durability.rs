@@ -1,0 +1,250 @@
+//! Durability of the built broker: `vigil serve` on a data directory is
+//! killed with SIGKILL while two publishers send QoS 1 and QoS 2 messages to a
+//! persistent subscriber that is offline, then restarted on the same data
+//! directory. Every message acknowledged to a publisher must reach the
+//! subscriber (QoS 1 at least once, QoS 2 exactly once), in order per
+//! publisher, and the retained messages must still be there.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vigil_client::{Client, ConnectOptions, Event, QoS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vigil");
+const PUBLISHERS: u32 = 2;
+const PER_PUBLISHER: u32 = 200;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(dir: &Path, port: u16) -> Child {
+    let child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1", "-p", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "broker did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn options(port: u16, id: &str, clean: bool) -> ConnectOptions {
+    let mut o = ConnectOptions::new("127.0.0.1", port);
+    o.session.client_id = id.into();
+    o.session.clean_start = clean;
+    o.session.session_expiry = if clean { 0 } else { 3600 };
+    o.session.keep_alive = 30;
+    o.event_capacity = 4096;
+    o
+}
+
+fn qos_of(seq: u32) -> QoS {
+    if seq % 2 == 0 {
+        QoS::AtLeastOnce
+    } else {
+        QoS::ExactlyOnce
+    }
+}
+
+/// One run: kill the broker once `kill_after` messages in total have been
+/// acknowledged, plus `jitter` so the kill also lands mid-publish.
+fn kill_and_recover(kill_after: u32, jitter: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = serve(dir.path(), port);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let acked: Arc<Mutex<HashMap<u32, Vec<u32>>>> = Arc::default();
+    let count = Arc::new(AtomicU32::new(0));
+
+    rt.block_on(async {
+        let (sub, _events) = Client::connect(options(port, "durable-sub", false))
+            .await
+            .unwrap();
+        sub.subscribe("d/#", QoS::ExactlyOnce).await.unwrap();
+        sub.disconnect().await.unwrap();
+        let (p, _e) = Client::connect(options(port, "retainer", true))
+            .await
+            .unwrap();
+        for i in 1..=3 {
+            p.publish(
+                format!("r/{i}"),
+                format!("kept {i}"),
+                QoS::AtLeastOnce,
+                true,
+            )
+            .await
+            .unwrap();
+        }
+        p.disconnect().await.unwrap();
+    });
+
+    // The killer watches the acknowledged count from its own thread.
+    let killer = {
+        let count = count.clone();
+        let pid = broker.id();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while count.load(Ordering::SeqCst) < kill_after {
+                if start.elapsed() > Duration::from_secs(60) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(jitter);
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        })
+    };
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for publisher in 0..PUBLISHERS {
+            let acked = acked.clone();
+            let count = count.clone();
+            tasks.push(tokio::spawn(async move {
+                let (p, _e) = Client::connect(options(port, &format!("pub-{publisher}"), true))
+                    .await
+                    .unwrap();
+                for seq in 0..PER_PUBLISHER {
+                    let payload = format!("{publisher}:{seq}");
+                    match p
+                        .publish(format!("d/{publisher}"), payload, qos_of(seq), false)
+                        .await
+                    {
+                        Ok(_) => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .entry(publisher)
+                                .or_default()
+                                .push(seq);
+                            count.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    killer.join().unwrap();
+    let _ = broker.wait();
+    let acked = acked.lock().unwrap().clone();
+    let total_acked: usize = acked.values().map(Vec::len).sum();
+    assert!(
+        total_acked >= kill_after as usize,
+        "only {total_acked} acknowledged before the kill"
+    );
+    assert!(
+        total_acked < (PUBLISHERS * PER_PUBLISHER) as usize,
+        "the kill came after every publish; the run tested nothing"
+    );
+
+    let mut broker = serve(dir.path(), port);
+    let (received, retained) = rt.block_on(async {
+        let (_sub, mut events) = Client::connect(options(port, "durable-sub", false))
+            .await
+            .unwrap();
+        let mut received: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut session_present = None;
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), events.recv()).await {
+            match ev {
+                Event::Connected {
+                    session_present: sp,
+                } => session_present = Some(sp),
+                Event::Message(m) => {
+                    let text = String::from_utf8_lossy(&m.payload).into_owned();
+                    let (p, s) = text.split_once(':').unwrap();
+                    received
+                        .entry(p.parse().unwrap())
+                        .or_default()
+                        .push(s.parse().unwrap());
+                }
+                Event::Disconnected(e) => panic!("subscriber lost its connection: {e}"),
+            }
+        }
+        assert_ne!(session_present, Some(false), "the session did not survive");
+        let (r, mut events) = Client::connect(options(port, "reader", true))
+            .await
+            .unwrap();
+        r.subscribe("r/#", QoS::AtLeastOnce).await.unwrap();
+        let mut retained = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+            if let Event::Message(m) = ev {
+                retained.push(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+        }
+        retained.sort();
+        (received, retained)
+    });
+    let _ = broker.kill();
+    let _ = broker.wait();
+
+    assert_eq!(retained, vec!["kept 1", "kept 2", "kept 3"]);
+    for (publisher, acked_seqs) in &acked {
+        let got = received.get(publisher).cloned().unwrap_or_default();
+        for seq in acked_seqs {
+            let n = got.iter().filter(|s| *s == seq).count();
+            assert!(
+                n >= 1,
+                "kill after {kill_after}: publisher {publisher} message {seq} was acknowledged \
+                 but never delivered (received {} messages)",
+                got.len()
+            );
+        }
+        // QoS 2 exactly once, acknowledged or not.
+        for seq in got.iter().filter(|s| qos_of(**s) == QoS::ExactlyOnce) {
+            let n = got.iter().filter(|s| *s == seq).count();
+            assert_eq!(n, 1, "QoS 2 message {publisher}:{seq} delivered {n} times");
+        }
+        // In order: first appearances only ever increase.
+        let mut last = None;
+        let mut seen = std::collections::HashSet::new();
+        for seq in &got {
+            if seen.insert(*seq) {
+                assert!(
+                    last < Some(*seq),
+                    "publisher {publisher}: {seq} delivered after {last:?}"
+                );
+                last = Some(*seq);
+            }
+        }
+    }
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill_early() {
+    kill_and_recover(3, Duration::ZERO);
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill_mid_stream() {
+    kill_and_recover(120, Duration::from_micros(700));
+}
+
+#[test]
+fn acknowledged_messages_survive_sigkill_late() {
+    kill_and_recover(300, Duration::from_micros(1500));
+}
