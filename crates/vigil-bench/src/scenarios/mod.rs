@@ -28,6 +28,10 @@ pub struct Flow {
     /// Closed loop: QoS 1/2 messages in flight per publisher.
     #[arg(long = "inflight", default_value_t = 64)]
     pub inflight: usize,
+    /// Subscribers hold persistent sessions (MQTT 5 session expiry 300 s;
+    /// 3.1.1 clean session 0), so a durable broker stores what it queues.
+    #[arg(long = "persistent")]
+    pub persistent: bool,
 }
 
 /// What to run.

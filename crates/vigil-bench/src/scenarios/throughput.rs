@@ -97,7 +97,7 @@ pub(crate) async fn run(
             Shape::Pairs(_) => format!("bench/pair/{s}"),
             _ => "bench/flow".into(),
         };
-        let mut conn = open(target, client_id("sub", s)).await?;
+        let mut conn = open(target, client_id("sub", s), flow.persistent).await?;
         conn.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![Subscription {
@@ -129,7 +129,7 @@ pub(crate) async fn run(
     ));
     let mut conns = Vec::new();
     for p in 0..shape.publishers() {
-        conns.push(open(target, client_id("pub", p)).await?);
+        conns.push(open(target, client_id("pub", p), false).await?);
     }
     let before = common.broker_pid.and_then(ProcSample::read);
     let start = Instant::now();
@@ -212,6 +212,7 @@ pub(crate) async fn run(
         "publishers": shape.publishers(),
         "subscribers": shape.subscribers(),
         "qos": flow.qos,
+        "persistent": flow.persistent,
         "payload_bytes": flow.payload.max(crate::payload::HEADER_LEN),
         "rate_per_publisher": flow.rate,
         "duration_s": publish_secs,
@@ -232,8 +233,16 @@ pub(crate) async fn run(
     Ok(Report { json, human })
 }
 
-async fn open(target: &Target, id: String) -> Result<BenchConn, BenchError> {
-    let connect = connect_packet(target.version, id, 60);
+async fn open(target: &Target, id: String, persistent: bool) -> Result<BenchConn, BenchError> {
+    let mut connect = connect_packet(target.version, id, 60);
+    if persistent {
+        // Ids are unique per run, so a new session starts either way.
+        if target.version.is_v5() {
+            connect.properties.session_expiry_interval = Some(300);
+        } else {
+            connect.clean_start = false;
+        }
+    }
     Ok(BenchConn::open(
         target.addr,
         target.next_src(),
