@@ -5,6 +5,7 @@
 //! batch gathers, so the cost of an fsync is shared by every connection that
 //! wrote meanwhile, and no timer adds latency when the broker is quiet.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -165,6 +166,40 @@ impl Store {
     }
 }
 
+/// Drops deliveries that were queued and finished within one batch: a
+/// subscriber that is keeping up acknowledges most messages before the commit
+/// that would have stored them, and then neither write needs to reach the disk.
+fn coalesce(batch: &mut Vec<Op>) {
+    let enqueued: HashSet<(u64, u64)> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Enqueue { session, seq, .. } => Some((*session, *seq)),
+            _ => None,
+        })
+        .collect();
+    if enqueued.is_empty() {
+        return;
+    }
+    let done: HashSet<(u64, u64)> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Dequeue { session, seq } if enqueued.contains(&(*session, *seq)) => {
+                Some((*session, *seq))
+            }
+            _ => None,
+        })
+        .collect();
+    if done.is_empty() {
+        return;
+    }
+    batch.retain(|op| match op {
+        Op::Enqueue { session, seq, .. }
+        | Op::Progress { session, seq, .. }
+        | Op::Dequeue { session, seq } => !done.contains(&(*session, *seq)),
+        _ => true,
+    });
+}
+
 fn run_writer(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, shared: &Shared) {
     let mut batch: Vec<Op> = Vec::new();
     let mut covered = 0u64;
@@ -206,6 +241,7 @@ fn run_writer(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, shared: &S
             Durability::Always => true,
             Durability::Periodic(every) => stop.is_some() || last_sync.elapsed() >= every,
         };
+        coalesce(&mut batch);
         if !batch.is_empty() || (sync && unsynced) {
             let started = Instant::now();
             if let Err(e) = backend.commit(&batch, sync) {
@@ -232,5 +268,74 @@ fn run_writer(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, shared: &S
     }
     if unsynced {
         let _ = backend.commit(&[], true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::memory::MemoryBackend;
+    use crate::op::Sent;
+    use crate::record::{MessageRecord, QueuedRecord};
+    use vigil_proto::{Publish, QoS};
+
+    fn enqueue(seq: u64) -> Op {
+        Op::Enqueue {
+            session: 1,
+            seq,
+            record: QueuedRecord {
+                message: MessageRecord {
+                    publish: Publish {
+                        topic: "t".into(),
+                        ..Publish::default()
+                    },
+                    expires_at: None,
+                },
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn a_delivery_finished_within_the_batch_is_never_written() {
+        let mut batch = vec![
+            enqueue(1),
+            enqueue(2),
+            Op::Progress {
+                session: 1,
+                seq: 1,
+                sent: Sent::Published(5),
+            },
+            Op::Dequeue { session: 1, seq: 1 },
+            // Queued in an earlier batch: its dequeue must stay.
+            Op::Dequeue { session: 1, seq: 0 },
+        ];
+        coalesce(&mut batch);
+        assert_eq!(batch, vec![enqueue(2), Op::Dequeue { session: 1, seq: 0 }]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_commits_and_every_ticket_becomes_durable() {
+        let mem = MemoryBackend::new();
+        let (store, _) = Store::open(Box::new(mem.clone()), Durability::Always, false).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..50u64 {
+                    let ticket = store.submit(vec![enqueue(t * 1000 + i)]);
+                    store.durable(ticket).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        store.close();
+        let mut again = mem.clone();
+        assert_eq!(again.load(false).unwrap().queued.len(), 400);
     }
 }
