@@ -54,25 +54,27 @@ impl DiskBackend {
         };
         std::fs::create_dir_all(data_dir)
             .map_err(|e| io(format!("cannot create data directory: {e}")))?;
-        let db = Database::builder()
-            .set_repair_callback(|_| {
-                warn!("store was not closed cleanly; checking and repairing it");
-            })
-            .create(&path)
-            .map_err(|e| {
-                io(match e {
-                    redb::DatabaseError::DatabaseAlreadyOpen => {
-                        "already open: is another vigil using this data directory?".to_string()
-                    }
-                    redb::DatabaseError::UpgradeRequired(v) => format!(
-                        "the file uses storage engine format {v}, which this vigil does not read"
-                    ),
-                    other => format!(
-                        "{other} (the file is damaged; move it aside to start empty, \
-                         or restore a backup)"
-                    ),
+        let opened = engine_guard(&path, || {
+            Database::builder()
+                .set_repair_callback(|_| {
+                    warn!("store was not closed cleanly; checking and repairing it");
                 })
-            })?;
+                .create(&path)
+        })?;
+        let db = opened.map_err(|e| {
+            io(match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "already open: is another vigil using this data directory?".to_string()
+                }
+                redb::DatabaseError::UpgradeRequired(v) => format!(
+                    "the file uses storage engine format {v}, which this vigil does not read"
+                ),
+                other => format!(
+                    "{other} (the file is damaged; move it aside to start empty, \
+                         or restore a backup)"
+                ),
+            })
+        })?;
         let backend = DiskBackend { db, path };
         backend.check_format()?;
         Ok(backend)
@@ -176,9 +178,35 @@ impl DiskBackend {
     }
 }
 
+/// Runs an engine call that may panic on a damaged file (redb asserts on some
+/// truncations) and turns the panic into an error naming the file, so a bad
+/// file stops the start with a message instead of a crash.
+fn engine_guard<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> {
+    // Only called while the broker starts: silence the default hook's
+    // backtrace for the duration, the error below says what happened.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        StoreError::Io {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the file is damaged or truncated (storage engine check failed: {what}); \
+                 move it aside to start empty, or restore a backup"
+            ),
+        }
+    })
+}
+
 impl Backend for DiskBackend {
     fn load(&mut self, salvage: bool) -> Result<Contents, StoreError> {
-        let raw = self.read_raw()?;
+        let raw = engine_guard(&self.path.clone(), || self.read_raw())??;
         let (contents, damaged) = raw.decode(&self.path, salvage)?;
         if !damaged.is_empty() {
             warn!(path = %self.path.display(), dropped = damaged.len(), "salvage: damaged records deleted");

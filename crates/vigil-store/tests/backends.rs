@@ -234,3 +234,35 @@ fn a_file_that_is_not_a_store_is_refused_with_its_name() {
     let err = DiskBackend::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("vigil.redb"), "{err}");
 }
+
+#[test]
+fn a_truncated_store_is_refused_with_its_name_or_repaired_never_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = DiskBackend::open(dir.path()).unwrap();
+    let ops: Vec<Op> = (0..2000)
+        .map(|i| Op::Enqueue {
+            session: 1,
+            seq: i,
+            record: queued(b"payload"),
+        })
+        .collect();
+    b.commit(&[Op::PutSession(session(1, "one"))], true)
+        .unwrap();
+    b.commit(&ops, true).unwrap();
+    drop(b);
+    let file = vigil_store::store_file(dir.path());
+    let len = std::fs::metadata(&file).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    match DiskBackend::open(dir.path()).and_then(|mut b| b.load(false)) {
+        Err(e) => assert!(e.to_string().contains("vigil.redb"), "{e}"),
+        // If the engine's repair recovered a consistent state, it must be
+        // a committed one: either everything or the state before the queue.
+        Ok(c) => assert!(
+            c.queued.len() == 2000 || c.queued.is_empty(),
+            "{} queued",
+            c.queued.len()
+        ),
+    }
+}

@@ -248,3 +248,127 @@ fn acknowledged_messages_survive_sigkill_mid_stream() {
 fn acknowledged_messages_survive_sigkill_late() {
     kill_and_recover(300, Duration::from_micros(1500));
 }
+
+#[test]
+fn a_truncated_store_stops_the_start_with_the_file_named_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = serve(dir.path(), port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (p, _e) = Client::connect(options(port, "w", true)).await.unwrap();
+        for i in 0..200 {
+            p.publish(format!("r/{i}"), vec![b'x'; 512], QoS::AtLeastOnce, true)
+                .await
+                .unwrap();
+        }
+    });
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let file = dir.path().join("vigil.redb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 3)
+        .unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started on a truncated store: {stderr}"
+    );
+    assert!(stderr.contains("vigil.redb"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The subscriber is connected and receiving QoS 2 when the broker dies; it
+/// reconnects to the restarted broker, which resends what was in flight with
+/// the original packet ids. Each acknowledged message arrives exactly once.
+#[test]
+fn qos2_in_flight_to_a_connected_subscriber_survives_sigkill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = Arc::new(Mutex::new(serve(dir.path(), port)));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    const TOTAL: u32 = 300;
+    let (received, acked) = rt.block_on(async {
+        let mut o = options(port, "live-sub", false);
+        o.reconnect = Some(vigil_client::Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_millis(400),
+            stable_after: Duration::from_secs(60),
+        });
+        let (sub, mut events) = Client::connect(o).await.unwrap();
+        sub.subscribe("live/#", QoS::ExactlyOnce).await.unwrap();
+        let (p, _e) = Client::connect(options(port, "live-pub", true))
+            .await
+            .unwrap();
+        let mut acked = Vec::new();
+        let publisher = tokio::spawn(async move {
+            for seq in 0..TOTAL {
+                if p.publish("live/x", seq.to_string(), QoS::ExactlyOnce, false)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                acked.push(seq);
+            }
+            acked
+        });
+        let mut received = Vec::new();
+        let mut restarted = false;
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(3), events.recv()).await;
+            match ev {
+                Ok(Some(Event::Message(m))) => {
+                    received.push(String::from_utf8_lossy(&m.payload).parse::<u32>().unwrap());
+                    if received.len() == (TOTAL / 2) as usize {
+                        // Mid-stream, with deliveries in flight: SIGKILL and restart.
+                        let mut b = broker.lock().unwrap();
+                        b.kill().unwrap();
+                        b.wait().unwrap();
+                        *b = serve(dir.path(), port);
+                        restarted = true;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        assert!(restarted, "never reached the kill point");
+        (received, publisher.await.unwrap())
+    });
+    let _ = broker.lock().unwrap().kill();
+    for seq in &acked {
+        let n = received.iter().filter(|s| *s == seq).count();
+        assert_eq!(n, 1, "acknowledged QoS 2 message {seq} delivered {n} times");
+    }
+    for seq in &received {
+        let n = received.iter().filter(|s| *s == seq).count();
+        assert_eq!(n, 1, "QoS 2 message {seq} delivered {n} times");
+    }
+    let mut sorted = received.clone();
+    sorted.sort_unstable();
+    assert_eq!(received, sorted, "out of order");
+}

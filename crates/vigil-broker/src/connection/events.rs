@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use tracing::{error, info, warn};
-use vigil_proto::server::{Accepted, CloseReason, DeliveryProgress, ServerEvent};
+use vigil_proto::server::{Accepted, CloseReason, ServerEvent};
 use vigil_proto::{Connect, QoS, ReasonCode};
 use vigil_store::Ticket;
 
@@ -18,7 +18,8 @@ impl Driver {
         // once one is held, later ones queue behind it to keep PUBACK order.
         let mut held: Vec<(u16, QoS, usize)> = Vec::new();
         let mut ticket: Option<Ticket> = None;
-        let mut progress: Vec<DeliveryProgress> = Vec::new();
+        // Writes of any kind wait for this (PUBCOMP after a stored release).
+        let mut gate: Option<Ticket> = None;
         while let Some(event) = self.conn.poll_event() {
             match event {
                 // Boxed: CONNECT (with a possible takeover wait) happens once, and its
@@ -65,24 +66,41 @@ impl Driver {
                     self.conn.send_unsuback(u.packet_id, codes);
                 }
                 ServerEvent::Closed(closed) => self.closed = Some(closed),
-                ServerEvent::Progress(p) => progress.push(p),
                 ServerEvent::Released(packet_id) => {
                     if let Some(a) = &self.attached {
-                        self.broker.release_inbound_qos2(&a.session, packet_id);
+                        gate = gate.max(self.broker.release_inbound_qos2(&a.session, packet_id));
                     }
                 }
             }
         }
-        if let (Some(a), false) = (&self.attached, progress.is_empty()) {
-            self.broker.record_progress(&a.session, &progress);
-        }
-        if let (Some(t), false) = (ticket, held.is_empty()) {
-            Box::pin(self.ack_when_durable(t, held)).await;
+        gate = gate.max(self.record_progress());
+        if self.broker.store().is_some_and(|s| s.acks_wait()) {
+            let wait = if held.is_empty() {
+                gate
+            } else {
+                ticket.max(gate)
+            };
+            if let Some(t) = wait {
+                Box::pin(self.ack_when_durable(t, held)).await;
+            }
         }
     }
 
-    /// Sends the held acks once the commit holding their messages is durable.
-    async fn ack_when_durable(&mut self, ticket: Ticket, held: Vec<(u16, QoS, usize)>) {
+    /// Hands the steps stored deliveries took to the broker; returns what
+    /// must be durable before the packets they announce are written.
+    pub(super) fn record_progress(&mut self) -> Option<Ticket> {
+        let a = self.attached.as_ref()?;
+        let mut progress = Vec::new();
+        self.conn.take_progress(&mut progress);
+        if progress.is_empty() {
+            return None;
+        }
+        self.broker.record_progress(&a.session, &progress)
+    }
+
+    /// Waits until `ticket` is durable, then sends the held acks; closes the
+    /// connection without them if the store failed.
+    pub(super) async fn ack_when_durable(&mut self, ticket: Ticket, held: Vec<(u16, QoS, usize)>) {
         let Some(store) = self.broker.store().cloned() else {
             return;
         };

@@ -82,7 +82,7 @@ impl Driver {
     async fn run(&mut self) {
         loop {
             self.process_events().await;
-            self.pull_deliveries();
+            self.pull_deliveries().await;
             self.fill_write_buf();
             if self.conn.is_closed() {
                 break;
@@ -190,8 +190,9 @@ impl Driver {
         }
     }
 
-    /// Hands queued deliveries to the state machine while it has room.
-    fn pull_deliveries(&mut self) {
+    /// Hands queued deliveries to the state machine while it has room; a QoS 2
+    /// delivery's packet id is durable before its PUBLISH is written.
+    async fn pull_deliveries(&mut self) {
         let Some(session) = self.attached.as_ref().map(|a| a.session.clone()) else {
             return;
         };
@@ -204,6 +205,9 @@ impl Driver {
             }
             for o in self.scratch.drain(..) {
                 self.conn.deliver(now, o);
+            }
+            if let Some(t) = self.record_progress() {
+                Box::pin(self.ack_when_durable(t, Vec::new())).await;
             }
             self.fill_write_buf();
         }

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use vigil_proto::message::Outgoing;
 use vigil_proto::server::{DeliveryProgress, DeliveryStep, Inflight, InflightStage, SessionState};
 use vigil_proto::topic::SharedFilter;
-use vigil_proto::{ProtocolVersion, Will};
+use vigil_proto::{ProtocolVersion, QoS, Will};
 use vigil_store::{
     Clock, Contents, Op, Sent, SessionRecord, Store, SubscriptionRecord, Ticket, WillRecord,
 };
@@ -85,8 +85,19 @@ impl Broker {
     }
 
     /// Records what the connection of `session` did with stored deliveries.
-    pub fn record_progress(&self, session: &SessionRef, progress: &[DeliveryProgress]) {
+    /// Returns the ticket that must be durable before the connection writes
+    /// the packets these steps announce, when one of them is a QoS 2 step: a
+    /// PUBLISH sent under a packet id the store does not know, or a PUBREL
+    /// the store does not remember, would be sent again as new after a crash.
+    pub fn record_progress(
+        &self,
+        session: &SessionRef,
+        progress: &[DeliveryProgress],
+    ) -> Option<Ticket> {
         let key = session.key;
+        let gate = progress
+            .iter()
+            .any(|p| p.qos == QoS::ExactlyOnce && p.step != DeliveryStep::Done);
         let ops = progress
             .iter()
             .map(|p| {
@@ -106,7 +117,7 @@ impl Broker {
                 }
             })
             .collect();
-        self.persist(ops);
+        self.persist(ops).filter(|_| gate)
     }
 
     /// Guards inbound QoS 2 `packet_id` of a durable session across a restart,
@@ -122,14 +133,17 @@ impl Broker {
         }])
     }
 
-    /// PUBREL arrived for inbound QoS 2 `packet_id`.
-    pub fn release_inbound_qos2(&self, session: &SessionRef, packet_id: u16) {
-        if session.is_durable() {
-            self.persist(vec![Op::RemoveInbound {
-                session: session.key,
-                packet_id,
-            }]);
+    /// PUBREL arrived for inbound QoS 2 `packet_id`. The PUBCOMP must wait
+    /// for the returned ticket: a client that saw PUBCOMP may reuse the id for
+    /// a new message, which a stale guard would swallow as a duplicate.
+    pub fn release_inbound_qos2(&self, session: &SessionRef, packet_id: u16) -> Option<Ticket> {
+        if !session.is_durable() {
+            return None;
         }
+        self.persist(vec![Op::RemoveInbound {
+            session: session.key,
+            packet_id,
+        }])
     }
 
     /// Forgets a stored delivery that was dropped before reaching the connection.

@@ -145,30 +145,39 @@ async fn in_flight_deliveries_come_back_with_their_packet_ids_and_stage() {
     let seq = |i: usize| out[i].persisted.expect("stored");
     // a: PUBLISH sent as id 11; b: PUBREC came back, PUBREL sent as id 12;
     // c: acknowledged completely.
-    b.record_progress(
+    let gate = b.record_progress(
         &g.session,
         &[
             DeliveryProgress {
+                qos: QoS::ExactlyOnce,
                 seq: seq(0),
                 step: DeliveryStep::Sent(11),
             },
             DeliveryProgress {
+                qos: QoS::ExactlyOnce,
                 seq: seq(1),
                 step: DeliveryStep::Sent(12),
             },
             DeliveryProgress {
+                qos: QoS::ExactlyOnce,
                 seq: seq(1),
                 step: DeliveryStep::Released(12),
             },
             DeliveryProgress {
+                qos: QoS::ExactlyOnce,
                 seq: seq(2),
                 step: DeliveryStep::Sent(13),
             },
             DeliveryProgress {
+                qos: QoS::ExactlyOnce,
                 seq: seq(2),
                 step: DeliveryStep::Done,
             },
         ],
+    );
+    assert!(
+        gate.is_some(),
+        "QoS 2 steps must be durable before the wire"
     );
     // The broker dies with the connection still up.
     stop(b);
@@ -200,7 +209,7 @@ async fn inbound_qos2_guard_survives_until_pubrel() {
     let g = b.connect(req("pub", false, 3600)).await.unwrap();
     b.guard_inbound_qos2(&g.session, 7);
     b.guard_inbound_qos2(&g.session, 8);
-    b.release_inbound_qos2(&g.session, 8);
+    assert!(b.release_inbound_qos2(&g.session, 8).is_some());
     stop(b);
     let b = start(&mem);
     let g = b.connect(req("pub", false, 3600)).await.unwrap();

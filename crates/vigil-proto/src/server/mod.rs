@@ -70,8 +70,6 @@ pub enum ServerEvent {
     Unsubscribe(Unsubscribe),
     /// The connection is over; flush `poll_transmit`, then close the socket.
     Closed(Closed),
-    /// A delivery the broker stored moved on: record it in the durable queue.
-    Progress(DeliveryProgress),
     /// The client sent PUBREL for inbound QoS 2 message `packet_id`: it is no
     /// longer guarded against re-delivery.
     Released(u16),
@@ -82,6 +80,9 @@ pub enum ServerEvent {
 pub struct DeliveryProgress {
     /// The delivery's key in the durable queue (`Outgoing::persisted`).
     pub seq: std::num::NonZeroU64,
+    /// Its delivery QoS: a QoS 2 step must be durable before the packet that
+    /// follows it (PUBLISH, PUBREL) is written, or a restart could deliver twice.
+    pub qos: crate::QoS,
     /// What happened.
     pub step: DeliveryStep,
 }
@@ -157,6 +158,7 @@ pub struct ServerConnection {
     urgent: VecDeque<Packet>,
     deliveries: VecDeque<Packet>,
     events: VecDeque<ServerEvent>,
+    progress: Vec<DeliveryProgress>,
     drops: DropCounts,
 }
 
@@ -181,6 +183,7 @@ impl ServerConnection {
             urgent: VecDeque::new(),
             deliveries: VecDeque::new(),
             events: VecDeque::new(),
+            progress: Vec::new(),
             drops: DropCounts::default(),
         }
     }
@@ -306,6 +309,12 @@ impl ServerConnection {
     /// The next request for the broker.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
+    }
+
+    /// Moves the steps stored deliveries took into `out`. The driver records
+    /// them before it writes the packets they announce.
+    pub fn take_progress(&mut self, out: &mut Vec<DeliveryProgress>) {
+        out.append(&mut self.progress);
     }
 
     /// The broker accepted the CONNECT: send CONNACK, resume the session.

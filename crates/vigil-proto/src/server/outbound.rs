@@ -4,9 +4,7 @@
 
 use std::time::Instant;
 
-use super::{
-    DeliveryProgress, DeliveryStep, Inflight, InflightStage, ServerConnection, ServerEvent,
-};
+use super::{DeliveryProgress, DeliveryStep, Inflight, InflightStage, ServerConnection};
 use crate::message::Outgoing;
 use crate::{Ack, Packet, QoS, ReasonCode};
 
@@ -35,10 +33,10 @@ impl ServerConnection {
         let window = usize::from(self.client_receive_maximum.max(1));
         while let Some(front) = self.state.pending.front() {
             if front.message.is_expired(now) {
-                let seq = front.persisted;
+                let (seq, qos) = (front.persisted, front.qos);
                 self.state.pending.pop_front();
                 self.drops.expired += 1;
-                self.progress(seq, DeliveryStep::Done);
+                self.progress(seq, qos, DeliveryStep::Done);
                 continue;
             }
             let needs_id = front.qos != QoS::AtMostOnce;
@@ -63,11 +61,12 @@ impl ServerConnection {
             if packet.encoded_len(self.version) > self.client_max_packet_size as usize {
                 // MQTT-3.1.2-25: a message too large for the client is discarded as if sent.
                 self.drops.too_large += 1;
-                self.progress(outgoing.persisted, DeliveryStep::Done);
+                self.progress(outgoing.persisted, outgoing.qos, DeliveryStep::Done);
                 continue;
             }
             if needs_id {
-                self.progress(outgoing.persisted, DeliveryStep::Sent(packet_id));
+                let step = DeliveryStep::Sent(packet_id);
+                self.progress(outgoing.persisted, outgoing.qos, step);
                 self.state.inflight.insert(
                     packet_id,
                     Inflight {
@@ -101,7 +100,7 @@ impl ServerConnection {
             .is_some_and(|e| e.outgoing.qos == QoS::AtLeastOnce);
         if is_qos1 {
             if let Some(e) = self.state.inflight.remove(&a.packet_id) {
-                self.progress(e.outgoing.persisted, DeliveryStep::Done);
+                self.progress(e.outgoing.persisted, e.outgoing.qos, DeliveryStep::Done);
             }
             self.send_pending(now);
         }
@@ -115,13 +114,14 @@ impl ServerConnection {
                     // The client refused the message: the exchange ends here.
                     let seq = e.outgoing.persisted;
                     self.state.inflight.remove(&a.packet_id);
-                    self.progress(seq, DeliveryStep::Done);
+                    self.progress(seq, QoS::ExactlyOnce, DeliveryStep::Done);
                     self.send_pending(now);
                     return;
                 }
                 e.stage = InflightStage::AwaitingComp;
                 let seq = e.outgoing.persisted;
-                self.progress(seq, DeliveryStep::Released(a.packet_id));
+                let step = DeliveryStep::Released(a.packet_id);
+                self.progress(seq, QoS::ExactlyOnce, step);
                 self.urgent.push_back(Packet::PubRel(Ack::new(a.packet_id)));
             }
             _ => {
@@ -142,17 +142,16 @@ impl ServerConnection {
             .is_some_and(|e| e.stage == InflightStage::AwaitingComp);
         if done {
             if let Some(e) = self.state.inflight.remove(&a.packet_id) {
-                self.progress(e.outgoing.persisted, DeliveryStep::Done);
+                self.progress(e.outgoing.persisted, e.outgoing.qos, DeliveryStep::Done);
             }
             self.send_pending(now);
         }
     }
 
     /// Reports a stored delivery's step to the broker (nothing for unstored ones).
-    fn progress(&mut self, seq: Option<std::num::NonZeroU64>, step: DeliveryStep) {
+    fn progress(&mut self, seq: Option<std::num::NonZeroU64>, qos: QoS, step: DeliveryStep) {
         if let Some(seq) = seq {
-            self.events
-                .push_back(ServerEvent::Progress(DeliveryProgress { seq, step }));
+            self.progress.push(DeliveryProgress { seq, qos, step });
         }
     }
 }

@@ -643,12 +643,9 @@ fn resumed_session_resends_unacknowledged_with_dup() {
 }
 
 fn progress(c: &mut ServerConnection) -> Vec<(u64, DeliveryStep)> {
-    std::iter::from_fn(|| c.poll_event())
-        .filter_map(|e| match e {
-            ServerEvent::Progress(p) => Some((p.seq.get(), p.step)),
-            _ => None,
-        })
-        .collect()
+    let mut out = Vec::new();
+    c.take_progress(&mut out);
+    out.into_iter().map(|p| (p.seq.get(), p.step)).collect()
 }
 
 fn stored(topic: &str, qos: QoS, seq: u64) -> Outgoing {
