@@ -338,4 +338,25 @@ mod tests {
         let mut again = mem.clone();
         assert_eq!(again.load(false).unwrap().queued.len(), 400);
     }
+
+    #[tokio::test]
+    async fn periodic_mode_does_not_hold_acks_and_still_commits() {
+        let mem = MemoryBackend::new();
+        let (store, _) = Store::open(
+            Box::new(mem.clone()),
+            Durability::Periodic(Duration::from_secs(3600)),
+            false,
+        )
+        .unwrap();
+        assert!(!store.acks_wait());
+        let ticket = store.submit(vec![enqueue(1)]);
+        // Resolves at once even though no sync is due for an hour.
+        tokio::time::timeout(Duration::from_millis(100), store.durable(ticket))
+            .await
+            .expect("periodic mode must not wait")
+            .unwrap();
+        store.close();
+        let mut again = mem.clone();
+        assert_eq!(again.load(false).unwrap().queued.len(), 1);
+    }
 }
