@@ -22,7 +22,9 @@ pub struct Message {
     /// RETAIN flag as published.
     pub retain: bool,
     /// Properties forwarded to subscribers (no topic alias, no subscription ids).
-    pub properties: Properties,
+    /// None when there are none: most messages carry no properties, and an
+    /// empty `Properties` would cost every queued message ~350 bytes.
+    pub properties: Option<Box<Properties>>,
     /// When it stops being deliverable (Message Expiry Interval).
     pub expires_at: Option<Instant>,
 }
@@ -41,9 +43,19 @@ impl Message {
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties,
+            properties: Message::boxed(properties),
             expires_at,
         }
+    }
+
+    /// Properties as stored in a message: None when all are absent.
+    pub fn boxed(properties: Properties) -> Option<Box<Properties>> {
+        (properties != Properties::default()).then(|| Box::new(properties))
+    }
+
+    /// The message's properties (empty when it has none).
+    pub fn properties(&self) -> Properties {
+        self.properties.as_deref().cloned().unwrap_or_default()
     }
 
     /// True once the Message Expiry Interval has run out.
@@ -77,7 +89,7 @@ impl Outgoing {
     /// The PUBLISH for this delivery, with the remaining expiry interval
     /// written into the forwarded Message Expiry Interval.
     pub fn to_publish(&self, packet_id: u16, dup: bool, now: Instant) -> Publish {
-        let mut properties = self.message.properties.clone();
+        let mut properties = self.message.properties();
         if let Some(at) = self.message.expires_at {
             let left = at.saturating_duration_since(now);
             // Round up so a message with 0.4 s left is not sent as already expired.

@@ -83,7 +83,7 @@ impl MessageRecord {
                 retain: m.retain,
                 topic: m.topic.clone(),
                 packet_id: u16::from(m.qos != QoS::AtMostOnce),
-                properties: m.properties.clone(),
+                properties: m.properties(),
                 payload: m.payload.clone(),
             },
             expires_at: m.expires_at.map(|at| clock.to_unix(at)),
@@ -97,7 +97,7 @@ impl MessageRecord {
             payload: self.publish.payload.clone(),
             qos: self.publish.qos,
             retain: self.publish.retain,
-            properties: self.publish.properties.clone(),
+            properties: Message::boxed(self.publish.properties.clone()),
             expires_at: self.expires_at.map(|ms| clock.to_instant(ms)),
         }
     }

@@ -12,8 +12,9 @@ use tokio::task::JoinSet;
 use vigil_proto::{Packet, Publish, Subscribe, Subscription};
 
 use super::client_id;
+use super::ping::{pinger, PingStats};
 use crate::conn::{connect_packet, BenchConn};
-use crate::measure::ProcSample;
+use crate::measure::{Latency, ProcSample};
 use crate::progress::Progress;
 use crate::{BenchError, Common, Report, Target};
 
@@ -70,10 +71,10 @@ pub(crate) async fn run(
         }
         (read, None)
     });
-    let wrongful = Arc::new(AtomicU64::new(0));
+    let stats = Arc::new(PingStats::default());
     let mut healthy_tasks = JoinSet::new();
     for i in 0..healthy {
-        let mut conn = BenchConn::open(
+        let conn = BenchConn::open(
             target.addr,
             target.next_src(),
             connect_packet(target.version, client_id("healthy", i), keep_alive),
@@ -81,23 +82,8 @@ pub(crate) async fn run(
         )
         .await?
         .0;
-        let wrongful = wrongful.clone();
-        healthy_tasks.spawn(async move {
-            let mut next = Instant::now() + k.mul_f64(i as f64 / healthy.max(1) as f64);
-            while next < end {
-                tokio::time::sleep_until(next.into()).await;
-                let ok = conn.send(&Packet::PingReq).await.is_ok()
-                    && matches!(
-                        tokio::time::timeout(k, conn.recv()).await,
-                        Ok(Ok(Some(Packet::PingResp)))
-                    );
-                if !ok {
-                    wrongful.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                next += k;
-            }
-        });
+        let first = Instant::now() + k.mul_f64(i as f64 / healthy.max(1) as f64);
+        healthy_tasks.spawn(pinger(conn, first, k, end, stats.clone()));
     }
     let published = Arc::new(AtomicU64::new(0));
     let mut pubs = JoinSet::new();
@@ -136,23 +122,33 @@ pub(crate) async fn run(
         progress.say(format!(
             "slow-sub: {} published, {} healthy disconnected",
             published.load(Ordering::Relaxed),
-            wrongful.load(Ordering::Relaxed)
+            stats.wrongful()
         ));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    while healthy_tasks.join_next().await.is_some() {}
+    let mut latency = Latency::default();
+    while let Some(r) = healthy_tasks.join_next().await {
+        latency.merge(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
+    }
     pubs.abort_all();
     let (read, slow_closed_at) = slow_task
         .await
         .map_err(|e| BenchError::Protocol(e.to_string()))?;
-    let wrongful = wrongful.load(Ordering::Relaxed);
+    let wrongful = stats.wrongful();
+    let (closed, late) = (
+        stats.closed.load(Ordering::Relaxed),
+        stats.late.load(Ordering::Relaxed),
+    );
+    let l = latency.summary();
     let outcome = match slow_closed_at {
         Some(t) => format!("disconnected by the broker after {:.1} s", t.as_secs_f64()),
         None => "still connected at the end".into(),
     };
     let human = format!(
-        "slow-sub: {} published; slow subscriber read {read} bytes and was {outcome}; healthy clients disconnected: {wrongful}/{healthy}{}",
+        "slow-sub: {} published; slow subscriber read {read} bytes and was {outcome}; healthy clients disconnected: {wrongful}/{healthy} ({closed} closed, {late} PINGRESP later than K; PINGRESP p99 {} ms max {} ms){}",
         published.load(Ordering::Relaxed),
+        l["p99_ms"],
+        l["max_ms"],
         if max_rss > 0 { format!("; broker RSS max {} MiB", max_rss / (1 << 20)) } else { String::new() }
     );
     let json = json!({
@@ -164,6 +160,9 @@ pub(crate) async fn run(
         "slow_bytes_read": read,
         "slow_disconnected_after_s": slow_closed_at.map(|t| t.as_secs_f64()),
         "healthy_disconnected": wrongful,
+        "healthy_closed_by_broker": closed,
+        "healthy_late_pingresp": late,
+        "healthy_pingresp_latency": l,
         "broker_rss_max_bytes": if max_rss > 0 { Some(max_rss) } else { None },
     });
     Ok(Report { json, human })

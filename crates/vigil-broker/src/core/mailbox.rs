@@ -154,7 +154,7 @@ mod tests {
                 payload: Bytes::from_static(b"x"),
                 qos,
                 retain: false,
-                properties: Default::default(),
+                properties: None,
                 expires_at: None,
             }),
             qos,

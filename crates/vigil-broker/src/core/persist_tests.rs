@@ -46,7 +46,7 @@ fn msg(topic: &str, payload: &'static str, qos: QoS, retain: bool) -> Message {
         payload: Bytes::from_static(payload.as_bytes()),
         qos,
         retain,
-        properties: Properties::default(),
+        properties: None,
         expires_at: None,
     }
 }

@@ -282,7 +282,7 @@ impl Broker {
                 payload: will.payload,
                 qos: will.qos,
                 retain: will.retain,
-                properties,
+                properties: Message::boxed(properties),
                 expires_at,
             },
         );

@@ -31,7 +31,7 @@ fn msg(topic: &str, qos: QoS, retain: bool) -> Message {
         payload: Bytes::from_static(b"m"),
         qos,
         retain,
-        properties: Properties::default(),
+        properties: None,
         expires_at: None,
     }
 }

@@ -62,7 +62,7 @@ fn outgoing(topic: &str, qos: QoS) -> Outgoing {
             payload: Bytes::from_static(b"data"),
             qos,
             retain: false,
-            properties: Properties::default(),
+            properties: None,
             expires_at: None,
         }),
         qos,
