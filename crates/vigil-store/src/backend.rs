@@ -1,5 +1,6 @@
 //! The storage trait, and the decoding of what a backend holds into records.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use tracing::warn;
@@ -45,16 +46,6 @@ pub struct QueuedEntry {
     pub sent: Option<Sent>,
 }
 
-/// A backend's tables as raw bytes, in key order.
-#[derive(Debug, Default)]
-pub(crate) struct RawContents {
-    pub(crate) sessions: Vec<(u64, Vec<u8>)>,
-    pub(crate) queued: Vec<((u64, u64), Vec<u8>)>,
-    pub(crate) sent: Vec<((u64, u64), (u16, u8))>,
-    pub(crate) inbound: Vec<(u64, u16)>,
-    pub(crate) retained: Vec<(String, Vec<u8>)>,
-}
-
 /// Keys of damaged records, for salvage mode to delete.
 #[derive(Debug, Default)]
 pub(crate) struct Damaged {
@@ -73,75 +64,95 @@ impl Damaged {
     }
 }
 
-impl RawContents {
-    /// Decodes every record; the first damaged one is an error naming `path`
-    /// unless `salvage`, which collects it in `Damaged` instead.
-    pub(crate) fn decode(
-        self,
-        path: &Path,
-        salvage: bool,
-    ) -> Result<(Contents, Damaged), StoreError> {
-        let mut damaged = Damaged::default();
-        let fail = |what: &'static str, key: String, e: crate::RecordError| StoreError::Corrupt {
-            path: path.to_path_buf(),
+/// Decodes rows as a backend reads them, so a large store is never held
+/// twice (raw and decoded). Feed `sent` before `queued`. The first damaged
+/// record is an error naming `path` unless `salvage`, which collects its key
+/// in `Damaged` instead.
+pub(crate) struct Decoder<'p> {
+    path: &'p Path,
+    salvage: bool,
+    contents: Contents,
+    damaged: Damaged,
+    sent: HashMap<(u64, u64), (u16, u8)>,
+}
+
+impl<'p> Decoder<'p> {
+    pub(crate) fn new(path: &'p Path, salvage: bool) -> Decoder<'p> {
+        Decoder {
+            path,
+            salvage,
+            contents: Contents::default(),
+            damaged: Damaged::default(),
+            sent: HashMap::new(),
+        }
+    }
+
+    fn fail(&self, what: &'static str, key: String, e: &crate::RecordError) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.to_path_buf(),
             what,
             detail: format!(
                 "{key}: {e} (start with --salvage-store to load every readable record and \
                  drop the damaged ones)"
             ),
-        };
-        let mut contents = Contents::default();
-        for (id, bytes) in self.sessions {
-            match SessionRecord::from_bytes(id, &bytes) {
-                Ok(s) => contents.sessions.push(s),
-                Err(e) if salvage => {
-                    warn!(session = id, fault = %e, "damaged session record dropped");
-                    damaged.sessions.push(id);
-                }
-                Err(e) => return Err(fail("session", format!("session {id}"), e)),
+        }
+    }
+
+    pub(crate) fn session(&mut self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        match SessionRecord::from_bytes(id, bytes) {
+            Ok(s) => self.contents.sessions.push(s),
+            Err(e) if self.salvage => {
+                warn!(session = id, fault = %e, "damaged session record dropped");
+                self.damaged.sessions.push(id);
+            }
+            Err(e) => return Err(self.fail("session", format!("session {id}"), &e)),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sent(&mut self, key: (u64, u64), pair: (u16, u8)) {
+        self.sent.insert(key, pair);
+    }
+
+    pub(crate) fn queued(&mut self, key: (u64, u64), bytes: &[u8]) -> Result<(), StoreError> {
+        let sent = self.sent.remove(&key).and_then(Sent::from_pair);
+        match QueuedRecord::from_bytes(bytes) {
+            Ok(record) => self.contents.queued.push(QueuedEntry {
+                session: key.0,
+                seq: key.1,
+                record,
+                sent,
+            }),
+            Err(e) if self.salvage => {
+                warn!(session = key.0, seq = key.1, fault = %e, "damaged queued message dropped");
+                self.damaged.queued.push(key);
+            }
+            Err(e) => {
+                let key = format!("session {} position {}", key.0, key.1);
+                return Err(self.fail("queued message", key, &e));
             }
         }
-        let mut sent = self.sent.into_iter().peekable();
-        for (key, bytes) in self.queued {
-            while sent.peek().is_some_and(|(k, _)| *k < key) {
-                sent.next();
+        Ok(())
+    }
+
+    pub(crate) fn inbound(&mut self, key: (u64, u16)) {
+        self.contents.inbound_qos2.push(key);
+    }
+
+    pub(crate) fn retained(&mut self, topic: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        match MessageRecord::from_bytes(bytes) {
+            Ok(m) => self.contents.retained.push(m),
+            Err(e) if self.salvage => {
+                warn!(topic, fault = %e, "damaged retained message dropped");
+                self.damaged.retained.push(topic.to_owned());
             }
-            let state = match sent.peek() {
-                Some((k, pair)) if *k == key => Sent::from_pair(*pair),
-                _ => None,
-            };
-            match QueuedRecord::from_bytes(&bytes) {
-                Ok(record) => contents.queued.push(QueuedEntry {
-                    session: key.0,
-                    seq: key.1,
-                    record,
-                    sent: state,
-                }),
-                Err(e) if salvage => {
-                    warn!(session = key.0, seq = key.1, fault = %e, "damaged queued message dropped");
-                    damaged.queued.push(key);
-                }
-                Err(e) => {
-                    return Err(fail(
-                        "queued message",
-                        format!("session {} position {}", key.0, key.1),
-                        e,
-                    ))
-                }
-            }
+            Err(e) => return Err(self.fail("retained message", format!("topic {topic:?}"), &e)),
         }
-        contents.inbound_qos2 = self.inbound;
-        for (topic, bytes) in self.retained {
-            match MessageRecord::from_bytes(&bytes) {
-                Ok(m) => contents.retained.push(m),
-                Err(e) if salvage => {
-                    warn!(topic, fault = %e, "damaged retained message dropped");
-                    damaged.retained.push(topic);
-                }
-                Err(e) => return Err(fail("retained message", format!("topic {topic:?}"), e)),
-            }
-        }
-        contents.skipped = damaged.len();
-        Ok((contents, damaged))
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> (Contents, Damaged) {
+        self.contents.skipped = self.damaged.len();
+        (self.contents, self.damaged)
     }
 }

@@ -11,13 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    WriteTransaction,
-};
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Contents, Damaged, RawContents};
+use crate::backend::{Backend, Contents, Damaged, Decoder};
 use crate::error::StoreError;
 use crate::op::{apply, Op, Tables};
 
@@ -30,6 +27,9 @@ const QUEUED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("queued"
 const SENT: TableDefinition<(u64, u64), (u16, u8)> = TableDefinition::new("sent");
 const INBOUND: TableDefinition<(u64, u16), ()> = TableDefinition::new("inbound_qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+
+/// Page cache of the storage engine.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The store file in a data directory.
 pub fn store_file(data_dir: &Path) -> PathBuf {
@@ -56,6 +56,10 @@ impl DiskBackend {
             .map_err(|e| io(format!("cannot create data directory: {e}")))?;
         let opened = engine_guard(&path, || {
             Database::builder()
+                // The store is read once, at start; afterwards it is written.
+                // redb's default 1 GiB page cache would keep the whole file
+                // resident after recovery for nothing.
+                .set_cache_size(CACHE_BYTES)
                 .set_repair_callback(|_| {
                     warn!("store was not closed cleanly; checking and repairing it");
                 })
@@ -125,39 +129,56 @@ impl DiskBackend {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    fn read_raw(&self) -> Result<RawContents, StoreError> {
+    fn read(&self, salvage: bool) -> Result<(Contents, Damaged), StoreError> {
         let e = |e: &dyn std::fmt::Display| self.err(e);
         let txn = self.db.begin_read().map_err(|x| e(&x))?;
-        let mut raw = RawContents::default();
-        let t = txn.open_table(SESSIONS).map_err(|x| e(&x))?;
-        raw.sessions.reserve(t.len().map_err(|x| e(&x))? as usize);
-        for row in t.iter().map_err(|x| e(&x))? {
+        let mut d = Decoder::new(&self.path, salvage);
+        for row in txn
+            .open_table(SESSIONS)
+            .map_err(|x| e(&x))?
+            .iter()
+            .map_err(|x| e(&x))?
+        {
             let (k, v) = row.map_err(|x| e(&x))?;
-            raw.sessions.push((k.value(), v.value().to_vec()));
+            d.session(k.value(), v.value())?;
         }
-        let t = txn.open_table(QUEUED).map_err(|x| e(&x))?;
-        raw.queued.reserve(t.len().map_err(|x| e(&x))? as usize);
-        for row in t.iter().map_err(|x| e(&x))? {
+        for row in txn
+            .open_table(SENT)
+            .map_err(|x| e(&x))?
+            .iter()
+            .map_err(|x| e(&x))?
+        {
             let (k, v) = row.map_err(|x| e(&x))?;
-            raw.queued.push((k.value(), v.value().to_vec()));
+            d.sent(k.value(), v.value());
         }
-        let t = txn.open_table(SENT).map_err(|x| e(&x))?;
-        for row in t.iter().map_err(|x| e(&x))? {
+        for row in txn
+            .open_table(QUEUED)
+            .map_err(|x| e(&x))?
+            .iter()
+            .map_err(|x| e(&x))?
+        {
             let (k, v) = row.map_err(|x| e(&x))?;
-            raw.sent.push((k.value(), v.value()));
+            d.queued(k.value(), v.value())?;
         }
-        let t = txn.open_table(INBOUND).map_err(|x| e(&x))?;
-        for row in t.iter().map_err(|x| e(&x))? {
+        for row in txn
+            .open_table(INBOUND)
+            .map_err(|x| e(&x))?
+            .iter()
+            .map_err(|x| e(&x))?
+        {
             let (k, _) = row.map_err(|x| e(&x))?;
-            raw.inbound.push(k.value());
+            d.inbound(k.value());
         }
-        let t = txn.open_table(RETAINED).map_err(|x| e(&x))?;
-        for row in t.iter().map_err(|x| e(&x))? {
+        for row in txn
+            .open_table(RETAINED)
+            .map_err(|x| e(&x))?
+            .iter()
+            .map_err(|x| e(&x))?
+        {
             let (k, v) = row.map_err(|x| e(&x))?;
-            raw.retained
-                .push((k.value().to_owned(), v.value().to_vec()));
+            d.retained(k.value(), v.value())?;
         }
-        Ok(raw)
+        Ok(d.finish())
     }
 
     fn delete_damaged(&self, damaged: &Damaged) -> Result<(), StoreError> {
@@ -206,8 +227,7 @@ fn engine_guard<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, StoreError> 
 
 impl Backend for DiskBackend {
     fn load(&mut self, salvage: bool) -> Result<Contents, StoreError> {
-        let raw = engine_guard(&self.path.clone(), || self.read_raw())??;
-        let (contents, damaged) = raw.decode(&self.path, salvage)?;
+        let (contents, damaged) = engine_guard(&self.path.clone(), || self.read(salvage))??;
         if !damaged.is_empty() {
             warn!(path = %self.path.display(), dropped = damaged.len(), "salvage: damaged records deleted");
             self.delete_damaged(&damaged)?;

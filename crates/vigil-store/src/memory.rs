@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, Contents, RawContents};
+use crate::backend::{Backend, Contents, Decoder};
 use crate::error::StoreError;
 use crate::op::{apply, Op, Tables};
 
@@ -37,20 +37,23 @@ impl MemoryBackend {
 impl Backend for MemoryBackend {
     fn load(&mut self, salvage: bool) -> Result<Contents, StoreError> {
         let t = self.tables.lock();
-        let raw = RawContents {
-            sessions: t.sessions.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            queued: t.queued.iter().map(|(k, v)| (*k, v.clone())).collect(),
-            sent: t.sent.iter().map(|(k, v)| (*k, *v)).collect(),
-            inbound: t.inbound.iter().copied().collect(),
-            retained: t
-                .retained
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        drop(t);
-        let (contents, _) = raw.decode(Path::new("(memory)"), salvage)?;
-        Ok(contents)
+        let mut d = Decoder::new(Path::new("(memory)"), salvage);
+        for (id, bytes) in &t.sessions {
+            d.session(*id, bytes)?;
+        }
+        for (key, pair) in &t.sent {
+            d.sent(*key, *pair);
+        }
+        for (key, bytes) in &t.queued {
+            d.queued(*key, bytes)?;
+        }
+        for key in &t.inbound {
+            d.inbound(*key);
+        }
+        for (topic, bytes) in &t.retained {
+            d.retained(topic, bytes)?;
+        }
+        Ok(d.finish().0)
     }
 
     fn commit(&mut self, ops: &[Op], _durable: bool) -> Result<(), StoreError> {
