@@ -4,7 +4,7 @@
 //! does I/O.
 //!
 //! Memory: no buffer is held while a connection is idle. Reads land in a
-//! stack buffer and only the bytes received are copied to the heap, which is
+//! per-thread scratch buffer and only the bytes received are copied to the heap, which is
 //! dropped once every complete packet is decoded; the write buffer is dropped
 //! once flushed. (Reading straight into a 4 KiB heap buffer per wake-up cost
 //! ~3.6 KB of resident memory per idle connection in malloc's arenas.)
@@ -29,10 +29,15 @@ use crate::core::{Broker, Control, DisconnectInfo, SessionRef};
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Deliveries taken from the mailbox per wake-up.
 const DRAIN_BATCH: usize = 256;
-/// Bytes read per readiness event, into a stack buffer: only what arrived is
-/// then copied to the heap, so an idle connection's ping costs 2 bytes of heap,
-/// not a read buffer.
+/// Bytes read per readiness event, into a per-thread scratch buffer: only
+/// what arrived is then copied to the heap, so an idle connection's ping costs
+/// 2 bytes of heap, not a read buffer.
 const READ_CHUNK: usize = 16 * 1024;
+thread_local! {
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
 /// How long a closing connection may take to flush its last packets.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
@@ -116,14 +121,23 @@ impl Driver {
     }
 
     fn read(&mut self) {
-        // On the thread's stack, not in the task: this function never awaits.
-        let mut chunk = [0u8; READ_CHUNK];
-        match self.stream.try_read(&mut chunk) {
+        // One buffer per worker thread, not per task: this function never
+        // awaits, so no other connection can use it meanwhile (and a fresh
+        // stack array would be zeroed, 16 KiB, on every read).
+        let got = READ_SCRATCH.with(|scratch| {
+            let mut chunk = scratch.borrow_mut();
+            let got = self.stream.try_read(&mut chunk[..]);
+            if let Ok(n) = got {
+                self.read_buf.extend_from_slice(&chunk[..n]);
+            }
+            got
+        });
+        match got {
             Ok(0) => {
                 self.conn.handle_transport_closed(CloseReason::PeerClosed);
                 return;
             }
-            Ok(n) => self.read_buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 self.conn
