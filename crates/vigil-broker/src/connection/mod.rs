@@ -33,6 +33,9 @@ const DRAIN_BATCH: usize = 256;
 /// what arrived is then copied to the heap, so an idle connection's ping costs
 /// 2 bytes of heap, not a read buffer.
 const READ_CHUNK: usize = 16 * 1024;
+/// Full reads in a row after which a connection lets others run (64 KiB).
+const FLOOD_READS_BEFORE_YIELD: u8 = 4;
+
 thread_local! {
     static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
@@ -59,6 +62,7 @@ pub(crate) async fn serve(
         write_buf: BytesMut::new(),
         client_id: String::new(),
         closed: None,
+        full_reads: 0,
         scratch: Vec::new(),
     };
     driver.run().await;
@@ -80,6 +84,8 @@ struct Driver {
     write_buf: BytesMut,
     client_id: String,
     closed: Option<Closed>,
+    /// Reads in a row that filled the whole chunk (the peer is flooding).
+    full_reads: u8,
     scratch: Vec<vigil_proto::message::Outgoing>,
 }
 
@@ -87,6 +93,13 @@ impl Driver {
     async fn run(&mut self) {
         loop {
             self.process_events().await;
+            if self.full_reads >= FLOOD_READS_BEFORE_YIELD {
+                // A flooding publisher would otherwise keep this worker
+                // thread for a whole cooperative budget (hundreds of reads),
+                // while other clients' PINGREQs wait behind it.
+                self.full_reads = 0;
+                tokio::task::yield_now().await;
+            }
             self.pull_deliveries().await;
             self.fill_write_buf();
             if self.conn.is_closed() {
@@ -129,6 +142,11 @@ impl Driver {
             let got = self.stream.try_read(&mut chunk[..]);
             if let Ok(n) = got {
                 self.read_buf.extend_from_slice(&chunk[..n]);
+                self.full_reads = if n == chunk.len() {
+                    self.full_reads.saturating_add(1)
+                } else {
+                    0
+                };
             }
             got
         });
