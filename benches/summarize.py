@@ -14,7 +14,7 @@ METRICS = {
     "conn": [("conn/s", "connect_per_s", True), ("CONNACK p99 ms", "connack_latency.p99_ms", False), ("RSS B/conn", "broker_rss_per_connection_bytes", False), ("failed", "failed", False)],
     "ping": [("PINGRESP p99 ms", "pingresp_latency.p99_ms", False), ("max ms", "pingresp_latency.max_ms", False), ("wrongful disconnects", "wrongful_disconnects", False)],
     "expiry": [("close late p99 ms", "close_lateness.p99_ms", False), ("close late max ms", "close_lateness.max_ms", False), ("early", "early_closes", False), ("wills", "wills_delivered", True)],
-    "slow": [("healthy dropped", "healthy_disconnected", False), ("RSS max MiB", "broker_rss_max_bytes", False)],
+    "slow": [("healthy dropped", "healthy_disconnected", False), ("healthy PINGRESP p99 ms", "healthy_pingresp_latency.p99_ms", False), ("published msg", "published", True), ("RSS max MiB", "broker_rss_max_bytes", False)],
 }
 
 
