@@ -156,10 +156,39 @@ pub struct ServerConnection {
     inbound_qos1_unacked: u16,
     held: VecDeque<Packet>,
     urgent: VecDeque<Packet>,
-    deliveries: VecDeque<Packet>,
+    deliveries: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
     progress: Vec<DeliveryProgress>,
     drops: DropCounts,
+}
+
+/// A delivery waiting for the wire. The PUBLISH is built only when it is
+/// written: a `Packet` is ~400 bytes (its properties inline), a queued
+/// `Outgoing` 48, and every hop through a queue is a copy.
+#[derive(Debug)]
+enum Transmit {
+    Publish {
+        packet_id: u16,
+        dup: bool,
+        /// When it was handed to the window: expiry counts down to here.
+        at: Instant,
+        outgoing: crate::message::Outgoing,
+    },
+    PubRel(u16),
+}
+
+impl Transmit {
+    fn into_packet(self) -> Packet {
+        match self {
+            Transmit::Publish {
+                packet_id,
+                dup,
+                at,
+                outgoing,
+            } => Packet::Publish(outgoing.to_publish(packet_id, dup, at)),
+            Transmit::PubRel(id) => Packet::PubRel(crate::Ack::new(id)),
+        }
+    }
 }
 
 impl ServerConnection {
@@ -303,7 +332,7 @@ impl ServerConnection {
     pub fn poll_transmit(&mut self) -> Option<Packet> {
         self.urgent
             .pop_front()
-            .or_else(|| self.deliveries.pop_front())
+            .or_else(|| self.deliveries.pop_front().map(Transmit::into_packet))
     }
 
     /// The next request for the broker.

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{DeliveryProgress, DeliveryStep, Inflight, InflightStage, ServerConnection};
+use super::{DeliveryProgress, DeliveryStep, Inflight, InflightStage, ServerConnection, Transmit};
 use crate::message::Outgoing;
 use crate::{Ack, Packet, QoS, ReasonCode};
 
@@ -57,16 +57,16 @@ impl ServerConnection {
             } else {
                 0
             };
-            let packet = Packet::Publish(outgoing.to_publish(packet_id, false, now));
-            if packet.encoded_len(self.version) > self.client_max_packet_size as usize {
+            if !self.fits_client_maximum(&outgoing, packet_id, now) {
                 // MQTT-3.1.2-25: a message too large for the client is discarded as if sent.
                 self.drops.too_large += 1;
                 self.progress(outgoing.persisted, outgoing.qos, DeliveryStep::Done);
                 continue;
             }
-            if needs_id {
+            let queued = if needs_id {
                 let step = DeliveryStep::Sent(packet_id);
                 self.progress(outgoing.persisted, outgoing.qos, step);
+                let queued = outgoing.clone();
                 self.state.inflight.insert(
                     packet_id,
                     Inflight {
@@ -74,21 +74,51 @@ impl ServerConnection {
                         stage: InflightStage::AwaitingAck,
                     },
                 );
-            }
-            self.deliveries.push_back(packet);
+                queued
+            } else {
+                outgoing
+            };
+            self.deliveries.push_back(Transmit::Publish {
+                packet_id,
+                dup: false,
+                at: now,
+                outgoing: queued,
+            });
         }
+    }
+
+    /// Whether the PUBLISH for `outgoing` fits the client's Maximum Packet
+    /// Size. Builds the packet only when a cheap upper bound says it might not.
+    fn fits_client_maximum(&self, outgoing: &Outgoing, packet_id: u16, now: Instant) -> bool {
+        let max = self.client_max_packet_size as usize;
+        if max >= u32::MAX as usize {
+            return true;
+        }
+        let m = &outgoing.message;
+        if m.properties.is_none() {
+            // Fixed header 5, topic length 2, packet id 2, property length 4,
+            // message expiry 5, and 5 per subscription identifier.
+            let bound = 18 + m.topic.len() + m.payload.len() + 5 * outgoing.subscription_ids.len();
+            if bound <= max {
+                return true;
+            }
+        }
+        Packet::Publish(outgoing.to_publish(packet_id, false, now)).encoded_len(self.version) <= max
     }
 
     /// On session resume: unacknowledged PUBLISHes again with DUP, PUBRELs again.
     pub(super) fn resend_inflight(&mut self, now: Instant) {
         for (&id, entry) in &self.state.inflight {
-            let packet = match entry.stage {
-                InflightStage::AwaitingAck => {
-                    Packet::Publish(entry.outgoing.to_publish(id, true, now))
-                }
-                InflightStage::AwaitingComp => Packet::PubRel(Ack::new(id)),
+            let transmit = match entry.stage {
+                InflightStage::AwaitingAck => Transmit::Publish {
+                    packet_id: id,
+                    dup: true,
+                    at: now,
+                    outgoing: entry.outgoing.clone(),
+                },
+                InflightStage::AwaitingComp => Transmit::PubRel(id),
             };
-            self.deliveries.push_back(packet);
+            self.deliveries.push_back(transmit);
         }
     }
 
