@@ -84,6 +84,35 @@ impl Broker {
             |s| s.is_online(),
             &mut matches,
         );
+        let matched = matches.len();
+        let mut blocked = Vec::new();
+        let stores_deliveries = self.store.is_some()
+            && message.qos != vigil_proto::QoS::AtMostOnce
+            && matches.iter().any(|m| m.subscriber.is_durable());
+        if !stores_deliveries {
+            for m in matches {
+                let outgoing = Outgoing {
+                    message: message.clone(),
+                    qos: message.qos.min(m.qos),
+                    retain: m.retain_as_published && message.retain,
+                    subscription_ids: m.subscription_ids,
+                    persisted: None,
+                };
+                if let Some(o) = self.push(&m.subscriber, outgoing) {
+                    blocked.push((m.subscriber, o));
+                }
+            }
+            let ticket = if ops.is_empty() {
+                None
+            } else {
+                self.persist(ops)
+            };
+            return Routed {
+                matched,
+                blocked,
+                ticket,
+            };
+        }
         let mut deliveries = Vec::with_capacity(matches.len());
         for m in matches {
             let mut outgoing = Outgoing {
@@ -110,13 +139,7 @@ impl Broker {
             deliveries.push((m.subscriber, outgoing));
         }
         // Written before any connection can see (and acknowledge) the delivery.
-        let ticket = if ops.is_empty() {
-            None
-        } else {
-            self.persist(ops)
-        };
-        let matched = deliveries.len();
-        let mut blocked = Vec::new();
+        let ticket = self.persist(ops);
         for (subscriber, outgoing) in deliveries {
             if let Some(o) = self.push(&subscriber, outgoing) {
                 blocked.push((subscriber, o));
