@@ -105,6 +105,13 @@ impl Driver {
             if self.conn.is_closed() {
                 break;
             }
+            if self.write_buf.is_empty() {
+                // About to wait with nothing in flight: hold no empty buffers.
+                self.conn.release_idle_buffers();
+                if self.scratch.capacity() > 0 {
+                    self.scratch = Vec::new();
+                }
+            }
             let deadline = self.conn.poll_timeout();
             let want_deliveries = self.attached.is_some()
                 && self.conn.wants_deliveries()

@@ -340,6 +340,25 @@ impl ServerConnection {
         self.events.pop_front()
     }
 
+    /// Frees the buffers of queues that are empty. A queue of `Packet`s or
+    /// events keeps ~1.6 KB once it has held one item; an idle connection
+    /// should not carry that until its next packet.
+    pub fn release_idle_buffers(&mut self) {
+        fn release<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        release(&mut self.held);
+        release(&mut self.urgent);
+        release(&mut self.deliveries);
+        release(&mut self.events);
+        release(&mut self.state.pending);
+        if self.progress.is_empty() && self.progress.capacity() > 0 {
+            self.progress = Vec::new();
+        }
+    }
+
     /// Moves the steps stored deliveries took into `out`. The driver records
     /// them before it writes the packets they announce.
     pub fn take_progress(&mut self, out: &mut Vec<DeliveryProgress>) {
