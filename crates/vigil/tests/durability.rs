@@ -26,24 +26,45 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn serve(dir: &Path, port: u16) -> Child {
-    let child = Command::new(BIN)
+/// Starts `vigil serve` on `dir`. Port 0 lets the broker choose (read back
+/// from its "vigil listening" line), so tests running in parallel never race
+/// for a port; a restart passes the port it had.
+fn serve(dir: &Path, port: u16) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1", "-p", &port.to_string()])
         .arg("--data-dir")
         .arg(dir)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "broker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        // Keep draining so the broker never blocks on a full pipe.
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("vigil listening") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("broker did not start listening");
+    let bound = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    (child, bound)
 }
 
 fn options(port: u16, id: &str, clean: bool) -> ConnectOptions {
@@ -68,8 +89,7 @@ fn qos_of(seq: u32) -> QoS {
 /// acknowledged, plus `jitter` so the kill also lands mid-publish.
 fn kill_and_recover(kill_after: u32, jitter: Duration) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut broker = serve(dir.path(), port);
+    let (mut broker, port) = serve(dir.path(), 0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -162,7 +182,7 @@ fn kill_and_recover(kill_after: u32, jitter: Duration) {
         "the kill came after every publish; the run tested nothing"
     );
 
-    let mut broker = serve(dir.path(), port);
+    let (mut broker, _) = serve(dir.path(), port);
     let (received, retained) = rt.block_on(async {
         let (_sub, mut events) = Client::connect(options(port, "durable-sub", false))
             .await
@@ -252,8 +272,7 @@ fn acknowledged_messages_survive_sigkill_late() {
 #[test]
 fn a_truncated_store_stops_the_start_with_the_file_named_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut broker = serve(dir.path(), port);
+    let (mut broker, port) = serve(dir.path(), 0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -303,8 +322,8 @@ fn a_truncated_store_stops_the_start_with_the_file_named_not_a_panic() {
 #[test]
 fn qos2_in_flight_to_a_connected_subscriber_survives_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let broker = Arc::new(Mutex::new(serve(dir.path(), port)));
+    let (child, port) = serve(dir.path(), 0);
+    let broker = Arc::new(Mutex::new(child));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -348,7 +367,7 @@ fn qos2_in_flight_to_a_connected_subscriber_survives_sigkill_exactly_once() {
                         let mut b = broker.lock().unwrap();
                         b.kill().unwrap();
                         b.wait().unwrap();
-                        *b = serve(dir.path(), port);
+                        *b = serve(dir.path(), port).0;
                         restarted = true;
                     }
                 }
