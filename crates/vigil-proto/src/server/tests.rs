@@ -719,3 +719,21 @@ fn pubrel_of_a_guarded_inbound_qos2_id_is_reported() {
     c.handle_packet(t0, Packet::PubRel(Ack::new(6)));
     assert_eq!(c.poll_event(), None);
 }
+
+#[test]
+fn an_idle_connection_releases_its_queue_buffers() {
+    let t0 = Instant::now();
+    let mut c = connected(ServerConfig::default(), V5, 30, t0);
+    c.handle_packet(t0, Packet::PingReq);
+    c.deliver(t0, outgoing("t", QoS::AtMostOnce));
+    assert_eq!(drain(&mut c).len(), 2);
+    assert!(c.urgent.capacity() > 0 && c.deliveries.capacity() > 0);
+    c.release_idle_buffers();
+    assert_eq!(c.urgent.capacity(), 0);
+    assert_eq!(c.deliveries.capacity(), 0);
+    assert_eq!(c.events.capacity(), 0);
+    // Queues with something in them keep it.
+    c.handle_packet(t0, Packet::PingReq);
+    c.release_idle_buffers();
+    assert_eq!(c.poll_transmit(), Some(Packet::PingResp));
+}
