@@ -12,7 +12,7 @@ use vigil_proto::{Packet, Publish, Subscribe, Subscription};
 
 use super::client_id;
 use crate::conn::{connect_packet, BenchConn};
-use crate::measure::Latency;
+use crate::measure::{Latency, Samples};
 use crate::progress::Progress;
 use crate::{BenchError, Report, Target};
 
@@ -54,7 +54,7 @@ pub(crate) async fn run(
     }
     let mut latency = Latency::default();
     while let Some(r) = tasks.join_next().await {
-        latency.merge(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
+        latency.merge_samples(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
         progress.say(format!(
             "ping: {} PINGRESPs, {} wrongful disconnects",
             stats.pings.load(Ordering::Relaxed),
@@ -117,8 +117,8 @@ pub(crate) async fn pinger(
     k: Duration,
     end: Instant,
     stats: Arc<PingStats>,
-) -> Latency {
-    let mut latency = Latency::default();
+) -> Samples {
+    let mut latency = Samples::default();
     let mut next = first;
     while next < end {
         tokio::time::sleep_until(next.into()).await;

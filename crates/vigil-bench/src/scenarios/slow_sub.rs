@@ -128,7 +128,7 @@ pub(crate) async fn run(
     }
     let mut latency = Latency::default();
     while let Some(r) = healthy_tasks.join_next().await {
-        latency.merge(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
+        latency.merge_samples(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
     }
     pubs.abort_all();
     let (read, slow_closed_at) = slow_task
