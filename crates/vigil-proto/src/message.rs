@@ -6,9 +6,9 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use crate::{Properties, Publish, QoS};
+use crate::{EncodeError, Packet, Properties, ProtocolVersion, Publish, PublishView, QoS};
 
 /// A published message after the broker accepted it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,5 +106,52 @@ impl Outgoing {
             properties,
             payload: self.message.payload.clone(),
         }
+    }
+
+    /// Appends this delivery's PUBLISH to `out`. Written straight from the
+    /// shared message unless the delivery changes its properties (remaining
+    /// expiry, subscription identifiers); the bytes are the same either way.
+    pub fn encode(
+        &self,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        match self.view(packet_id, dup) {
+            Some(view) => view.encode(version, out),
+            None => Packet::Publish(self.to_publish(packet_id, dup, now)).encode(version, out),
+        }
+    }
+
+    /// Bytes this delivery's PUBLISH takes on the wire.
+    pub fn encoded_len(
+        &self,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+        version: ProtocolVersion,
+    ) -> usize {
+        match self.view(packet_id, dup) {
+            Some(view) => view.encoded_len(version),
+            None => Packet::Publish(self.to_publish(packet_id, dup, now)).encoded_len(version),
+        }
+    }
+
+    /// The PUBLISH as borrowed parts, when no property differs per delivery.
+    fn view(&self, packet_id: u16, dup: bool) -> Option<PublishView<'_>> {
+        if self.message.expires_at.is_some() || !self.subscription_ids.is_empty() {
+            return None;
+        }
+        Some(PublishView {
+            dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.message.topic,
+            packet_id,
+            properties: self.message.properties.as_deref(),
+            payload: &self.message.payload,
+        })
     }
 }

@@ -9,7 +9,7 @@ use vigil_proto::{Connect, QoS, ReasonCode};
 use vigil_store::Ticket;
 
 use super::{Attached, Driver};
-use crate::core::ConnectRequest;
+use crate::core::{ConnectRequest, Wakes};
 
 impl Driver {
     /// Answers every pending event; a CONNECT may wait for a takeover.
@@ -20,22 +20,31 @@ impl Driver {
         let mut ticket: Option<Ticket> = None;
         // Writes of any kind wait for this (PUBCOMP after a stored release).
         let mut gate: Option<Ticket> = None;
+        // Subscribers of this read's PUBLISHes, woken once at the end (and
+        // before anything here waits, since a wait may need them to drain).
+        let mut wakes = Wakes::default();
         while let Some(event) = self.conn.poll_event() {
             match event {
                 // Boxed: CONNECT (with a possible takeover wait) happens once, and its
                 // large future would otherwise sit inside every idle connection's task.
-                ServerEvent::Connect(c) => Box::pin(self.on_connect(c)).await,
+                ServerEvent::Connect(c) => {
+                    wakes.wake_all();
+                    Box::pin(self.on_connect(c)).await
+                }
                 ServerEvent::Publish(p) => {
                     let Some(a) = &self.attached else { continue };
                     let (packet_id, qos) = (p.packet_id, p.qos);
                     if qos == QoS::ExactlyOnce {
                         ticket = ticket.max(self.broker.guard_inbound_qos2(&a.session, packet_id));
                     }
-                    let routed = self.broker.publish_packet(&a.session, p, Instant::now());
+                    let routed =
+                        self.broker
+                            .publish_packet(&a.session, p, Instant::now(), &mut wakes);
                     if qos != QoS::AtMostOnce {
                         ticket = ticket.max(routed.ticket);
                     }
                     if !routed.blocked.is_empty() {
+                        wakes.wake_all();
                         // Backpressure: no ack and no further reads until the
                         // subscribers that are behind have room for this message.
                         Box::pin(self.broker.deliver_blocked(routed.blocked)).await;
@@ -73,6 +82,7 @@ impl Driver {
                 }
             }
         }
+        wakes.wake_all();
         gate = gate.max(self.record_progress());
         if self.broker.store().is_some_and(|s| s.acks_wait()) {
             let wait = if held.is_empty() {
@@ -111,7 +121,7 @@ impl Driver {
                 }
             }
             Err(e) => {
-                error!(client = %self.client_id, fault = %e, "message not stored; closing without acknowledging it");
+                error!(client = %self.client_id(), fault = %e, "message not stored; closing without acknowledging it");
                 self.conn.close(
                     ReasonCode::UNSPECIFIED_ERROR,
                     CloseReason::StoreFailed(e.to_string()),
@@ -135,7 +145,6 @@ impl Driver {
         } else {
             u32::MAX
         };
-        self.client_id = client_id.clone();
         let request = ConnectRequest {
             client_id: client_id.clone(),
             protocol: c.protocol,

@@ -60,7 +60,6 @@ pub(crate) async fn serve(
         control: None,
         read_buf: BytesMut::new(),
         write_buf: BytesMut::new(),
-        client_id: String::new(),
         closed: None,
         full_reads: 0,
         scratch: Vec::new(),
@@ -82,7 +81,6 @@ struct Driver {
     control: Option<mpsc::UnboundedReceiver<Control>>,
     read_buf: BytesMut,
     write_buf: BytesMut,
-    client_id: String,
     closed: Option<Closed>,
     /// Reads in a row that filled the whole chunk (the peer is flooding).
     full_reads: u8,
@@ -90,6 +88,11 @@ struct Driver {
 }
 
 impl Driver {
+    /// The client's identifier once CONNECT was accepted (for logs).
+    fn client_id(&self) -> &str {
+        self.attached.as_ref().map_or("", |a| a.session.client_id())
+    }
+
     async fn run(&mut self) {
         loop {
             self.process_events().await;
@@ -190,7 +193,7 @@ impl Driver {
                     break;
                 }
                 Err(e) => {
-                    warn!(client = %self.client_id, peer = %self.peer, fault = %e, "malformed or illegal packet");
+                    warn!(client = %self.client_id(), peer = %self.peer, fault = %e, "malformed or illegal packet");
                     self.conn.handle_decode_error(now, &e);
                     break;
                 }
@@ -218,13 +221,12 @@ impl Driver {
 
     /// Encodes everything the state machine wants sent into one buffer.
     fn fill_write_buf(&mut self) {
-        let version = self.conn.version();
         while self.write_buf.len() < WRITE_HIGH_WATER || self.conn.is_closed() {
-            let Some(packet) = self.conn.poll_transmit() else {
+            let Some(written) = self.conn.encode_transmit(&mut self.write_buf) else {
                 break;
             };
-            if let Err(e) = packet.encode(version, &mut self.write_buf) {
-                warn!(client = %self.client_id, fault = %e, "packet could not be encoded; dropped");
+            if let Err(e) = written {
+                warn!(client = %self.client_id(), fault = %e, "packet could not be encoded; dropped");
             }
         }
     }
@@ -274,7 +276,7 @@ impl Driver {
             use tokio::io::AsyncWriteExt;
             let flush = self.stream.write_all(&self.write_buf);
             if tokio::time::timeout(FLUSH_ON_CLOSE, flush).await.is_err() {
-                debug!(client = %self.client_id, "could not flush before close");
+                debug!(client = %self.client_id(), "could not flush before close");
             }
         }
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
@@ -293,7 +295,7 @@ impl Driver {
             .fetch_add(drops.too_large, std::sync::atomic::Ordering::Relaxed);
         match self.attached.take() {
             Some(a) => {
-                info!(client = %self.client_id, peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
+                info!(client = %self.client_id(), peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
                 let info = DisconnectInfo {
                     reason: closed.reason,
                     publish_will: closed.publish_will,

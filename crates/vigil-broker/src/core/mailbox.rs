@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 use vigil_proto::message::Outgoing;
 use vigil_proto::QoS;
 
+use super::SessionRef;
+
 /// Queue bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MailboxLimits {
@@ -39,6 +41,9 @@ pub enum PushOutcome {
 struct Queue {
     items: VecDeque<Outgoing>,
     bytes: usize,
+    /// A wake is owed or already on its way: pushes after the first one of a
+    /// burst need not wake the connection again, it drains them all at once.
+    wake_pending: bool,
 }
 
 /// The bounded delivery queue of one session.
@@ -52,20 +57,39 @@ pub struct Mailbox {
 impl Mailbox {
     /// Queues one delivery within `limits`; wakes the connection if online.
     pub fn push(&self, outgoing: Outgoing, online: bool, limits: MailboxLimits) -> PushOutcome {
+        let (outcome, wake) = self.push_unwoken(outgoing, online, limits);
+        if wake {
+            self.wake();
+        }
+        outcome
+    }
+
+    /// Queues one delivery within `limits` without waking the connection;
+    /// true alongside means a wake is owed: call `wake` (once the burst being
+    /// routed is done, so the connection drains it into one write).
+    pub fn push_unwoken(
+        &self,
+        outgoing: Outgoing,
+        online: bool,
+        limits: MailboxLimits,
+    ) -> (PushOutcome, bool) {
         if !online && outgoing.qos == QoS::AtMostOnce {
-            return PushOutcome::DroppedOffline;
+            return (PushOutcome::DroppedOffline, false);
         }
         let weight = outgoing.message.weight();
-        {
-            let mut q = self.queue.lock();
-            if q.items.len() >= limits.max_messages || q.bytes + weight > limits.max_bytes {
-                return PushOutcome::Full(outgoing);
-            }
-            q.bytes += weight;
-            q.items.push_back(outgoing);
+        let mut q = self.queue.lock();
+        if q.items.len() >= limits.max_messages || q.bytes + weight > limits.max_bytes {
+            return (PushOutcome::Full(outgoing), false);
         }
+        q.bytes += weight;
+        q.items.push_back(outgoing);
+        let wake = !std::mem::replace(&mut q.wake_pending, true);
+        (PushOutcome::Queued, wake)
+    }
+
+    /// Wakes the connection to drain its queue.
+    pub fn wake(&self) {
         self.notify.notify_one();
-        PushOutcome::Queued
     }
 
     /// Queues a delivery recovered from the store, whatever the bound: the
@@ -79,6 +103,9 @@ impl Mailbox {
     /// Moves up to `max` deliveries into `out`, oldest first.
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
         let mut q = self.queue.lock();
+        // From here on a push must wake the connection again: it may be about
+        // to wait with nothing left to drain.
+        q.wake_pending = false;
         let n = max.min(q.items.len());
         let before = out.len();
         out.extend(q.items.drain(..n));
@@ -137,6 +164,34 @@ impl Mailbox {
         let mut q = self.queue.lock();
         q.items.clear();
         q.bytes = 0;
+        q.wake_pending = false;
+    }
+}
+
+/// Sessions owed a wake by a burst of routing. A connection routing the
+/// PUBLISHes of one read wakes each subscriber once at the end, and the
+/// subscriber then writes the whole burst in one go, instead of being woken
+/// (and writing) once per message. Dropping it wakes whatever is owed.
+#[derive(Debug, Default)]
+pub struct Wakes(Vec<SessionRef>);
+
+impl Wakes {
+    /// Remembers that `session` must be woken.
+    pub fn add(&mut self, session: &SessionRef) {
+        self.0.push(session.clone());
+    }
+
+    /// Wakes every session owed one; call before waiting on anything.
+    pub fn wake_all(&mut self) {
+        for session in self.0.drain(..) {
+            session.mailbox.wake();
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake_all();
     }
 }
 
@@ -205,6 +260,31 @@ mod tests {
             m.push(o(QoS::AtLeastOnce), true, LIMITS),
             PushOutcome::Queued
         );
+    }
+
+    #[tokio::test]
+    async fn a_burst_owes_one_wake_until_the_connection_drains() {
+        let m = Mailbox::default();
+        let limits = MailboxLimits {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+        };
+        let wakes: Vec<bool> = (0..3)
+            .map(|_| m.push_unwoken(o(QoS::AtLeastOnce), true, limits).1)
+            .collect();
+        assert_eq!(wakes, [true, false, false]);
+        m.wake();
+        // The permit is stored: a connection that waits after the burst wakes at once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), m.notified())
+            .await
+            .expect("woken");
+        let mut out = Vec::new();
+        m.drain_into(&mut out, 2);
+        assert_eq!(out.len(), 2);
+        // After a drain the next push wakes again, even with items left.
+        assert!(m.push_unwoken(o(QoS::AtLeastOnce), true, limits).1);
+        // A full queue or an offline QoS 0 owes nothing.
+        assert!(!m.push_unwoken(o(QoS::AtMostOnce), false, limits).1);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use vigil_proto::{ProtocolVersion, ReasonCode, Will};
 use vigil_store::{Clock, Contents, Op, Store};
 
 pub use counters::Counters;
-pub use mailbox::{Mailbox, MailboxLimits, PushOutcome};
+pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, Wakes};
 pub use session::{Control, Session, SessionRef};
 pub use subscriptions::{Match, SubscriptionIndex};
 

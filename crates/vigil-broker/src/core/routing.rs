@@ -11,7 +11,7 @@ use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, W
 
 use vigil_store::{Clock, MessageRecord, Op, QueuedRecord, Ticket};
 
-use super::{Broker, Counters, PushOutcome, SessionRef};
+use super::{Broker, Counters, PushOutcome, SessionRef, Wakes};
 
 /// How long a publishing connection waits for room in a full subscriber queue.
 pub const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -45,14 +45,14 @@ impl Broker {
     /// connection uses `publish_packet` instead, which hands them back so it
     /// can wait for room.
     pub fn publish(&self, from: Option<&SessionRef>, message: Message) -> usize {
-        let routed = self.route(from, message);
+        let routed = self.route(from, message, &mut Wakes::default());
         for (session, outgoing) in routed.blocked {
             self.drop_blocked(&session, &outgoing);
         }
         routed.matched
     }
 
-    fn route(&self, from: Option<&SessionRef>, message: Message) -> Routed {
+    fn route(&self, from: Option<&SessionRef>, message: Message, wakes: &mut Wakes) -> Routed {
         Counters::add(&self.counters.messages_in, 1);
         let message = Arc::new(message);
         let mut ops = Vec::new();
@@ -85,6 +85,8 @@ impl Broker {
             &mut matches,
         );
         let matched = matches.len();
+        // One shared counter update per message, not per delivery.
+        let mut queued = 0u64;
         let mut blocked = Vec::new();
         let stores_deliveries = self.store.is_some()
             && message.qos != vigil_proto::QoS::AtMostOnce
@@ -98,10 +100,11 @@ impl Broker {
                     subscription_ids: m.subscription_ids,
                     persisted: None,
                 };
-                if let Some(o) = self.push(&m.subscriber, outgoing) {
+                if let Some(o) = self.push(&m.subscriber, outgoing, wakes, &mut queued) {
                     blocked.push((m.subscriber, o));
                 }
             }
+            Counters::add(&self.counters.messages_out, queued);
             let ticket = if ops.is_empty() {
                 None
             } else {
@@ -141,10 +144,11 @@ impl Broker {
         // Written before any connection can see (and acknowledge) the delivery.
         let ticket = self.persist(ops);
         for (subscriber, outgoing) in deliveries {
-            if let Some(o) = self.push(&subscriber, outgoing) {
+            if let Some(o) = self.push(&subscriber, outgoing, wakes, &mut queued) {
                 blocked.push((subscriber, o));
             }
         }
+        Counters::add(&self.counters.messages_out, queued);
         Routed {
             matched,
             blocked,
@@ -154,9 +158,16 @@ impl Broker {
 
     /// Routes an inbound PUBLISH received at `now`. QoS 1/2 deliveries to
     /// online subscribers whose queues are full come back in `blocked`: the
-    /// caller must pass them to `deliver_blocked` before acknowledging.
-    pub fn publish_packet(&self, from: &SessionRef, publish: Publish, now: Instant) -> Routed {
-        self.route(Some(from), Message::from_publish(publish, now))
+    /// caller must wake `wakes` and pass them to `deliver_blocked` before
+    /// acknowledging. Subscribers are not woken here but added to `wakes`.
+    pub fn publish_packet(
+        &self,
+        from: &SessionRef,
+        publish: Publish,
+        now: Instant,
+        wakes: &mut Wakes,
+    ) -> Routed {
+        self.route(Some(from), Message::from_publish(publish, now), wakes)
     }
 
     /// Waits (up to `BACKPRESSURE_WAIT`) for room in each full queue, so an
@@ -233,6 +244,7 @@ impl Broker {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
+                let (mut wakes, mut queued) = (Wakes::default(), 0);
                 for message in self.retained.matching(filter, now) {
                     let qos = message.qos.min(s.options.qos);
                     let outgoing = Outgoing {
@@ -244,10 +256,11 @@ impl Broker {
                     };
                     // Retained copies are re-sendable state, not acknowledged
                     // messages: no backpressure for them, a full queue drops.
-                    if let Some(o) = self.push(session, outgoing) {
+                    if let Some(o) = self.push(session, outgoing, &mut wakes, &mut queued) {
                         self.drop_blocked(session, &o);
                     }
                 }
+                Counters::add(&self.counters.messages_out, queued);
             }
         }
         self.persist_session(session, &session.inner.lock());
@@ -311,12 +324,26 @@ impl Broker {
         );
     }
 
-    /// Queues one delivery; hands back a QoS 1/2 delivery that found an online
-    /// session's queue full (the caller applies backpressure or drops it).
-    fn push(&self, session: &SessionRef, outgoing: Outgoing) -> Option<Outgoing> {
+    /// Queues one delivery (counted in `queued`, and the session added to
+    /// `wakes` when it is owed a wake); hands back a QoS 1/2 delivery that
+    /// found an online session's queue full (the caller applies backpressure
+    /// or drops it).
+    fn push(
+        &self,
+        session: &SessionRef,
+        outgoing: Outgoing,
+        wakes: &mut Wakes,
+        queued: &mut u64,
+    ) -> Option<Outgoing> {
         let online = session.is_online();
-        match session.mailbox.push(outgoing, online, self.config.mailbox) {
-            PushOutcome::Queued => Counters::add(&self.counters.messages_out, 1),
+        let (outcome, wake) = session
+            .mailbox
+            .push_unwoken(outgoing, online, self.config.mailbox);
+        if wake {
+            wakes.add(session);
+        }
+        match outcome {
+            PushOutcome::Queued => *queued += 1,
             PushOutcome::DroppedOffline => Counters::add(&self.counters.dropped_qos0, 1),
             PushOutcome::Full(o) if o.qos == vigil_proto::QoS::AtMostOnce => {
                 Counters::add(&self.counters.dropped_qos0, 1)

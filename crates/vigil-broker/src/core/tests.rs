@@ -462,11 +462,21 @@ async fn a_full_online_queue_holds_the_publisher_instead_of_dropping_qos1() {
     };
     for _ in 0..2 {
         assert!(b
-            .publish_packet(&publisher.session, p(), Instant::now())
+            .publish_packet(
+                &publisher.session,
+                p(),
+                Instant::now(),
+                &mut Wakes::default()
+            )
             .blocked
             .is_empty());
     }
-    let routed = b.publish_packet(&publisher.session, p(), Instant::now());
+    let routed = b.publish_packet(
+        &publisher.session,
+        p(),
+        Instant::now(),
+        &mut Wakes::default(),
+    );
     assert_eq!(
         routed.blocked.len(),
         1,

@@ -26,11 +26,13 @@ pub struct Publish {
 
 use bytes::{BufMut, BytesMut};
 
-use crate::codec::{check_field, put_string, string_len, Reader};
+use crate::codec::{
+    check_field, put_string, put_varint, string_len, varint_len, Reader, MAX_VARINT,
+};
 use crate::properties_codec::{
     check_properties, decode_properties, properties_block_len, put_properties, PropertyContext,
 };
-use crate::{DecodeError, EncodeError, ProtocolVersion};
+use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion};
 
 impl Publish {
     /// Decodes a PUBLISH. The payload is a zero-copy slice of the frame.
@@ -78,41 +80,117 @@ impl Publish {
         })
     }
 
-    /// The fixed-header flags: DUP, QoS, RETAIN.
+    /// The same packet as borrowed parts, which is what the codec encodes.
+    pub fn view(&self) -> PublishView<'_> {
+        PublishView {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: Some(&self.properties),
+            payload: &self.payload,
+        }
+    }
+
     pub(crate) fn flags(&self) -> u8 {
-        (u8::from(self.dup) << 3) | (self.qos.as_u8() << 1) | u8::from(self.retain)
+        self.view().flags()
     }
 
     pub(crate) fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
+        self.view().check(version)
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+        self.view().body_len(version)
+    }
+
+    pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        self.view().encode_body(version, out)
+    }
+}
+
+/// A PUBLISH to encode from borrowed parts. The broker writes each delivery
+/// of a shared message through this, so no `Publish` (topic copy, payload
+/// reference count, 344-byte property block) is built per subscriber.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishView<'a> {
+    /// DUP flag.
+    pub dup: bool,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Packet identifier (0 at QoS 0).
+    pub packet_id: u16,
+    /// Properties (MQTT 5); `None` encodes an empty property block.
+    pub properties: Option<&'a Properties>,
+    /// Application payload.
+    pub payload: &'a [u8],
+}
+
+impl PublishView<'_> {
+    /// Appends the packet's bytes to `out`. On error nothing is written.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        self.check(version)?;
+        let body = self.body_len(version);
+        if body > MAX_VARINT as usize {
+            return Err(EncodeError::PacketTooLarge);
+        }
+        out.reserve(1 + varint_len(body) + body);
+        out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        put_varint(out, body);
+        self.encode_body(version, out);
+        Ok(())
+    }
+
+    /// Total bytes the packet takes on the wire for `version`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + varint_len(body) + body
+    }
+
+    /// The fixed-header flags: DUP, QoS, RETAIN.
+    fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | (self.qos.as_u8() << 1) | u8::from(self.retain)
+    }
+
+    fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
         check_field("topic", self.topic.len())?;
         if self.qos != QoS::AtMostOnce && self.packet_id == 0 {
             return Err(EncodeError::Invalid("packet identifier 0 at QoS 1 or 2"));
         }
-        if version.is_v5() {
-            check_properties(&self.properties)?;
+        match self.properties {
+            Some(p) if version.is_v5() => check_properties(p),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
-    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
-        let mut n = string_len(&self.topic) + self.payload.len();
+    fn body_len(&self, version: ProtocolVersion) -> usize {
+        let mut n = string_len(self.topic) + self.payload.len();
         if self.qos != QoS::AtMostOnce {
             n += 2;
         }
         if version.is_v5() {
-            n += properties_block_len(&self.properties);
+            // An absent block is one byte: property length 0.
+            n += self.properties.map_or(1, properties_block_len);
         }
         n
     }
 
-    pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
-        put_string(out, &self.topic);
+    fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
+        put_string(out, self.topic);
         if self.qos != QoS::AtMostOnce {
             out.put_u16(self.packet_id);
         }
         if version.is_v5() {
-            put_properties(out, &self.properties);
+            match self.properties {
+                Some(p) => put_properties(out, p),
+                None => out.put_u8(0),
+            }
         }
-        out.put_slice(&self.payload);
+        out.put_slice(self.payload);
     }
 }

@@ -16,6 +16,8 @@ mod session_state;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+
 pub use close::CloseReason;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
 pub use session_state::{Inflight, InflightStage, SessionState};
@@ -23,8 +25,8 @@ pub use session_state::{Inflight, InflightStage, SessionState};
 use keep_alive::KeepAliveTimer;
 
 use crate::{
-    ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, Publish,
-    ReasonCode, Subscribe, Unsubscribe,
+    ConnAck, Connect, DecodeError, Disconnect, EncodeError, Packet, Properties, ProtocolVersion,
+    Publish, ReasonCode, Subscribe, Unsubscribe,
 };
 
 /// Limits and policies of the server side, shared by every connection.
@@ -335,6 +337,24 @@ impl ServerConnection {
             .or_else(|| self.deliveries.pop_front().map(Transmit::into_packet))
     }
 
+    /// Encodes the next packet to send into `out`, as `poll_transmit` would
+    /// yield it; `None` when there is nothing to send. Deliveries are written
+    /// from their shared message without building a `Packet` each.
+    pub fn encode_transmit(&mut self, out: &mut BytesMut) -> Option<Result<(), EncodeError>> {
+        if let Some(packet) = self.urgent.pop_front() {
+            return Some(packet.encode(self.version, out));
+        }
+        Some(match self.deliveries.pop_front()? {
+            Transmit::Publish {
+                packet_id,
+                dup,
+                at,
+                outgoing,
+            } => outgoing.encode(packet_id, dup, at, self.version, out),
+            Transmit::PubRel(id) => Packet::PubRel(crate::Ack::new(id)).encode(self.version, out),
+        })
+    }
+
     /// The next request for the broker.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
@@ -555,5 +575,7 @@ impl ServerConnection {
     }
 }
 
+#[cfg(test)]
+mod encode_tests;
 #[cfg(test)]
 mod tests;

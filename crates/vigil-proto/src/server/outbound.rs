@@ -103,7 +103,7 @@ impl ServerConnection {
                 return true;
             }
         }
-        Packet::Publish(outgoing.to_publish(packet_id, false, now)).encoded_len(self.version) <= max
+        outgoing.encoded_len(packet_id, false, now, self.version) <= max
     }
 
     /// On session resume: unacknowledged PUBLISHes again with DUP, PUBRELs again.

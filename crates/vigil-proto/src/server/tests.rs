@@ -27,7 +27,7 @@ fn connect_packet(version: ProtocolVersion, keep_alive: u16) -> Packet {
 }
 
 /// A connection that has completed CONNECT/CONNACK at `t0`.
-fn connected(
+pub(super) fn connected(
     config: ServerConfig,
     version: ProtocolVersion,
     keep_alive: u16,
@@ -55,7 +55,7 @@ fn closed_event(c: &mut ServerConnection) -> Closed {
     }
 }
 
-fn outgoing(topic: &str, qos: QoS) -> Outgoing {
+pub(super) fn outgoing(topic: &str, qos: QoS) -> Outgoing {
     Outgoing {
         message: Arc::new(Message {
             topic: topic.into(),
