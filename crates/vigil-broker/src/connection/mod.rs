@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use vigil_proto::server::{CloseReason, Closed, ServerConfig, ServerConnection};
 use vigil_proto::Packet;
 
-use crate::core::{Broker, Control, DisconnectInfo, SessionRef};
+use crate::core::{Broker, Control, ControlSignal, DisconnectInfo, SessionRef};
 
 /// Stop pulling deliveries into the write buffer beyond this many bytes, so a
 /// PINGRESP queued later waits behind at most this much of our own data.
@@ -78,7 +77,7 @@ struct Driver {
     conn: ServerConnection,
     broker: Arc<Broker>,
     attached: Option<Attached>,
-    control: Option<mpsc::UnboundedReceiver<Control>>,
+    control: Option<Arc<ControlSignal>>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     closed: Option<Closed>,
@@ -132,7 +131,7 @@ impl Driver {
                     Ok(()) => self.write(),
                     Err(e) => self.conn.handle_transport_closed(CloseReason::Io(e.to_string())),
                 },
-                msg = recv_control(&mut self.control) => self.on_control(msg),
+                msg = recv_control(self.control.as_deref()) => self.on_control(msg),
                 _ = wait_mailbox(mailbox.as_ref()), if want_deliveries => {}
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     self.conn.handle_timeout(Instant::now());
@@ -254,17 +253,16 @@ impl Driver {
         }
     }
 
-    fn on_control(&mut self, msg: Option<Control>) {
+    fn on_control(&mut self, msg: Control) {
         match msg {
-            Some(Control::TakenOver) => self.conn.close(
+            Control::TakenOver => self.conn.close(
                 vigil_proto::ReasonCode::SESSION_TAKEN_OVER,
                 CloseReason::TakenOver,
             ),
-            Some(Control::Shutdown) => self.conn.close(
+            Control::Shutdown => self.conn.close(
                 vigil_proto::ReasonCode::SERVER_SHUTTING_DOWN,
                 CloseReason::ServerShutdown,
             ),
-            None => self.control = None,
         }
     }
 
@@ -313,9 +311,9 @@ impl Driver {
     }
 }
 
-async fn recv_control(control: &mut Option<mpsc::UnboundedReceiver<Control>>) -> Option<Control> {
+async fn recv_control(control: Option<&ControlSignal>) -> Control {
     match control {
-        Some(rx) => rx.recv().await,
+        Some(signal) => signal.recv().await,
         None => std::future::pending().await,
     }
 }

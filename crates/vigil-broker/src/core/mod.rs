@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 use vigil_proto::server::{CloseReason, SessionState};
 use vigil_proto::{ProtocolVersion, ReasonCode, Will};
@@ -28,7 +28,7 @@ use vigil_store::{Clock, Contents, Op, Store};
 
 pub use counters::Counters;
 pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, Wakes};
-pub use session::{Control, Session, SessionRef};
+pub use session::{Control, ControlSignal, Session, SessionRef};
 pub use subscriptions::{Match, SubscriptionIndex};
 
 use retained::RetainedIndex;
@@ -88,7 +88,7 @@ pub struct ConnectGrant {
     /// Resumed protocol state (default for a new session).
     pub state: SessionState,
     /// Where the broker's `Control` messages arrive.
-    pub control: mpsc::UnboundedReceiver<Control>,
+    pub control: Arc<ControlSignal>,
     /// This connection's id, to pass back to `disconnect`.
     pub conn_id: u64,
 }
@@ -198,7 +198,7 @@ impl Broker {
                     }
                 }
             }
-            let (tx, rx) = mpsc::unbounded_channel();
+            let control = Arc::new(ControlSignal::default());
             let conn_id = self.next_conn.fetch_add(1, Relaxed);
             let mut inner = session.inner.lock();
             inner.generation += 1;
@@ -213,7 +213,7 @@ impl Broker {
             inner.protocol = req.protocol;
             inner.conn = Some(LiveConn {
                 conn_id,
-                control: tx,
+                control: control.clone(),
             });
             let state = inner.state.take().unwrap_or_default();
             if self.store.is_some() {
@@ -239,7 +239,7 @@ impl Broker {
                 session_present: resume,
                 session: session.clone(),
                 state,
-                control: rx,
+                control,
                 conn_id,
             });
         }
@@ -323,7 +323,7 @@ impl Broker {
         let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
         for s in sessions {
             if let Some(c) = &s.inner.lock().conn {
-                let _ = c.control.send(Control::Shutdown);
+                c.control.send(Control::Shutdown);
             }
         }
     }
@@ -416,6 +416,10 @@ impl Broker {
     }
 
     async fn take_over(&self, session: &SessionRef) {
+        let released = session.released.notified();
+        tokio::pin!(released);
+        // Enabled before looking, so a hand-back right after the look is not missed.
+        released.as_mut().enable();
         let control = session
             .inner
             .lock()
@@ -423,17 +427,14 @@ impl Broker {
             .as_ref()
             .map(|c| c.control.clone());
         let Some(control) = control else { return };
-        let released = session.released.notified();
-        tokio::pin!(released);
-        released.as_mut().enable();
         info!(
             client = session.client_id(),
             "taking over the session from its live connection"
         );
-        if control.send(Control::TakenOver).is_ok()
-            && tokio::time::timeout(self.config.takeover_wait, released)
-                .await
-                .is_err()
+        control.send(Control::TakenOver);
+        if tokio::time::timeout(self.config.takeover_wait, released)
+            .await
+            .is_err()
         {
             warn!(
                 client = session.client_id(),

@@ -2,11 +2,11 @@
 //! connection has it now, and what must survive until it expires.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use vigil_proto::server::SessionState;
 use vigil_proto::{ProtocolVersion, SubscriptionOptions, Will};
 
@@ -22,10 +22,57 @@ pub enum Control {
     Shutdown,
 }
 
+impl Control {
+    fn to_word(self) -> u8 {
+        match self {
+            Control::TakenOver => 1,
+            Control::Shutdown => 2,
+        }
+    }
+
+    fn from_word(word: u8) -> Option<Control> {
+        match word {
+            1 => Some(Control::TakenOver),
+            2 => Some(Control::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// The broker's word to one live connection. A connection closes on the
+/// first word it gets, so one atomic and a `Notify` carry it: the tokio
+/// channel this replaces kept ~400 bytes per idle connection.
+#[derive(Debug, Default)]
+pub struct ControlSignal {
+    word: AtomicU8,
+    notify: Notify,
+}
+
+impl ControlSignal {
+    /// Sends `control`; while an earlier word is unread, that one stands.
+    pub(crate) fn send(&self, control: Control) {
+        let _ =
+            self.word
+                .compare_exchange(0, control.to_word(), Ordering::AcqRel, Ordering::Acquire);
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next word from the broker.
+    pub async fn recv(&self) -> Control {
+        loop {
+            if let Some(c) = Control::from_word(self.word.swap(0, Ordering::AcqRel)) {
+                return c;
+            }
+            // notify_one stores a permit: a word sent since the check wakes this.
+            self.notify.notified().await;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct LiveConn {
     pub(crate) conn_id: u64,
-    pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) control: Arc<ControlSignal>,
 }
 
 #[derive(Debug)]
@@ -121,3 +168,27 @@ impl Session {
 
 /// A shared session handle.
 pub type SessionRef = Arc<Session>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_control_word_reaches_its_connection_once() {
+        let signal = Arc::new(ControlSignal::default());
+        // Sent before anyone waits: kept, and the first word stands.
+        signal.send(Control::TakenOver);
+        signal.send(Control::Shutdown);
+        assert_eq!(signal.recv().await, Control::TakenOver);
+        // Read once: the next wait sees nothing until a new word is sent.
+        let waiting = tokio::time::timeout(Duration::from_millis(20), signal.recv()).await;
+        assert!(waiting.is_err());
+        let s = signal.clone();
+        let waiter = tokio::spawn(async move { s.recv().await });
+        tokio::task::yield_now().await;
+        signal.send(Control::Shutdown);
+        let got = tokio::time::timeout(Duration::from_secs(1), waiter).await;
+        assert_eq!(got.expect("woken").expect("task"), Control::Shutdown);
+    }
+}

@@ -69,13 +69,13 @@ fn bye(reason: CloseReason, publish_will: bool) -> DisconnectInfo {
 #[tokio::test]
 async fn takeover_signals_the_old_connection_and_resumes_its_state() {
     let b = Broker::new(CoreConfig::default());
-    let mut old = b.connect(req("dev", false, 300)).await.unwrap();
+    let old = b.connect(req("dev", false, 300)).await.unwrap();
     assert!(!old.session_present);
     let b2 = b.clone();
     let old_session = old.session.clone();
     let old_id = old.conn_id;
     let handback = tokio::spawn(async move {
-        assert_eq!(old.control.recv().await, Some(Control::TakenOver));
+        assert_eq!(old.control.recv().await, Control::TakenOver);
         let mut state = SessionState::default();
         state.inbound_qos2.insert(9);
         b2.disconnect(
@@ -410,10 +410,10 @@ async fn reconnect_storm_finishes_without_deadlock() {
         let b = b.clone();
         tasks.push(tokio::spawn(async move {
             let id = format!("dev-{}", i % 50);
-            let mut g = b.connect(req(&id, false, 60)).await.unwrap();
+            let g = b.connect(req(&id, false, 60)).await.unwrap();
             // Play the connection: hand back on takeover, or leave after a moment.
             tokio::select! {
-                c = g.control.recv() => assert_eq!(c, Some(Control::TakenOver)),
+                c = g.control.recv() => assert_eq!(c, Control::TakenOver),
                 _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
             b.disconnect(
