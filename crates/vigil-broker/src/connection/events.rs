@@ -4,95 +4,140 @@
 use std::time::Instant;
 
 use tracing::{error, info, warn};
+use vigil_proto::message::Outgoing;
 use vigil_proto::server::{Accepted, CloseReason, ServerEvent};
 use vigil_proto::{Connect, QoS, ReasonCode};
 use vigil_store::Ticket;
 
 use super::{Attached, Driver};
-use crate::core::{ConnectRequest, Wakes};
+use crate::core::{ConnectRequest, SessionRef, Wakes};
+
+/// What answering the events of one read gathers.
+#[derive(Default)]
+struct ReadBatch {
+    /// Acks held until the store commit holding their messages is durable;
+    /// once one is held, later ones queue behind it to keep PUBACK order.
+    held: Vec<(u16, QoS, usize)>,
+    ticket: Option<Ticket>,
+    /// Writes of any kind wait for this (PUBCOMP after a stored release).
+    gate: Option<Ticket>,
+    /// Subscribers of this read's PUBLISHes, woken once at the end.
+    wakes: Wakes,
+}
+
+/// What an event leaves to await.
+enum Wait {
+    Connect(Box<Connect>),
+    /// Room in full subscriber queues, then the ack.
+    Room {
+        blocked: Vec<(SessionRef, Outgoing)>,
+        ack: (u16, QoS, usize),
+    },
+}
 
 impl Driver {
     /// Answers every pending event; a CONNECT may wait for a takeover.
     pub(super) async fn process_events(&mut self) {
-        // Acks held until the store commit holding their messages is durable;
-        // once one is held, later ones queue behind it to keep PUBACK order.
-        let mut held: Vec<(u16, QoS, usize)> = Vec::new();
-        let mut ticket: Option<Ticket> = None;
-        // Writes of any kind wait for this (PUBCOMP after a stored release).
-        let mut gate: Option<Ticket> = None;
-        // Subscribers of this read's PUBLISHes, woken once at the end (and
-        // before anything here waits, since a wait may need them to drain).
-        let mut wakes = Wakes::default();
+        let mut batch = ReadBatch::default();
         while let Some(event) = self.conn.poll_event() {
-            match event {
+            // The event is handled in a plain function and only what must be
+            // awaited comes back: an event (a PUBLISH is ~400 bytes) kept
+            // across an await here would sit in every idle connection's task.
+            match self.handle_event(event, &mut batch) {
+                None => {}
                 // Boxed: CONNECT (with a possible takeover wait) happens once, and its
                 // large future would otherwise sit inside every idle connection's task.
-                ServerEvent::Connect(c) => {
-                    wakes.wake_all();
-                    Box::pin(self.on_connect(c)).await
-                }
-                ServerEvent::Publish(p) => {
-                    let Some(a) = &self.attached else { continue };
-                    let (packet_id, qos) = (p.packet_id, p.qos);
-                    if qos == QoS::ExactlyOnce {
-                        ticket = ticket.max(self.broker.guard_inbound_qos2(&a.session, packet_id));
-                    }
-                    let routed =
-                        self.broker
-                            .publish_packet(&a.session, p, Instant::now(), &mut wakes);
-                    if qos != QoS::AtMostOnce {
-                        ticket = ticket.max(routed.ticket);
-                    }
-                    if !routed.blocked.is_empty() {
-                        wakes.wake_all();
-                        // Backpressure: no ack and no further reads until the
-                        // subscribers that are behind have room for this message.
-                        Box::pin(self.broker.deliver_blocked(routed.blocked)).await;
-                    }
-                    let acks_wait = self.broker.store().is_some_and(|s| s.acks_wait());
-                    if acks_wait && ticket.is_some() && qos != QoS::AtMostOnce {
-                        held.push((packet_id, qos, routed.matched));
-                    } else {
-                        self.conn.publish_routed(packet_id, qos, routed.matched);
-                    }
-                }
-                ServerEvent::Subscribe(s) => {
-                    let Some(a) = &self.attached else { continue };
-                    match self.broker.subscribe(&a.session, &s, Instant::now()) {
-                        Ok(codes) => self.conn.send_suback(s.packet_id, codes),
-                        Err(v) => self.conn.close(
-                            v.reason,
-                            CloseReason::ProtocolError {
-                                reason: v.reason,
-                                detail: v.detail,
-                            },
-                        ),
-                    }
-                }
-                ServerEvent::Unsubscribe(u) => {
-                    let Some(a) = &self.attached else { continue };
-                    let codes = self.broker.unsubscribe(&a.session, &u);
-                    self.conn.send_unsuback(u.packet_id, codes);
-                }
-                ServerEvent::Closed(closed) => self.closed = Some(closed),
-                ServerEvent::Released(packet_id) => {
-                    if let Some(a) = &self.attached {
-                        gate = gate.max(self.broker.release_inbound_qos2(&a.session, packet_id));
-                    }
+                Some(Wait::Connect(c)) => Box::pin(self.on_connect(c)).await,
+                Some(Wait::Room { blocked, ack }) => {
+                    // Backpressure: no ack and no further reads until the
+                    // subscribers that are behind have room for this message.
+                    Box::pin(self.broker.deliver_blocked(blocked)).await;
+                    self.ack_routed(&mut batch, ack);
                 }
             }
         }
-        wakes.wake_all();
-        gate = gate.max(self.record_progress());
+        batch.wakes.wake_all();
+        let gate = batch.gate.max(self.record_progress());
         if self.broker.store().is_some_and(|s| s.acks_wait()) {
-            let wait = if held.is_empty() {
+            let wait = if batch.held.is_empty() {
                 gate
             } else {
-                ticket.max(gate)
+                batch.ticket.max(gate)
             };
             if let Some(t) = wait {
-                Box::pin(self.ack_when_durable(t, held)).await;
+                Box::pin(self.ack_when_durable(t, std::mem::take(&mut batch.held))).await;
             }
+        }
+    }
+
+    /// Answers one event; returns what must be awaited, if anything, with
+    /// every owed wake already paid (a wait may need the subscribers to drain).
+    fn handle_event(&mut self, event: ServerEvent, batch: &mut ReadBatch) -> Option<Wait> {
+        match event {
+            ServerEvent::Connect(c) => {
+                batch.wakes.wake_all();
+                return Some(Wait::Connect(c));
+            }
+            ServerEvent::Publish(p) => {
+                let a = self.attached.as_ref()?;
+                let (packet_id, qos) = (p.packet_id, p.qos);
+                if qos == QoS::ExactlyOnce {
+                    let guard = self.broker.guard_inbound_qos2(&a.session, packet_id);
+                    batch.ticket = batch.ticket.max(guard);
+                }
+                let routed =
+                    self.broker
+                        .publish_packet(&a.session, p, Instant::now(), &mut batch.wakes);
+                if qos != QoS::AtMostOnce {
+                    batch.ticket = batch.ticket.max(routed.ticket);
+                }
+                let ack = (packet_id, qos, routed.matched);
+                if !routed.blocked.is_empty() {
+                    batch.wakes.wake_all();
+                    return Some(Wait::Room {
+                        blocked: routed.blocked,
+                        ack,
+                    });
+                }
+                self.ack_routed(batch, ack);
+            }
+            ServerEvent::Subscribe(s) => {
+                let a = self.attached.as_ref()?;
+                match self.broker.subscribe(&a.session, &s, Instant::now()) {
+                    Ok(codes) => self.conn.send_suback(s.packet_id, codes),
+                    Err(v) => self.conn.close(
+                        v.reason,
+                        CloseReason::ProtocolError {
+                            reason: v.reason,
+                            detail: v.detail,
+                        },
+                    ),
+                }
+            }
+            ServerEvent::Unsubscribe(u) => {
+                let a = self.attached.as_ref()?;
+                let codes = self.broker.unsubscribe(&a.session, &u);
+                self.conn.send_unsuback(u.packet_id, codes);
+            }
+            ServerEvent::Closed(closed) => self.closed = Some(closed),
+            ServerEvent::Released(packet_id) => {
+                if let Some(a) = &self.attached {
+                    let gate = self.broker.release_inbound_qos2(&a.session, packet_id);
+                    batch.gate = batch.gate.max(gate);
+                }
+            }
+        }
+        None
+    }
+
+    /// Acknowledges a routed PUBLISH now, or holds the ack until the commit
+    /// holding it is durable.
+    fn ack_routed(&mut self, batch: &mut ReadBatch, (packet_id, qos, matched): (u16, QoS, usize)) {
+        let acks_wait = self.broker.store().is_some_and(|s| s.acks_wait());
+        if acks_wait && batch.ticket.is_some() && qos != QoS::AtMostOnce {
+            batch.held.push((packet_id, qos, matched));
+        } else {
+            self.conn.publish_routed(packet_id, qos, matched);
         }
     }
 
