@@ -3,7 +3,7 @@
 //! healthy, pinging client closed by the broker), which must be 0.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -26,32 +26,33 @@ pub(crate) async fn run(
 ) -> Result<Report, BenchError> {
     let k = Duration::from_secs(u64::from(keep_alive.max(1)));
     let stats = Arc::new(PingStats::default());
-    let mut conns = Vec::with_capacity(clients);
+    // Each client pings from its own CONNACK on: opening 19,000 connections
+    // takes several seconds, and a client left silent for 1.5 K meanwhile is
+    // rightly closed by a broker that keeps the rule. The measured window
+    // (and `end`) starts once every client is connected.
+    let end = Arc::new(OnceLock::new());
+    let mut tasks = JoinSet::new();
     for i in 0..clients {
         let connect = connect_packet(target.version, client_id("ping", i), keep_alive);
-        conns.push(
-            BenchConn::open(
-                target.addr,
-                target.next_src(),
-                connect,
-                target.connect_timeout,
-            )
-            .await?
-            .0,
-        );
+        let conn = BenchConn::open(
+            target.addr,
+            target.next_src(),
+            connect,
+            target.connect_timeout,
+        )
+        .await?
+        .0;
+        // Spread the pings over one interval so they do not all land at once.
+        let first = Instant::now() + k.mul_f64(i as f64 / clients.max(1) as f64);
+        tasks.spawn(pinger(conn, first, k, end.clone(), stats.clone()));
         if i % 1000 == 0 {
             progress.say(format!("ping: {i}/{clients} connected"));
         }
     }
     let start = Instant::now();
-    let end = start + duration;
-    let load = publish_rate.map(|rate| tokio::spawn(publish_load(target.clone(), rate, end)));
-    let mut tasks = JoinSet::new();
-    for (i, conn) in conns.into_iter().enumerate() {
-        // Spread the first pings over one interval so they do not all land at once.
-        let offset = k.mul_f64(i as f64 / clients.max(1) as f64);
-        tasks.spawn(pinger(conn, start + offset, k, end, stats.clone()));
-    }
+    let _ = end.set(start + duration);
+    let load =
+        publish_rate.map(|rate| tokio::spawn(publish_load(target.clone(), rate, start + duration)));
     let mut latency = Latency::default();
     while let Some(r) = tasks.join_next().await {
         latency.merge_samples(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
@@ -115,13 +116,18 @@ pub(crate) async fn pinger(
     mut conn: BenchConn,
     first: Instant,
     k: Duration,
-    end: Instant,
+    end: Arc<OnceLock<Instant>>,
     stats: Arc<PingStats>,
 ) -> Samples {
     let mut latency = Samples::default();
     let mut next = first;
-    while next < end {
+    // `end` is set once every client is connected; until then, keep pinging.
+    let before_end = |at: Instant| end.get().is_none_or(|e| at < *e);
+    while before_end(next) {
         tokio::time::sleep_until(next.into()).await;
+        if !before_end(next) {
+            break;
+        }
         let sent = Instant::now();
         if conn.send(&Packet::PingReq).await.is_err() {
             stats.closed.fetch_add(1, Ordering::Relaxed);

@@ -83,7 +83,7 @@ pub(crate) async fn run(
         .await?
         .0;
         let first = Instant::now() + k.mul_f64(i as f64 / healthy.max(1) as f64);
-        healthy_tasks.spawn(pinger(conn, first, k, end, stats.clone()));
+        healthy_tasks.spawn(pinger(conn, first, k, Arc::new(end.into()), stats.clone()));
     }
     let published = Arc::new(AtomicU64::new(0));
     let mut pubs = JoinSet::new();

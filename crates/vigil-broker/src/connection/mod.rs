@@ -293,7 +293,7 @@ impl Driver {
             .fetch_add(drops.too_large, std::sync::atomic::Ordering::Relaxed);
         match self.attached.take() {
             Some(a) => {
-                info!(client = %self.client_id(), peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
+                info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
                 let info = DisconnectInfo {
                     reason: closed.reason,
                     publish_will: closed.publish_will,
