@@ -18,12 +18,20 @@ METRICS = {
 }
 
 
+def cpu_us_per_msg(d):
+    """Broker CPU time per delivered message: what a message costs the broker,
+    comparable even when a paced run delivers the same rate for every broker."""
+    cpu, rate = get(d, "broker_usage.cpu_percent"), get(d, "delivered_per_s")
+    return cpu * 1e4 / rate if cpu is not None and rate else None
+
+
+# Figures computed from others rather than read from the result.
+DERIVED = {"cpu_us_per_msg": cpu_us_per_msg}
+
+
 def get(d, path):
-    if path == "cpu_us_per_msg":
-        # Broker CPU time per delivered message: what a message costs the
-        # broker, comparable even when a paced run delivers the same rate.
-        cpu, rate = get(d, "broker_usage.cpu_percent"), get(d, "delivered_per_s")
-        return cpu * 1e4 / rate if cpu is not None and rate else None
+    if path in DERIVED:
+        return DERIVED[path](d)
     for k in path.split("."):
         if not isinstance(d, dict) or d.get(k) is None:
             return None

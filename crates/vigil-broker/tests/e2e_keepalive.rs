@@ -6,61 +6,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{RawClient, TestBroker};
+use common::{connect, connected, subscribe, RawClient, TestBroker};
 use vigil_broker::core::Counters;
-use vigil_proto::{
-    Connect, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription,
-    SubscriptionOptions, Will,
-};
+use vigil_proto::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Will};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
-
-fn connect(id: &str, version: ProtocolVersion, keep_alive: u16, will: Option<Will>) -> Packet {
-    Packet::Connect(Box::new(Connect {
-        protocol: version,
-        clean_start: true,
-        keep_alive,
-        client_id: id.into(),
-        will,
-        ..Connect::default()
-    }))
-}
-
-async fn connected(
-    b: &TestBroker,
-    id: &str,
-    version: ProtocolVersion,
-    keep_alive: u16,
-    will: Option<Will>,
-) -> RawClient {
-    let mut c = RawClient::connect(b.addr, version).await;
-    c.send(connect(id, version, keep_alive, will)).await;
-    match c.recv_within(Duration::from_secs(5)).await {
-        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    c
-}
-
-async fn subscribe(c: &mut RawClient, filter: &str) {
-    c.send(Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![Subscription {
-            filter: filter.into(),
-            options: SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        }],
-        ..Subscribe::default()
-    }))
-    .await;
-    assert!(matches!(
-        c.recv_within(Duration::from_secs(5)).await,
-        Some(Packet::SubAck(_))
-    ));
-}
 
 #[tokio::test]
 async fn silent_client_is_closed_at_one_and_a_half_keep_alive_and_its_will_published() {

@@ -55,7 +55,8 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// Queues one delivery within `limits`; wakes the connection if online.
+    /// Queues one delivery within `limits`, waking the connection unless a
+    /// wake is already owed to it.
     pub fn push(&self, outgoing: Outgoing, online: bool, limits: MailboxLimits) -> PushOutcome {
         let (outcome, wake) = self.push_unwoken(outgoing, online, limits);
         if wake {

@@ -12,7 +12,10 @@ use tokio::sync::oneshot;
 use vigil_broker::config::BrokerConfig;
 use vigil_broker::core::Broker;
 use vigil_broker::{Server, ServerOptions};
-use vigil_proto::{Packet, ProtocolVersion};
+use vigil_proto::{
+    Connect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription,
+    SubscriptionOptions, Will,
+};
 
 /// A running broker; dropping it stops it.
 pub struct TestBroker {
@@ -118,4 +121,53 @@ impl RawClient {
             }
         }
     }
+}
+
+/// A CONNECT with clean start.
+pub fn connect(id: &str, version: ProtocolVersion, keep_alive: u16, will: Option<Will>) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        protocol: version,
+        clean_start: true,
+        keep_alive,
+        client_id: id.into(),
+        will,
+        ..Connect::default()
+    }))
+}
+
+/// A raw client connected and accepted by `b`.
+pub async fn connected(
+    b: &TestBroker,
+    id: &str,
+    version: ProtocolVersion,
+    keep_alive: u16,
+    will: Option<Will>,
+) -> RawClient {
+    let mut c = RawClient::connect(b.addr, version).await;
+    c.send(connect(id, version, keep_alive, will)).await;
+    match c.recv_within(Duration::from_secs(5)).await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c
+}
+
+/// Subscribes `c` to `filter` at QoS 1 and waits for the SUBACK.
+pub async fn subscribe(c: &mut RawClient, filter: &str) {
+    c.send(Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![Subscription {
+            filter: filter.into(),
+            options: SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        }],
+        ..Subscribe::default()
+    }))
+    .await;
+    assert!(matches!(
+        c.recv_within(Duration::from_secs(5)).await,
+        Some(Packet::SubAck(_))
+    ));
 }

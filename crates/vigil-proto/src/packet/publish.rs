@@ -26,9 +26,8 @@ pub struct Publish {
 
 use bytes::{BufMut, BytesMut};
 
-use crate::codec::{
-    check_field, put_string, put_varint, string_len, varint_len, Reader, MAX_VARINT,
-};
+use super::wire::put_frame;
+use crate::codec::{check_field, put_string, string_len, varint_len, Reader};
 use crate::properties_codec::{
     check_properties, decode_properties, properties_block_len, put_properties, PropertyContext,
 };
@@ -135,15 +134,10 @@ impl PublishView<'_> {
     /// Appends the packet's bytes to `out`. On error nothing is written.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
         self.check(version)?;
-        let body = self.body_len(version);
-        if body > MAX_VARINT as usize {
-            return Err(EncodeError::PacketTooLarge);
-        }
-        out.reserve(1 + varint_len(body) + body);
-        out.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
-        put_varint(out, body);
-        self.encode_body(version, out);
-        Ok(())
+        let first_byte = ((PacketType::Publish as u8) << 4) | self.flags();
+        put_frame(out, first_byte, self.body_len(version), |out| {
+            self.encode_body(version, out)
+        })
     }
 
     /// Total bytes the packet takes on the wire for `version`.

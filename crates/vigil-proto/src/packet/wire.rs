@@ -113,29 +113,26 @@ impl Packet {
     /// CONNECT is encoded for its own `protocol`, whatever `version` says.
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
         self.check(version)?;
-        let body = self.body_len(version);
-        if body > MAX_VARINT as usize {
-            return Err(EncodeError::PacketTooLarge);
-        }
-        out.reserve(1 + varint_len(body) + body);
-        out.put_u8(self.first_byte());
-        put_varint(out, body);
-        match self {
-            Packet::Connect(c) => c.encode_body(out),
-            Packet::ConnAck(c) => c.encode_body(version, out),
-            Packet::Publish(p) => p.encode_body(version, out),
-            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
-                a.encode_body(version, out)
-            }
-            Packet::Subscribe(s) => s.encode_body(version, out),
-            Packet::SubAck(s) => s.encode_body(version, out),
-            Packet::Unsubscribe(u) => u.encode_body(version, out),
-            Packet::UnsubAck(u) => u.encode_body(version, out),
-            Packet::PingReq | Packet::PingResp => {}
-            Packet::Disconnect(d) => d.encode_body(version, out),
-            Packet::Auth(a) => a.encode_body(out),
-        }
-        Ok(())
+        put_frame(
+            out,
+            self.first_byte(),
+            self.body_len(version),
+            |out| match self {
+                Packet::Connect(c) => c.encode_body(out),
+                Packet::ConnAck(c) => c.encode_body(version, out),
+                Packet::Publish(p) => p.encode_body(version, out),
+                Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                    a.encode_body(version, out)
+                }
+                Packet::Subscribe(s) => s.encode_body(version, out),
+                Packet::SubAck(s) => s.encode_body(version, out),
+                Packet::Unsubscribe(u) => u.encode_body(version, out),
+                Packet::UnsubAck(u) => u.encode_body(version, out),
+                Packet::PingReq | Packet::PingResp => {}
+                Packet::Disconnect(d) => d.encode_body(version, out),
+                Packet::Auth(a) => a.encode_body(out),
+            },
+        )
     }
 
     /// Total bytes the packet takes on the wire for `version`, without encoding it
@@ -190,4 +187,22 @@ impl Packet {
             Packet::Auth(a) => a.body_len(),
         }
     }
+}
+
+/// Appends a fixed header (first byte, remaining length `body`) and the body
+/// `encode_body` writes; refuses a body too long for the remaining length.
+pub(crate) fn put_frame(
+    out: &mut BytesMut,
+    first_byte: u8,
+    body: usize,
+    encode_body: impl FnOnce(&mut BytesMut),
+) -> Result<(), EncodeError> {
+    if body > MAX_VARINT as usize {
+        return Err(EncodeError::PacketTooLarge);
+    }
+    out.reserve(1 + varint_len(body) + body);
+    out.put_u8(first_byte);
+    put_varint(out, body);
+    encode_body(out);
+    Ok(())
 }
