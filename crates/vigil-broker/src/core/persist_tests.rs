@@ -188,8 +188,9 @@ async fn in_flight_deliveries_come_back_with_their_packet_ids_and_stage() {
     let inflight: Vec<_> = g
         .state
         .inflight
-        .iter()
-        .map(|(id, e)| (*id, e.stage, e.outgoing.message.payload.clone()))
+        .in_send_order(g.state.last_packet_id)
+        .into_iter()
+        .map(|(id, e)| (id, e.stage, e.outgoing.message.payload.clone()))
         .collect();
     assert_eq!(
         inflight,

@@ -20,7 +20,7 @@ use bytes::BytesMut;
 
 pub use close::CloseReason;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
-pub use session_state::{Inflight, InflightStage, SessionState};
+pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
 
 use keep_alive::KeepAliveTimer;
 

@@ -108,7 +108,8 @@ impl ServerConnection {
 
     /// On session resume: unacknowledged PUBLISHes again with DUP, PUBRELs again.
     pub(super) fn resend_inflight(&mut self, now: Instant) {
-        for (&id, entry) in &self.state.inflight {
+        let last = self.state.last_packet_id;
+        for (id, entry) in self.state.inflight.in_send_order(last) {
             let transmit = match entry.stage {
                 InflightStage::AwaitingAck => Transmit::Publish {
                     packet_id: id,
@@ -126,10 +127,10 @@ impl ServerConnection {
         let is_qos1 = self
             .state
             .inflight
-            .get(&a.packet_id)
+            .get(a.packet_id)
             .is_some_and(|e| e.outgoing.qos == QoS::AtLeastOnce);
         if is_qos1 {
-            if let Some(e) = self.state.inflight.remove(&a.packet_id) {
+            if let Some(e) = self.state.inflight.remove(a.packet_id) {
                 self.progress(e.outgoing.persisted, e.outgoing.qos, DeliveryStep::Done);
             }
             self.send_pending(now);
@@ -137,13 +138,13 @@ impl ServerConnection {
     }
 
     pub(super) fn handle_pubrec(&mut self, now: Instant, a: Ack) {
-        let entry = self.state.inflight.get_mut(&a.packet_id);
+        let entry = self.state.inflight.get_mut(a.packet_id);
         match entry {
             Some(e) if e.outgoing.qos == QoS::ExactlyOnce => {
                 if a.reason.is_error() {
                     // The client refused the message: the exchange ends here.
                     let seq = e.outgoing.persisted;
-                    self.state.inflight.remove(&a.packet_id);
+                    self.state.inflight.remove(a.packet_id);
                     self.progress(seq, QoS::ExactlyOnce, DeliveryStep::Done);
                     self.send_pending(now);
                     return;
@@ -168,10 +169,10 @@ impl ServerConnection {
         let done = self
             .state
             .inflight
-            .get(&a.packet_id)
+            .get(a.packet_id)
             .is_some_and(|e| e.stage == InflightStage::AwaitingComp);
         if done {
-            if let Some(e) = self.state.inflight.remove(&a.packet_id) {
+            if let Some(e) = self.state.inflight.remove(a.packet_id) {
                 self.progress(e.outgoing.persisted, e.outgoing.qos, DeliveryStep::Done);
             }
             self.send_pending(now);
