@@ -165,32 +165,25 @@ pub struct ServerConnection {
 }
 
 /// A delivery waiting for the wire. The PUBLISH is built only when it is
-/// written: a `Packet` is ~400 bytes (its properties inline), a queued
-/// `Outgoing` 48, and every hop through a queue is a copy.
+/// written: a `Packet` is ~400 bytes (its properties inline), and every hop
+/// through a queue is a copy. A QoS 1/2 delivery is not copied here at all:
+/// its entry in the in-flight map is what gets written.
 #[derive(Debug)]
 enum Transmit {
+    /// A QoS 0 delivery, which nothing else holds.
     Publish {
-        packet_id: u16,
-        dup: bool,
         /// When it was handed to the window: expiry counts down to here.
         at: Instant,
         outgoing: crate::message::Outgoing,
     },
+    /// The in-flight message of `packet_id`.
+    Inflight {
+        packet_id: u16,
+        dup: bool,
+        /// When it was handed to the window: expiry counts down to here.
+        at: Instant,
+    },
     PubRel(u16),
-}
-
-impl Transmit {
-    fn into_packet(self) -> Packet {
-        match self {
-            Transmit::Publish {
-                packet_id,
-                dup,
-                at,
-                outgoing,
-            } => Packet::Publish(outgoing.to_publish(packet_id, dup, at)),
-            Transmit::PubRel(id) => Packet::PubRel(crate::Ack::new(id)),
-        }
-    }
 }
 
 impl ServerConnection {
@@ -332,9 +325,26 @@ impl ServerConnection {
 
     /// The next packet to send: control packets first, then deliveries.
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        self.urgent
-            .pop_front()
-            .or_else(|| self.deliveries.pop_front().map(Transmit::into_packet))
+        if let Some(packet) = self.urgent.pop_front() {
+            return Some(packet);
+        }
+        loop {
+            let packet = match self.deliveries.pop_front()? {
+                Transmit::Publish { at, outgoing } => {
+                    Packet::Publish(outgoing.to_publish(0, false, at))
+                }
+                Transmit::Inflight { packet_id, dup, at } => {
+                    // Gone only if the state was handed on meanwhile: the
+                    // next connection resends it.
+                    let Some(entry) = self.state.inflight.get(packet_id) else {
+                        continue;
+                    };
+                    Packet::Publish(entry.outgoing.to_publish(packet_id, dup, at))
+                }
+                Transmit::PubRel(id) => Packet::PubRel(crate::Ack::new(id)),
+            };
+            return Some(packet);
+        }
     }
 
     /// Encodes the next packet to send into `out`, as `poll_transmit` would
@@ -344,15 +354,22 @@ impl ServerConnection {
         if let Some(packet) = self.urgent.pop_front() {
             return Some(packet.encode(self.version, out));
         }
-        Some(match self.deliveries.pop_front()? {
-            Transmit::Publish {
-                packet_id,
-                dup,
-                at,
-                outgoing,
-            } => outgoing.encode(packet_id, dup, at, self.version, out),
-            Transmit::PubRel(id) => Packet::PubRel(crate::Ack::new(id)).encode(self.version, out),
-        })
+        loop {
+            return Some(match self.deliveries.pop_front()? {
+                Transmit::Publish { at, outgoing } => {
+                    outgoing.encode(0, false, at, self.version, out)
+                }
+                Transmit::Inflight { packet_id, dup, at } => {
+                    let Some(entry) = self.state.inflight.get(packet_id) else {
+                        continue;
+                    };
+                    entry.outgoing.encode(packet_id, dup, at, self.version, out)
+                }
+                Transmit::PubRel(id) => {
+                    Packet::PubRel(crate::Ack::new(id)).encode(self.version, out)
+                }
+            });
+        }
     }
 
     /// The next request for the broker.

@@ -63,10 +63,9 @@ impl ServerConnection {
                 self.progress(outgoing.persisted, outgoing.qos, DeliveryStep::Done);
                 continue;
             }
-            let queued = if needs_id {
+            let transmit = if needs_id {
                 let step = DeliveryStep::Sent(packet_id);
                 self.progress(outgoing.persisted, outgoing.qos, step);
-                let queued = outgoing.clone();
                 self.state.inflight.insert(
                     packet_id,
                     Inflight {
@@ -74,16 +73,15 @@ impl ServerConnection {
                         stage: InflightStage::AwaitingAck,
                     },
                 );
-                queued
+                Transmit::Inflight {
+                    packet_id,
+                    dup: false,
+                    at: now,
+                }
             } else {
-                outgoing
+                Transmit::Publish { at: now, outgoing }
             };
-            self.deliveries.push_back(Transmit::Publish {
-                packet_id,
-                dup: false,
-                at: now,
-                outgoing: queued,
-            });
+            self.deliveries.push_back(transmit);
         }
     }
 
@@ -111,11 +109,10 @@ impl ServerConnection {
         let last = self.state.last_packet_id;
         for (id, entry) in self.state.inflight.in_send_order(last) {
             let transmit = match entry.stage {
-                InflightStage::AwaitingAck => Transmit::Publish {
+                InflightStage::AwaitingAck => Transmit::Inflight {
                     packet_id: id,
                     dup: true,
                     at: now,
-                    outgoing: entry.outgoing.clone(),
                 },
                 InflightStage::AwaitingComp => Transmit::PubRel(id),
             };
