@@ -147,7 +147,12 @@ fn pub_and_sub_against_mosquitto() {
 
 #[test]
 fn failures_explain_themselves() {
-    let port = free_port().to_string();
+    // A bound socket that never listens holds the port, so no broker started by a test running
+    // beside this one can take it: connecting is refused for as long as `held` lives.
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let port = held.local_addr().expect("local address").port().to_string();
     let out = vigil(&["pub", "-h", "127.0.0.1", "-p", &port, "-t", "x", "-m", "y"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
