@@ -39,16 +39,16 @@ impl Driver {
     /// Answers every pending event; a CONNECT may wait for a takeover.
     pub(super) async fn process_events(&mut self) {
         let mut batch = ReadBatch::default();
-        while let Some(event) = self.conn.poll_event() {
-            // The event is handled in a plain function and only what must be
-            // awaited comes back: an event (a PUBLISH is ~400 bytes) kept
-            // across an await here would sit in every idle connection's task.
-            match self.handle_event(event, &mut batch) {
-                None => {}
+        // Events are handled in a plain function and only what must be
+        // awaited comes back: an event (a PUBLISH is ~400 bytes) bound in this
+        // loop would keep its slot in every idle connection's task, even once
+        // moved out.
+        while let Some(wait) = self.handle_events_until_wait(&mut batch) {
+            match wait {
                 // Boxed: CONNECT (with a possible takeover wait) happens once, and its
                 // large future would otherwise sit inside every idle connection's task.
-                Some(Wait::Connect(c)) => Box::pin(self.on_connect(c)).await,
-                Some(Wait::Room { blocked, ack }) => {
+                Wait::Connect(c) => Box::pin(self.on_connect(c)).await,
+                Wait::Room { blocked, ack } => {
                     // Backpressure: no ack and no further reads until the
                     // subscribers that are behind have room for this message.
                     Box::pin(self.broker.deliver_blocked(blocked)).await;
@@ -68,6 +68,16 @@ impl Driver {
                 Box::pin(self.ack_when_durable(t, std::mem::take(&mut batch.held))).await;
             }
         }
+    }
+
+    /// Answers pending events until one leaves something to await.
+    fn handle_events_until_wait(&mut self, batch: &mut ReadBatch) -> Option<Wait> {
+        while let Some(event) = self.conn.poll_event() {
+            if let Some(wait) = self.handle_event(event, batch) {
+                return Some(wait);
+            }
+        }
+        None
     }
 
     /// Answers one event; returns what must be awaited, if anything, with
@@ -119,7 +129,7 @@ impl Driver {
                 let codes = self.broker.unsubscribe(&a.session, &u);
                 self.conn.send_unsuback(u.packet_id, codes);
             }
-            ServerEvent::Closed(closed) => self.closed = Some(closed),
+            ServerEvent::Closed(closed) => self.closed = Some(Box::new(closed)),
             ServerEvent::Released(packet_id) => {
                 if let Some(a) = &self.attached {
                     let gate = self.broker.release_inbound_qos2(&a.session, packet_id);

@@ -17,7 +17,11 @@ impl ServerConnection {
                 );
             }
             if p.topic.is_empty() {
-                match self.topic_aliases.get(&alias) {
+                match self
+                    .topic_aliases
+                    .get(usize::from(alias - 1))
+                    .and_then(Option::as_ref)
+                {
                     Some(topic) => p.topic = topic.clone(),
                     None => {
                         return self.protocol_error(
@@ -27,7 +31,11 @@ impl ServerConnection {
                     }
                 }
             } else {
-                self.topic_aliases.insert(alias, p.topic.clone());
+                let slot = usize::from(alias - 1);
+                if self.topic_aliases.len() <= slot {
+                    self.topic_aliases.resize(slot + 1, None);
+                }
+                self.topic_aliases[slot] = Some(p.topic.clone());
             }
         }
         if p.qos == QoS::AtMostOnce {
