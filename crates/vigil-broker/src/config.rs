@@ -38,6 +38,9 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Seconds a new TCP connection may take to send CONNECT (default 10).
     pub connect_timeout: u64,
+    /// Worker threads, each serving its share of the connections for their
+    /// whole life (default 0: one per core).
+    pub workers: usize,
 }
 
 /// What a 3.1/3.1.1 client whose keep alive is outside the configured limits gets.
@@ -134,6 +137,7 @@ impl Default for ListenerConfig {
             port: 1883,
             max_connections: 100_000,
             connect_timeout: 10,
+            workers: 0,
         }
     }
 }

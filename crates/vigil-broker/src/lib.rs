@@ -12,4 +12,4 @@ mod connection;
 pub mod core;
 pub mod server;
 
-pub use server::{open_broker, Server, ServerOptions};
+pub use server::{open_broker, spawn_worker_runtimes, Server, ServerOptions};

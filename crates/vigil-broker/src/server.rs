@@ -68,6 +68,8 @@ pub struct Server {
     listener: TcpListener,
     broker: Arc<Broker>,
     options: ServerOptions,
+    /// Runtimes the connections are dealt to in turn; empty: the caller's.
+    workers: Vec<tokio::runtime::Handle>,
 }
 
 /// Closes the count of live connections when a connection task ends.
@@ -95,7 +97,15 @@ impl Server {
             listener,
             broker,
             options,
+            workers: Vec::new(),
         })
+    }
+
+    /// Deals connections to `workers` in turn (one single-threaded runtime per
+    /// core) instead of spawning them on the caller's runtime.
+    pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> Server {
+        self.workers = workers;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -113,6 +123,7 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let timers = tokio::spawn(self.broker.clone().run_timers());
         let live = Arc::new(AtomicUsize::new(0));
+        let mut next_worker = 0usize;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -141,9 +152,30 @@ impl Server {
                     let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                     let broker = self.broker.clone();
                     let config = self.options.connection;
-                    tokio::spawn(async move {
+                    if self.workers.is_empty() {
+                        tokio::spawn(async move {
+                            let _slot = slot;
+                            crate::connection::serve(stream, peer, broker, config).await;
+                        });
+                        continue;
+                    }
+                    let worker = &self.workers[next_worker % self.workers.len()];
+                    next_worker = next_worker.wrapping_add(1);
+                    // The socket moves to the worker's I/O driver: registered
+                    // there, its readiness wakes that worker's thread only.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(%peer, error = %e, "connection dropped: cannot hand it to a worker");
+                            continue;
+                        }
+                    };
+                    worker.spawn(async move {
                         let _slot = slot;
-                        crate::connection::serve(stream, peer, broker, config).await;
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => crate::connection::serve(stream, peer, broker, config).await,
+                            Err(e) => warn!(%peer, error = %e, "connection dropped: worker cannot register it"),
+                        }
                     });
                 }
             }
@@ -161,6 +193,27 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Starts `count` single-threaded runtimes, each on a thread of its own that
+/// lives as long as the process, for `Server::with_workers`. One runtime per
+/// core, each connection on one of them for its whole life: a work-stealing
+/// pool moved the tasks a fan-out burst woke between threads, parking and
+/// waking its workers thousands of times a second (broker CPU per delivered
+/// message 1.9 -> 1.6 us in fan-out 1 -> 100).
+pub fn spawn_worker_runtimes(count: usize) -> std::io::Result<Vec<tokio::runtime::Handle>> {
+    (1..=count)
+        .map(|i| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("vigil-worker-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+            Ok(handle)
+        })
+        .collect()
 }
 
 /// Opens the store `config` describes (None for the memory backend, which

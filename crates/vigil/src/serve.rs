@@ -33,6 +33,9 @@ pub(crate) struct ServeArgs {
     /// Connections beyond this are refused.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Largest packet accepted from a client, bytes.
     #[arg(long, value_name = "BYTES")]
     max_packet_size: Option<u32>,
@@ -95,6 +98,9 @@ impl ServeArgs {
         if let Some(n) = self.max_connections {
             config.listener.max_connections = n;
         }
+        if let Some(n) = self.workers {
+            config.listener.workers = n;
+        }
         if let Some(k) = self.max_keepalive {
             config.keepalive.max_keepalive = k;
         }
@@ -130,10 +136,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     crate::init_logging("info");
     let config = args.config()?;
     let options = ServerOptions::from_config(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let workers = match config.listener.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    // The main runtime is the first worker; the others get threads of their own.
+    let mut handles = vec![runtime.handle().clone()];
+    handles.extend(
+        vigil_broker::spawn_worker_runtimes(workers - 1).context("cannot start the workers")?,
+    );
     runtime.block_on(async move {
         let broker = open_broker(options.core, &config.store, args.salvage_store)
             .context("cannot open the store")?;
@@ -144,7 +159,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         let server = Server::bind_broker(options, broker)
             .await
-            .with_context(|| format!("cannot listen on {}", options.listen))?;
+            .with_context(|| format!("cannot listen on {}", options.listen))?
+            .with_workers(handles);
         tracing::info!(address = %server.local_addr()?, "vigil listening");
         tracing::warn!("anonymous access is allowed: authentication is not configured");
         server.run_until(shutdown_signal()).await?;

@@ -31,13 +31,24 @@ impl TestBroker {
     }
 
     pub async fn with(edit: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        TestBroker::with_workers(edit, 0).await
+    }
+
+    /// A broker whose connections are dealt to `workers` runtimes in turn (the
+    /// test's own first), as `vigil serve` does; 0 keeps them on the test's.
+    pub async fn with_workers(edit: impl FnOnce(&mut BrokerConfig), workers: usize) -> TestBroker {
         let mut config = BrokerConfig::default();
         config.listener.bind = "127.0.0.1".parse().unwrap();
         config.listener.port = 0;
         edit(&mut config);
-        let server = Server::bind(ServerOptions::from_config(&config))
+        let mut server = Server::bind(ServerOptions::from_config(&config))
             .await
             .unwrap();
+        if workers > 0 {
+            let mut handles = vec![tokio::runtime::Handle::current()];
+            handles.extend(vigil_broker::spawn_worker_runtimes(workers - 1).unwrap());
+            server = server.with_workers(handles);
+        }
         let addr = server.local_addr().unwrap();
         let broker = server.broker();
         let (tx, rx) = oneshot::channel();
