@@ -93,3 +93,32 @@ async fn burst_arrives_whole(b: &TestBroker) -> (common::RawClient, common::RawC
     assert_eq!(got, (1..=50).collect::<Vec<_>>(), "every message, in order");
     (sub, publisher)
 }
+
+/// More deliveries queued at once than a connection takes per wake-up (it
+/// lets the other connections of its thread run between rounds): the rest
+/// must follow without waiting for a new message to wake the subscriber.
+#[tokio::test]
+async fn a_queue_longer_than_one_wake_up_takes_drains_without_new_messages() {
+    const N: u16 = 3000;
+    let b = TestBroker::with(|c| c.sessions.max_queued_messages = 5000).await;
+    let mut sub = connected(&b, "sub", V311, 30, None).await;
+    subscribe(&mut sub, "many").await;
+    let mut publisher = connected(&b, "pub", V311, 30, None).await;
+    let mut all = bytes::BytesMut::new();
+    for n in 0..N {
+        Packet::Publish(Publish {
+            topic: "many".into(),
+            payload: Bytes::from(n.to_be_bytes().to_vec()),
+            ..Publish::default()
+        })
+        .encode(V311, &mut all)
+        .unwrap();
+    }
+    publisher.send_raw(&all).await;
+    for n in 0..N {
+        match sub.recv_within(Duration::from_secs(3)).await {
+            Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], n.to_be_bytes()),
+            other => panic!("expected PUBLISH {n}, got {other:?}"),
+        }
+    }
+}

@@ -26,8 +26,11 @@ use crate::core::{Broker, Control, ControlSignal, DisconnectInfo, SessionRef};
 /// Stop pulling deliveries into the write buffer beyond this many bytes, so a
 /// PINGRESP queued later waits behind at most this much of our own data.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Deliveries taken from the mailbox per wake-up.
+/// Deliveries taken from the mailbox per batch.
 const DRAIN_BATCH: usize = 256;
+/// Batches per wake-up: the socket may take everything as fast as it comes,
+/// and other connections of this thread must get their turn.
+const DRAIN_BATCHES_PER_WAKE: usize = 4;
 /// Bytes read per readiness event, into a per-thread scratch buffer: only
 /// what arrived is then copied to the heap, so an idle connection's ping costs
 /// 2 bytes of heap, not a read buffer.
@@ -42,6 +45,12 @@ thread_local! {
     /// thread for the same reason as `READ_SCRATCH` (used between awaits only).
     static DELIVERY_SCRATCH: std::cell::RefCell<Vec<vigil_proto::message::Outgoing>> =
         const { std::cell::RefCell::new(Vec::new()) };
+    /// Where packets are encoded when nothing of the connection's is waiting
+    /// for the socket: written at once, only what the socket did not take is
+    /// copied into the connection's own buffer. (A buffer per burst cost a
+    /// malloc, reallocs as it grew, and a free, per subscriber per message burst.)
+    static WRITE_SCRATCH: std::cell::RefCell<BytesMut> =
+        std::cell::RefCell::new(BytesMut::new());
 }
 
 /// How long a closing connection may take to flush its last packets.
@@ -244,10 +253,45 @@ impl Driver {
         }
     }
 
-    /// Encodes everything the state machine wants sent into one buffer.
+    /// Writes what the state machine wants sent, straight from the per-thread
+    /// buffer when nothing is already waiting (order), else into `write_buf`
+    /// for the next writable turn.
     fn fill_write_buf(&mut self) {
-        while self.write_buf.len() < WRITE_HIGH_WATER || self.conn.is_closed() {
-            let Some(written) = self.conn.encode_transmit(&mut self.write_buf) else {
+        if self.write_buf.is_empty() && !self.conn.is_closed() {
+            WRITE_SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                self.encode_into(&mut scratch);
+                if !scratch.is_empty() {
+                    let taken = match self.stream.try_write(&scratch) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                        Err(e) => {
+                            self.conn
+                                .handle_transport_closed(CloseReason::Io(e.to_string()));
+                            scratch.len()
+                        }
+                    };
+                    self.write_buf.extend_from_slice(&scratch[taken..]);
+                    scratch.clear();
+                }
+            });
+            if !self.conn.is_closed() {
+                return;
+            }
+        }
+        self.encode_into_write_buf();
+    }
+
+    fn encode_into_write_buf(&mut self) {
+        let mut buf = std::mem::take(&mut self.write_buf);
+        self.encode_into(&mut buf);
+        self.write_buf = buf;
+    }
+
+    /// Encodes transmits into `buf` up to the high-water mark (everything once closed).
+    fn encode_into(&mut self, buf: &mut BytesMut) {
+        while buf.len() < WRITE_HIGH_WATER || self.conn.is_closed() {
+            let Some(written) = self.conn.encode_transmit(buf) else {
                 break;
             };
             if let Err(e) = written {
@@ -263,7 +307,15 @@ impl Driver {
             return;
         };
         let now = Instant::now();
+        let mut batches = 0;
         while self.conn.wants_deliveries() && self.write_buf.len() < WRITE_HIGH_WATER {
+            if batches == DRAIN_BATCHES_PER_WAKE {
+                // Come back after the others. The drain re-armed the wake
+                // for new pushes only: what is left needs a wake of its own.
+                session.mailbox.wake();
+                break;
+            }
+            batches += 1;
             let drained = DELIVERY_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 session.mailbox.drain_into(&mut scratch, DRAIN_BATCH);
