@@ -104,6 +104,9 @@ impl Server {
     /// Deals connections to `workers` in turn (one single-threaded runtime per
     /// core) instead of spawning them on the caller's runtime.
     pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> Server {
+        for worker in &workers {
+            worker.spawn(Arc::new(crate::core::WakeInbox::default()).serve());
+        }
         self.workers = workers;
         self
     }

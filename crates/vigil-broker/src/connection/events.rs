@@ -10,7 +10,7 @@ use vigil_proto::{Connect, QoS, ReasonCode};
 use vigil_store::Ticket;
 
 use super::{Attached, Driver};
-use crate::core::{ConnectRequest, SessionRef, Wakes};
+use crate::core::{ConnectRequest, SessionRef, WakeInbox, Wakes};
 
 /// What answering the events of one read gathers.
 #[derive(Default)]
@@ -228,6 +228,7 @@ impl Driver {
                         state: grant.state,
                     },
                 );
+                grant.session.mailbox.set_home(WakeInbox::here());
                 self.control = Some(grant.control);
                 self.attached = Some(Attached {
                     session: grant.session,

@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use vigil_proto::message::Outgoing;
 use vigil_proto::QoS;
 
-use super::SessionRef;
+use std::sync::Arc;
+
+use super::{SessionRef, WakeInbox};
 
 /// Queue bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,8 @@ struct Queue {
     /// A wake is owed or already on its way: pushes after the first one of a
     /// burst need not wake the connection again, it drains them all at once.
     wake_pending: bool,
+    /// The worker the session's connection runs on, if it runs on one.
+    home: Option<Arc<WakeInbox>>,
 }
 
 /// The bounded delivery queue of one session.
@@ -91,6 +95,16 @@ impl Mailbox {
     /// Wakes the connection to drain its queue.
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+
+    /// Records the worker of the connection now draining this mailbox (None:
+    /// wake it directly), so wakes from other threads go through its inbox.
+    pub fn set_home(&self, home: Option<Arc<WakeInbox>>) {
+        self.queue.lock().home = home;
+    }
+
+    fn home(&self) -> Option<Arc<WakeInbox>> {
+        self.queue.lock().home.clone()
     }
 
     /// Queues a delivery recovered from the store, whatever the bound: the
@@ -183,9 +197,14 @@ impl Wakes {
     }
 
     /// Wakes every session owed one; call before waiting on anything.
+    /// Sessions whose connection runs on another worker are handed to its
+    /// inbox: one cross-thread wake per worker and burst, not per session.
     pub fn wake_all(&mut self) {
         for session in self.0.drain(..) {
-            session.mailbox.wake();
+            match session.mailbox.home() {
+                Some(home) if !home.is_here() => home.hand_in(session),
+                _ => session.mailbox.wake(),
+            }
         }
     }
 }

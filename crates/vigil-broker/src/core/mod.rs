@@ -12,6 +12,7 @@ pub mod routing;
 pub mod session;
 mod subscriptions;
 pub mod timers;
+mod wake_inbox;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub use counters::Counters;
 pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, Wakes};
 pub use session::{Control, ControlSignal, Session, SessionRef};
 pub use subscriptions::{Match, SubscriptionIndex};
+pub use wake_inbox::WakeInbox;
 
 use retained::RetainedIndex;
 use session::{LiveConn, SessionInner};
