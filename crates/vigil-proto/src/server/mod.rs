@@ -158,6 +158,8 @@ pub struct ServerConnection {
     topic_aliases: Vec<Option<String>>,
     state: SessionState,
     inbound_qos1_unacked: u16,
+    /// The in-flight window filled and has not yet drained to where it reopens.
+    window_full: bool,
     held: VecDeque<Packet>,
     urgent: VecDeque<Packet>,
     deliveries: VecDeque<Transmit>,
@@ -205,6 +207,7 @@ impl ServerConnection {
             topic_aliases: Vec::new(),
             state: SessionState::default(),
             inbound_qos1_unacked: 0,
+            window_full: false,
             held: VecDeque::new(),
             urgent: VecDeque::new(),
             deliveries: VecDeque::new(),

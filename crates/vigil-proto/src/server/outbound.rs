@@ -29,8 +29,18 @@ impl ServerConnection {
     }
 
     /// Moves pending deliveries to the wire while the window has room.
+    ///
+    /// Once the window has filled, it reopens only when a quarter of it is
+    /// free again: refilled one slot per PUBACK, a saturated subscriber was
+    /// written a few messages at a time, one syscall each way for every read
+    /// of its acks (0.19 writes and 0.29 reads per delivered message in
+    /// fan-out 1 -> 100 QoS 1, against rumqttd's 0.02 and 0.04). Sending
+    /// fewer than Receive Maximum is always allowed; a window of 1 refills as before.
     pub(super) fn send_pending(&mut self, now: Instant) {
         let window = usize::from(self.client_receive_maximum.max(1));
+        if self.window_full && self.state.inflight.len() <= window - (window / 4).max(1) {
+            self.window_full = false;
+        }
         while let Some(front) = self.state.pending.front() {
             if front.message.is_expired(now) {
                 let (seq, qos) = (front.persisted, front.qos);
@@ -40,7 +50,8 @@ impl ServerConnection {
                 continue;
             }
             let needs_id = front.qos != QoS::AtMostOnce;
-            if needs_id && self.state.inflight.len() >= window {
+            if needs_id && (self.window_full || self.state.inflight.len() >= window) {
+                self.window_full = true;
                 break;
             }
             let Some(outgoing) = self.state.pending.pop_front() else {

@@ -435,7 +435,46 @@ fn outbound_window_follows_the_clients_receive_maximum() {
         panic!()
     };
     c.handle_packet(t0, Packet::PubAck(Ack::new(first.packet_id)));
-    assert_eq!(drain(&mut c).len(), 1, "one ack frees one slot");
+    assert_eq!(
+        drain(&mut c).len(),
+        1,
+        "with 2 in flight, one ack frees one slot"
+    );
+}
+
+#[test]
+fn a_full_window_reopens_when_a_quarter_of_it_is_free() {
+    let t0 = Instant::now();
+    let mut c = ServerConnection::new(ServerConfig::default(), t0);
+    let mut connect = Connect {
+        protocol: V5,
+        clean_start: true,
+        client_id: "x".into(),
+        ..Connect::default()
+    };
+    connect.properties.receive_maximum = Some(8);
+    c.handle_packet(t0, Packet::Connect(Box::new(connect)));
+    c.poll_event();
+    c.accept(t0, Accepted::default());
+    drain(&mut c);
+    for _ in 0..20 {
+        c.deliver(t0, outgoing("t", QoS::AtLeastOnce));
+    }
+    let ids: Vec<u16> = drain(&mut c)
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.packet_id,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids.len(), 8, "the window fills");
+    c.handle_packet(t0, Packet::PubAck(Ack::new(ids[0])));
+    assert!(drain(&mut c).is_empty(), "7 of 8 in flight: still closed");
+    c.handle_packet(t0, Packet::PubAck(Ack::new(ids[1])));
+    let sent = drain(&mut c);
+    assert_eq!(sent.len(), 2, "6 of 8 in flight: refilled to 8");
+    c.handle_packet(t0, Packet::PubAck(Ack::new(ids[2])));
+    assert!(drain(&mut c).is_empty(), "full again: closed again");
 }
 
 #[test]
