@@ -183,7 +183,23 @@ impl Driver {
         // stack array would be zeroed, 16 KiB, on every read).
         let got = READ_SCRATCH.with(|scratch| {
             let mut chunk = scratch.borrow_mut();
-            let got = self.stream.try_read(&mut chunk[..]);
+            // A read shorter than the chunk drained the socket: readiness is
+            // cleared with it (as tokio's own poll_read does), or the next
+            // turn would make a read that only says EAGAIN (30 % of reads in
+            // fan-out QoS 1). An edge that arrived meanwhile is kept by tokio.
+            let mut short = 0;
+            let got = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                let n = self.stream.try_read(&mut chunk[..])?;
+                if n > 0 && n < chunk.len() {
+                    short = n;
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            let got = match got {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+                other => other,
+            };
             if let Ok(n) = got {
                 self.read_buf.extend_from_slice(&chunk[..n]);
                 self.full_reads = if n == chunk.len() {
