@@ -72,6 +72,15 @@ async fn pinging_client_stays_connected_past_keep_alive() {
         );
     }
     assert_eq!(Counters::get(&b.broker.counters().disconnect_keep_alive), 0);
+    // Then silence: closed 1.5 s after the last ping, not at a deadline the
+    // pings moved on (the timer is kept and fires early into a no-op).
+    let last = std::time::Instant::now();
+    assert_eq!(c.recv_within(Duration::from_secs(3)).await, None);
+    let silent = last.elapsed();
+    assert!(
+        silent >= Duration::from_millis(1450) && silent < Duration::from_millis(2000),
+        "closed {silent:?} after the last ping, keep alive 1 s"
+    );
 }
 
 #[tokio::test]

@@ -411,9 +411,8 @@ fn exceeding_our_receive_maximum_is_0x93() {
     );
 }
 
-#[test]
-fn outbound_window_follows_the_clients_receive_maximum() {
-    let t0 = Instant::now();
+/// An MQTT 5 connection whose client announced Receive Maximum `n`.
+fn connected_with_receive_maximum(n: u16, t0: Instant) -> ServerConnection {
     let mut c = ServerConnection::new(ServerConfig::default(), t0);
     let mut connect = Connect {
         protocol: V5,
@@ -421,11 +420,18 @@ fn outbound_window_follows_the_clients_receive_maximum() {
         client_id: "x".into(),
         ..Connect::default()
     };
-    connect.properties.receive_maximum = Some(2);
+    connect.properties.receive_maximum = Some(n);
     c.handle_packet(t0, Packet::Connect(Box::new(connect)));
     c.poll_event();
     c.accept(t0, Accepted::default());
     drain(&mut c);
+    c
+}
+
+#[test]
+fn outbound_window_follows_the_clients_receive_maximum() {
+    let t0 = Instant::now();
+    let mut c = connected_with_receive_maximum(2, t0);
     for _ in 0..5 {
         c.deliver(t0, outgoing("t", QoS::AtLeastOnce));
     }
@@ -445,18 +451,7 @@ fn outbound_window_follows_the_clients_receive_maximum() {
 #[test]
 fn a_full_window_reopens_when_a_quarter_of_it_is_free() {
     let t0 = Instant::now();
-    let mut c = ServerConnection::new(ServerConfig::default(), t0);
-    let mut connect = Connect {
-        protocol: V5,
-        clean_start: true,
-        client_id: "x".into(),
-        ..Connect::default()
-    };
-    connect.properties.receive_maximum = Some(8);
-    c.handle_packet(t0, Packet::Connect(Box::new(connect)));
-    c.poll_event();
-    c.accept(t0, Accepted::default());
-    drain(&mut c);
+    let mut c = connected_with_receive_maximum(8, t0);
     for _ in 0..20 {
         c.deliver(t0, outgoing("t", QoS::AtLeastOnce));
     }
