@@ -321,10 +321,16 @@ mod tests {
     #[test]
     fn keys_override_defaults() {
         let c = parse(
-            "[listener]\nport = 2883\nbind = \"127.0.0.1\"\n\n[keepalive]\nmax_keepalive = 60\nv3_out_of_range = \"refuse\"\n",
+            "[listener]\nport = 2883\nbind = \"127.0.0.1\"\nworkers = 3\n\n[keepalive]\nmax_keepalive = 60\nv3_out_of_range = \"refuse\"\n",
         )
         .unwrap();
         assert_eq!(c.listen_addr().to_string(), "127.0.0.1:2883");
+        assert_eq!(c.listener.workers, 3);
+        assert_eq!(
+            BrokerConfig::default().listener.workers,
+            0,
+            "0: one per core"
+        );
         assert_eq!(c.keepalive.max_keepalive, 60);
         assert_eq!(c.keepalive.v3_out_of_range, OutOfRangePolicy::Refuse);
         assert_eq!(c.limits, LimitsConfig::default());

@@ -231,9 +231,12 @@ mod tests {
             "3000",
             "--min-keepalive",
             "5",
+            "--workers",
+            "2",
         ])
         .unwrap();
         assert_eq!(c.listener.port, 3000);
+        assert_eq!(c.listener.workers, 2);
         assert_eq!(c.keepalive.max_keepalive, 100);
         assert_eq!(c.keepalive.min_keepalive, 5);
         std::fs::remove_dir_all(&dir).unwrap();
