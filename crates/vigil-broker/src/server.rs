@@ -200,7 +200,7 @@ impl Server {
 
 /// Starts `count` single-threaded runtimes, each on a thread of its own that
 /// lives as long as the process, for `Server::with_workers`. One runtime per
-/// core, each connection on one of them for its whole life: a work-stealing
+/// worker, each connection on one of them for its whole life: a work-stealing
 /// pool moved the tasks a fan-out burst woke between threads, parking and
 /// waking its workers thousands of times a second (broker CPU per delivered
 /// message 1.9 -> 1.6 us in fan-out 1 -> 100).

@@ -33,7 +33,7 @@ pub(crate) struct ServeArgs {
     /// Connections beyond this are refused.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
-    /// Worker threads [default: one per core].
+    /// Worker threads [default: one per core but one, at least one].
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
     /// Largest packet accepted from a client, bytes.
@@ -140,10 +140,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let workers = match config.listener.workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
+    let workers = config
+        .listener
+        .worker_threads(std::thread::available_parallelism().map_or(1, usize::from));
     // The main runtime is the first worker; the others get threads of their own.
     let mut handles = vec![runtime.handle().clone()];
     handles.extend(
