@@ -143,6 +143,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let workers = config
         .listener
         .worker_threads(std::thread::available_parallelism().map_or(1, usize::from));
+    tracing::info!(
+        workers,
+        "worker threads, each serving its share of the connections"
+    );
     // The main runtime is the first worker; the others get threads of their own.
     let mut handles = vec![runtime.handle().clone()];
     handles.extend(
