@@ -72,15 +72,6 @@ pub struct Server {
     workers: Vec<tokio::runtime::Handle>,
 }
 
-/// Closes the count of live connections when a connection task ends.
-struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl Server {
     /// Binds the listener, with a broker that keeps everything in memory.
     pub async fn bind(options: ServerOptions) -> std::io::Result<Server> {
@@ -146,7 +137,7 @@ impl Server {
                         continue;
                     }
                     live.fetch_add(1, Ordering::AcqRel);
-                    let slot = ConnectionSlot(live.clone());
+                    let slot = Some(crate::connection::LiveSlot(live.clone()));
                     let _ = stream.set_nodelay(true);
                     // Backstop for peers that vanish without FIN while keep alive is 0.
                     let keepalive = TcpKeepalive::new()
@@ -156,30 +147,27 @@ impl Server {
                     let broker = self.broker.clone();
                     let config = self.options.connection;
                     if self.workers.is_empty() {
-                        tokio::spawn(async move {
-                            let _slot = slot;
-                            crate::connection::serve(stream, peer, broker, config).await;
-                        });
+                        tokio::spawn(crate::connection::serve(stream, peer, broker, config, slot));
                         continue;
                     }
                     let worker = &self.workers[next_worker % self.workers.len()];
                     next_worker = next_worker.wrapping_add(1);
-                    // The socket moves to the worker's I/O driver: registered
-                    // there, its readiness wakes that worker's thread only.
-                    let stream = match stream.into_std() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            warn!(%peer, error = %e, "connection dropped: cannot hand it to a worker");
-                            continue;
-                        }
+                    // The socket moves to the worker's I/O driver and the task's
+                    // timer to its clock (both taken from the runtime entered
+                    // here): its readiness wakes that worker's thread only.
+                    let task = {
+                        let _worker = worker.enter();
+                        stream
+                            .into_std()
+                            .and_then(tokio::net::TcpStream::from_std)
+                            .map(|stream| crate::connection::serve(stream, peer, broker, config, slot))
                     };
-                    worker.spawn(async move {
-                        let _slot = slot;
-                        match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => crate::connection::serve(stream, peer, broker, config).await,
-                            Err(e) => warn!(%peer, error = %e, "connection dropped: worker cannot register it"),
+                    match task {
+                        Ok(task) => {
+                            worker.spawn(task);
                         }
-                    });
+                        Err(e) => warn!(%peer, error = %e, "connection dropped: cannot hand it to a worker"),
+                    }
                 }
             }
         }

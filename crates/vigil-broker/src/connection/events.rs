@@ -35,38 +35,81 @@ enum Wait {
     },
 }
 
+/// What answering a read's events left to await.
+enum Unanswered {
+    /// A wait came up part-way; events after it are still to answer.
+    Wait(ReadBatch, Wait),
+    /// Every event is answered; the held acks wait for this commit.
+    Durable(ReadBatch, Ticket),
+}
+
 impl Driver {
     /// Answers every pending event; a CONNECT may wait for a takeover.
     pub(super) async fn process_events(&mut self) {
+        // Everything that awaits is boxed and made only when a wait comes up
+        // (a CONNECT, a full subscriber queue, a store that acks when
+        // durable): inline, its ~200 bytes sat in every idle connection's
+        // task, even while nothing awaited.
+        // (Boxed before the await: a scrutinee would keep its slot across it.)
+        let waiting = match self.answer_events() {
+            Some(rest) => Box::pin(self.answer_events_waiting(rest)),
+            None => return,
+        };
+        waiting.await;
+    }
+
+    /// Answers pending events until one leaves something to await.
+    fn answer_events(&mut self) -> Option<Unanswered> {
         let mut batch = ReadBatch::default();
-        // Events are handled in a plain function and only what must be
-        // awaited comes back: an event (a PUBLISH is ~400 bytes) bound in this
-        // loop would keep its slot in every idle connection's task, even once
-        // moved out.
-        while let Some(wait) = self.handle_events_until_wait(&mut batch) {
-            match wait {
-                // Boxed: CONNECT (with a possible takeover wait) happens once, and its
-                // large future would otherwise sit inside every idle connection's task.
-                Wait::Connect(c) => Box::pin(self.on_connect(c)).await,
-                Wait::Room { blocked, ack } => {
-                    // Backpressure: no ack and no further reads until the
-                    // subscribers that are behind have room for this message.
-                    Box::pin(self.broker.deliver_blocked(blocked)).await;
-                    self.ack_routed(&mut batch, ack);
-                }
-            }
+        if let Some(wait) = self.handle_events_until_wait(&mut batch) {
+            return Some(Unanswered::Wait(batch, wait));
         }
+        let ticket = self.end_batch(&mut batch)?;
+        Some(Unanswered::Durable(batch, ticket))
+    }
+
+    /// Awaits what `answer_events` left, answering the events after it.
+    async fn answer_events_waiting(&mut self, rest: Unanswered) {
+        let (mut batch, ticket) = match rest {
+            Unanswered::Durable(batch, ticket) => (batch, Some(ticket)),
+            Unanswered::Wait(mut batch, first) => {
+                let mut next = Some(first);
+                while let Some(wait) = next {
+                    match wait {
+                        // CONNECT (with a possible takeover wait) happens once.
+                        Wait::Connect(c) => Box::pin(self.on_connect(c)).await,
+                        Wait::Room { blocked, ack } => {
+                            // Backpressure: no ack and no further reads until the
+                            // subscribers that are behind have room for this message.
+                            Box::pin(self.broker.deliver_blocked(blocked)).await;
+                            self.ack_routed(&mut batch, ack);
+                        }
+                    }
+                    next = self.handle_events_until_wait(&mut batch);
+                }
+                let ticket = self.end_batch(&mut batch);
+                (batch, ticket)
+            }
+        };
+        if let Some(t) = ticket {
+            self.ack_when_durable(t, std::mem::take(&mut batch.held))
+                .await;
+        }
+    }
+
+    /// Wakes the batch's subscribers and hands its progress to the broker;
+    /// returns the commit the held acks (or the writes) must wait for, when
+    /// the store acks only what is durable.
+    fn end_batch(&mut self, batch: &mut ReadBatch) -> Option<Ticket> {
         batch.wakes.wake_all();
         let gate = batch.gate.max(self.record_progress());
-        if self.broker.store().is_some_and(|s| s.acks_wait()) {
-            let wait = if batch.held.is_empty() {
-                gate
-            } else {
-                batch.ticket.max(gate)
-            };
-            if let Some(t) = wait {
-                Box::pin(self.ack_when_durable(t, std::mem::take(&mut batch.held))).await;
-            }
+        if !self.broker.store().is_some_and(|s| s.acks_wait()) {
+            return None;
+        }
+        if batch.held.is_empty() {
+            gate
+        } else {
+            batch.ticket.max(gate)
         }
     }
 

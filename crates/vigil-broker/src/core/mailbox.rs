@@ -17,6 +17,7 @@ use vigil_proto::QoS;
 
 use std::sync::Arc;
 
+use super::signal::WakeSignal;
 use super::{SessionRef, WakeInbox};
 
 /// Queue bounds.
@@ -54,7 +55,8 @@ struct Queue {
 #[derive(Debug, Default)]
 pub struct Mailbox {
     queue: Mutex<Queue>,
-    notify: Notify,
+    /// Wakes the connection: polled in place, no future per wait.
+    notify: WakeSignal,
     space: Notify,
 }
 
@@ -94,7 +96,7 @@ impl Mailbox {
 
     /// Wakes the connection to drain its queue.
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.notify.notify();
     }
 
     /// Records the worker of the connection now draining this mailbox (None:
@@ -161,7 +163,13 @@ impl Mailbox {
 
     /// Completes when a delivery may be waiting (a permit is stored if none is waiting).
     pub async fn notified(&self) {
-        self.notify.notified().await;
+        self.notify.wait().await;
+    }
+
+    /// Polls for a delivery that may be waiting: ready when a wake is stored
+    /// (it takes it), else registers `cx` for the next one.
+    pub fn poll_notified(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.notify.poll_wait(cx)
     }
 
     /// Number of queued deliveries.

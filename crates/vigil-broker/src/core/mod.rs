@@ -10,6 +10,7 @@ mod persist;
 mod retained;
 pub mod routing;
 pub mod session;
+pub mod signal;
 mod subscriptions;
 pub mod timers;
 mod wake_inbox;
@@ -217,7 +218,7 @@ impl Broker {
                 conn_id,
                 control: control.clone(),
             });
-            let state = inner.state.take().unwrap_or_default();
+            let state = inner.state.take().map(|s| *s).unwrap_or_default();
             if self.store.is_some() {
                 let was_durable = session.is_durable();
                 let durable = inner.expiry > 0;
@@ -278,7 +279,7 @@ impl Broker {
         if expiry == 0 {
             self.end_session(session, &mut inner);
         } else {
-            inner.state = Some(info.state);
+            inner.state = Some(Box::new(info.state));
             if expiry != u32::MAX {
                 self.schedule(
                     now + secs(expiry),

@@ -304,7 +304,7 @@ impl Broker {
             }
         }
         for (session, state) in by_key.into_values() {
-            session.inner.lock().state = Some(state);
+            session.inner.lock().state = Some(Box::new(state));
         }
         self.next_key.fetch_max(max_key + 1, Relaxed);
         self.next_seq.fetch_max(max_seq + 1, Relaxed);

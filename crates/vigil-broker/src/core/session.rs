@@ -6,11 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use std::task::{Context, Poll};
+
 use tokio::sync::Notify;
 use vigil_proto::server::SessionState;
 use vigil_proto::{ProtocolVersion, SubscriptionOptions, Will};
 
 use super::mailbox::Mailbox;
+use super::signal::WakeSignal;
 
 /// What the broker tells a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,12 +43,12 @@ impl Control {
 }
 
 /// The broker's word to one live connection. A connection closes on the
-/// first word it gets, so one atomic and a `Notify` carry it: the tokio
+/// first word it gets, so one atomic and a wake carry it: the tokio
 /// channel this replaces kept ~400 bytes per idle connection.
 #[derive(Debug, Default)]
 pub struct ControlSignal {
     word: AtomicU8,
-    notify: Notify,
+    wake: WakeSignal,
 }
 
 impl ControlSignal {
@@ -54,18 +57,23 @@ impl ControlSignal {
         let _ =
             self.word
                 .compare_exchange(0, control.to_word(), Ordering::AcqRel, Ordering::Acquire);
-        self.notify.notify_one();
+        self.wake.notify();
+    }
+
+    /// Ready with the next word from the broker; else registers `cx` for it.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Control> {
+        loop {
+            if let Some(c) = Control::from_word(self.word.swap(0, Ordering::AcqRel)) {
+                return Poll::Ready(c);
+            }
+            // A permit is stored: a word sent since the check ends this wait.
+            std::task::ready!(self.wake.poll_wait(cx));
+        }
     }
 
     /// Waits for the next word from the broker.
     pub async fn recv(&self) -> Control {
-        loop {
-            if let Some(c) = Control::from_word(self.word.swap(0, Ordering::AcqRel)) {
-                return c;
-            }
-            // notify_one stores a permit: a word sent since the check wakes this.
-            self.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
 
@@ -80,8 +88,9 @@ pub(crate) struct SessionInner {
     pub(crate) conn: Option<LiveConn>,
     /// Bumped at every connect: timers armed for an older generation are void.
     pub(crate) generation: u64,
-    /// Protocol state parked while no connection has the session.
-    pub(crate) state: Option<SessionState>,
+    /// Protocol state parked while no connection has the session (boxed:
+    /// 96 bytes that a connected session would carry for nothing).
+    pub(crate) state: Option<Box<SessionState>>,
     pub(crate) expiry: u32,
     /// When the last connection ended (Unix ms), kept for the store.
     pub(crate) away_since: Option<u64>,

@@ -1,0 +1,90 @@
+//! A wake for the one task that waits on it, polled in place.
+//!
+//! `tokio::sync::Notify` does the same job, but waiting on it takes a
+//! `Notified` future of 64 bytes, and the connection task waits on two of them
+//! (its mailbox and the broker's control word) in the select where every idle
+//! connection sits: those futures were ~150 bytes of every idle connection.
+//! Here the waiter's slot is one registered waker inside the signal.
+
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+
+/// A stored permit and the waker of the task waiting for it. Meant for one
+/// waiter at a time: a second task that waits takes the wake-ups from the
+/// first (the last to register is woken).
+#[derive(Debug, Default)]
+pub struct WakeSignal {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl WakeSignal {
+    /// Wakes the waiter, or stores a permit for its next wait (like
+    /// `Notify::notify_one`: several wakes before a wait make one permit).
+    pub fn notify(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once a permit is stored, which it takes; otherwise registers
+    /// `cx` to be woken by the next `notify`.
+    pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A notify between the check and the registration woke no one.
+        if self.set.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits for a permit.
+    pub async fn wait(&self) {
+        poll_fn(|cx| self.poll_wait(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A notify before the wait is kept as one permit, and only one.
+    #[tokio::test]
+    async fn a_notify_before_the_wait_is_one_permit() {
+        let s = WakeSignal::default();
+        s.notify();
+        s.notify();
+        tokio::time::timeout(Duration::from_millis(100), s.wait())
+            .await
+            .expect("the stored permit completes the wait");
+        let second = tokio::time::timeout(Duration::from_millis(50), s.wait()).await;
+        assert!(second.is_err(), "two notifies made two permits");
+    }
+
+    /// A waiting task is woken by a notify from another thread.
+    #[tokio::test]
+    async fn a_waiter_is_woken_from_another_thread() {
+        let s = Arc::new(WakeSignal::default());
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.wait().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let other = s.clone();
+        std::thread::spawn(move || other.notify())
+            .join()
+            .expect("thread");
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken")
+            .expect("task");
+    }
+}
