@@ -8,6 +8,7 @@
 #   benches/compare.sh                 # everything, 3 repetitions
 #   REPS=1 DURATION=3 benches/compare.sh fan-in pairs   # a subset, quicker
 #   BROKERS="vigil mosquitto" benches/compare.sh           # some brokers only
+#   SCALE=1 benches/compare.sh         # everything, and at 19,000 / 10,000 clients
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +50,8 @@ declare -A SCENARIOS=(
   [expiry-10k]="expiry -n 10000 -k 5"
 )
 ORDER=(fan-in-q0 fan-in-q1 fan-out-q0 fan-out-q1 fan-out-q1-paced pairs-q0 pairs-q1 pairs-paced conn ping expiry slow-sub)
+# SCALE=1: the full run also holds the scenarios at scale (~6 minutes more).
+[ "${SCALE:-0}" = 1 ] && ORDER+=(conn-19k ping-19k expiry-10k)
 FULL_RUN=1
 if [ $# -gt 0 ]; then
   FULL_RUN=0
