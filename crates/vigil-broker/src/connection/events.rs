@@ -49,8 +49,8 @@ impl Driver {
         // Everything that awaits is boxed and made only when a wait comes up
         // (a CONNECT, a full subscriber queue, a store that acks when
         // durable): inline, its ~200 bytes sat in every idle connection's
-        // task, even while nothing awaited.
-        // (Boxed before the await: a scrutinee would keep its slot across it.)
+        // task. Boxed before the await: a match scrutinee would keep its
+        // slot across it.
         let waiting = match self.answer_events() {
             Some(rest) => Box::pin(self.answer_events_waiting(rest)),
             None => return,
@@ -76,12 +76,12 @@ impl Driver {
                 let mut next = Some(first);
                 while let Some(wait) = next {
                     match wait {
-                        // CONNECT (with a possible takeover wait) happens once.
-                        Wait::Connect(c) => Box::pin(self.on_connect(c)).await,
+                        // This future is boxed already: what it awaits needs no box of its own.
+                        Wait::Connect(c) => self.on_connect(c).await,
                         Wait::Room { blocked, ack } => {
                             // Backpressure: no ack and no further reads until the
                             // subscribers that are behind have room for this message.
-                            Box::pin(self.broker.deliver_blocked(blocked)).await;
+                            self.broker.deliver_blocked(blocked).await;
                             self.ack_routed(&mut batch, ack);
                         }
                     }

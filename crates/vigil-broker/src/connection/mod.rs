@@ -121,6 +121,7 @@ struct Driver {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// When `timer` fires; None once it has (or was never armed).
     timer_at: Option<Instant>,
+    /// Released when the task ends, however it ends.
     _slot: Option<LiveSlot>,
 }
 

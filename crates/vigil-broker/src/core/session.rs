@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use vigil_proto::server::SessionState;
 use vigil_proto::{ProtocolVersion, SubscriptionOptions, Will};
