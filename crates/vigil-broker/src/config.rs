@@ -41,6 +41,10 @@ pub struct ListenerConfig {
     /// Worker threads, each serving its share of the connections for their
     /// whole life (default 0: one per core but one, at least one).
     pub workers: usize,
+    /// Milliseconds a connection with nothing in flight may stay idle
+    /// before it is parked off its task, to hold idle fleets in less memory
+    /// (default 1000; 0: never park).
+    pub park_idle_after_ms: u64,
 }
 
 impl ListenerConfig {
@@ -154,6 +158,7 @@ impl Default for ListenerConfig {
             max_connections: 100_000,
             connect_timeout: 10,
             workers: 0,
+            park_idle_after_ms: 1000,
         }
     }
 }

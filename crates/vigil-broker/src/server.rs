@@ -15,6 +15,7 @@ use vigil_proto::server::{KeepAlivePolicy, ServerConfig};
 use vigil_store::{Durability, Store};
 
 use crate::config::{BrokerConfig, DurabilityMode, OutOfRangePolicy, StoreBackend, StoreConfig};
+use crate::connection::ParkingLot;
 use crate::core::{Broker, CoreConfig, MailboxLimits};
 
 /// Everything the listener needs, derived from a `BrokerConfig`.
@@ -28,6 +29,9 @@ pub struct ServerOptions {
     pub connection: ServerConfig,
     /// Broker core limits.
     pub core: CoreConfig,
+    /// Idle time after which a connection with nothing in flight is parked
+    /// off its task (None: never).
+    pub park_idle_after: Option<Duration>,
 }
 
 impl ServerOptions {
@@ -58,6 +62,10 @@ impl ServerOptions {
                 max_session_expiry: config.sessions.max_session_expiry,
                 takeover_wait: Duration::from_secs(5),
             },
+            park_idle_after: match config.listener.park_idle_after_ms {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         }
     }
 }
@@ -70,6 +78,8 @@ pub struct Server {
     options: ServerOptions,
     /// Runtimes the connections are dealt to in turn; empty: the caller's.
     workers: Vec<tokio::runtime::Handle>,
+    /// The parking lot of each worker (or of the caller's runtime).
+    lots: Vec<Arc<ParkingLot>>,
 }
 
 impl Server {
@@ -89,17 +99,29 @@ impl Server {
             broker,
             options,
             workers: Vec::new(),
+            lots: Vec::new(),
         })
     }
 
     /// Deals connections to `workers` in turn (one single-threaded runtime per
     /// core) instead of spawning them on the caller's runtime.
-    pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> Server {
+    pub fn with_workers(mut self, workers: Vec<tokio::runtime::Handle>) -> std::io::Result<Server> {
         for worker in &workers {
             worker.spawn(Arc::new(crate::core::WakeInbox::default()).serve());
+            if let Some(after) = self.options.park_idle_after {
+                let (lot, task) =
+                    ParkingLot::start(self.broker.clone(), self.options.connection, after)?;
+                worker.spawn(task);
+                self.lots.push(lot);
+            }
         }
         self.workers = workers;
-        self
+        Ok(self)
+    }
+
+    /// Connections parked now, over every worker.
+    pub fn parked_connections(&self) -> usize {
+        self.lots.iter().map(|l| l.parked()).sum()
     }
 
     /// The bound address (useful with port 0).
@@ -114,8 +136,16 @@ impl Server {
 
     /// Serves until `shutdown` completes, then tells every client (MQTT 5:
     /// DISCONNECT 0x8B) and waits up to 5 s for the connections to close.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let timers = tokio::spawn(self.broker.clone().run_timers());
+        if self.workers.is_empty() && self.lots.is_empty() {
+            if let Some(after) = self.options.park_idle_after {
+                let (lot, task) =
+                    ParkingLot::start(self.broker.clone(), self.options.connection, after)?;
+                tokio::spawn(task);
+                self.lots.push(lot);
+            }
+        }
         let live = Arc::new(AtomicUsize::new(0));
         let mut next_worker = 0usize;
         tokio::pin!(shutdown);
@@ -147,9 +177,11 @@ impl Server {
                     let broker = self.broker.clone();
                     let config = self.options.connection;
                     if self.workers.is_empty() {
-                        tokio::spawn(crate::connection::serve(stream, peer, broker, config, slot));
+                        let lot = self.lots.first().cloned();
+                        tokio::spawn(crate::connection::serve(stream, peer, broker, config, slot, lot));
                         continue;
                     }
+                    let lot = self.lots.get(next_worker % self.workers.len()).cloned();
                     let worker = &self.workers[next_worker % self.workers.len()];
                     next_worker = next_worker.wrapping_add(1);
                     // The socket moves to the worker's I/O driver and the task's
@@ -160,7 +192,7 @@ impl Server {
                         stream
                             .into_std()
                             .and_then(tokio::net::TcpStream::from_std)
-                            .map(|stream| crate::connection::serve(stream, peer, broker, config, slot))
+                            .map(|stream| crate::connection::serve(stream, peer, broker, config, slot, lot))
                     };
                     match task {
                         Ok(task) => {

@@ -163,7 +163,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         let server = Server::bind_broker(options, broker)
             .await
             .with_context(|| format!("cannot listen on {}", options.listen))?
-            .with_workers(handles);
+            .with_workers(handles)
+            .context("cannot start the worker threads' parking lots")?;
         tracing::info!(address = %server.local_addr()?, "vigil listening");
         tracing::warn!("anonymous access is allowed: authentication is not configured");
         server.run_until(shutdown_signal()).await?;

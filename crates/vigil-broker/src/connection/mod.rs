@@ -10,6 +10,9 @@
 //! ~3.6 KB of resident memory per idle connection in malloc's arenas.)
 
 mod events;
+mod parking;
+
+pub(crate) use parking::ParkingLot;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,8 +81,9 @@ pub(crate) fn serve(
     broker: Arc<Broker>,
     config: ServerConfig,
     slot: Option<LiveSlot>,
+    lot: Option<Arc<ParkingLot>>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let mut driver = Driver {
+    let driver = Driver {
         stream,
         peer,
         conn: ServerConnection::new(config, Instant::now()),
@@ -92,10 +96,49 @@ pub(crate) fn serve(
         full_reads: 0,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         timer_at: None,
-        _slot: slot,
+        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
+        lot,
+        slot,
     };
+    drive(driver)
+}
+
+/// Runs `driver` until the connection ends or parks.
+fn drive(mut driver: Driver) -> impl std::future::Future<Output = ()> + Send + 'static {
     // Used in place, not moved into a binding of the block's (a copy).
-    async move { driver.run().await }
+    async move {
+        if let Some(place) = driver.run().await {
+            driver.park(place);
+        }
+    }
+}
+
+/// The task of a parked connection that has something to do again.
+fn resume(
+    body: parking::Body,
+    broker: Arc<Broker>,
+    config: ServerConfig,
+    lot: Option<Arc<ParkingLot>>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let stream = TcpStream::from_std(body.stream)?;
+    let driver = Driver {
+        peer: parking::peer_of(&stream),
+        stream,
+        conn: ServerConnection::unpark(config, body.conn),
+        broker,
+        attached: Some(body.attached),
+        control: Some(body.control),
+        read_buf: BytesMut::new(),
+        write_buf: BytesMut::new(),
+        closed: None,
+        full_reads: 0,
+        timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+        timer_at: None,
+        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
+        lot,
+        slot: body.slot,
+    };
+    Ok(drive(driver))
 }
 
 struct Attached {
@@ -121,8 +164,12 @@ struct Driver {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// When `timer` fires; None once it has (or was never armed).
     timer_at: Option<Instant>,
-    /// Released when the task ends, however it ends.
-    _slot: Option<LiveSlot>,
+    /// When the connection last had something to do (its lot's clock).
+    busy_ms: u64,
+    /// Where it parks once idle (None: never).
+    lot: Option<Arc<ParkingLot>>,
+    /// Released when the connection ends, however it ends.
+    slot: Option<LiveSlot>,
 }
 
 impl Driver {
@@ -131,7 +178,8 @@ impl Driver {
         self.attached.as_ref().map_or("", |a| a.session.client_id())
     }
 
-    async fn run(&mut self) {
+    /// Serves the connection until it ends (None) or may park (its place).
+    async fn run(&mut self) -> Option<Arc<parking::Parked>> {
         loop {
             self.process_events().await;
             if self.full_reads >= FLOOD_READS_BEFORE_YIELD {
@@ -151,6 +199,7 @@ impl Driver {
                 self.conn.release_idle_buffers();
             }
             self.arm_timer();
+            let mut timed_out = false;
             let want_deliveries = self.attached.is_some()
                 && self.conn.wants_deliveries()
                 && self.write_buf.len() < WRITE_HIGH_WATER;
@@ -174,12 +223,94 @@ impl Driver {
                 _ = std::future::poll_fn(|cx| poll_mailbox(self.attached.as_ref(), cx)), if want_deliveries => {}
                 _ = &mut self.timer, if self.timer_at.is_some() => {
                     self.timer_at = None;
+                    timed_out = true;
                     self.conn.handle_timeout(Instant::now());
                 }
+            }
+            if !timed_out {
+                if let Some(lot) = &self.lot {
+                    self.busy_ms = lot.now_ms();
+                }
+            } else if let Some(place) = self.place_to_park() {
+                return Some(place);
             }
         }
         // Boxed for the same reason as CONNECT: it runs once, at the end.
         Box::pin(self.finish()).await;
+        None
+    }
+
+    /// When this connection may park, if it may: its lot's clock.
+    fn park_at(&self) -> Option<u64> {
+        let lot = self.lot.as_ref()?;
+        let idle = self.attached.is_some()
+            && self.read_buf.is_empty()
+            && self.write_buf.is_empty()
+            && self.conn.can_park();
+        idle.then(|| self.busy_ms + lot.park_after.as_millis() as u64)
+    }
+
+    /// A place in the lot, if the connection has been idle long enough and
+    /// its session has nothing for it (the place is then its waker).
+    fn place_to_park(&mut self) -> Option<Arc<parking::Parked>> {
+        let lot = self.lot.as_ref()?;
+        if self.park_at()? > lot.now_ms() {
+            return None;
+        }
+        lot.reserve(
+            self.attached.as_ref()?,
+            self.control.as_deref()?,
+            self.conn.poll_timeout(),
+        )
+    }
+
+    /// Hands the connection to its lot; the task ends. Whatever cannot be
+    /// parked goes on as a task.
+    fn park(mut self, place: Arc<parking::Parked>) {
+        let (Some(lot), Some(attached), Some(control)) =
+            (self.lot.clone(), self.attached.take(), self.control.take())
+        else {
+            return;
+        };
+        let drops = self.conn.take_drops();
+        self.count_drops(drops);
+        let Some(conn) = self.conn.park() else {
+            return;
+        };
+        let stream = match self.stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(client = %attached.session.client_id(), error = %e, "cannot park a connection: socket lost");
+                return;
+            }
+        };
+        let body = parking::Body {
+            stream,
+            conn,
+            attached,
+            control,
+            slot: self.slot.take(),
+        };
+        if let Err(body) = lot.admit(place, body) {
+            match resume(body, self.broker.clone(), *lot.config(), Some(lot.clone())) {
+                Ok(task) => {
+                    tokio::spawn(task);
+                }
+                Err(e) => {
+                    warn!(error = %e, "a connection could not go on after a failed park; dropped")
+                }
+            }
+        }
+    }
+
+    fn count_drops(&self, drops: vigil_proto::server::DropCounts) {
+        let counters = self.broker.counters();
+        counters
+            .dropped_expired
+            .fetch_add(drops.expired, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .dropped_too_large
+            .fetch_add(drops.too_large, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Arms the timer for the state machine's next deadline. A deadline that
@@ -188,8 +319,16 @@ impl Driver {
     /// and the next turn arms the new deadline, one timer update per period
     /// instead of one per packet.
     fn arm_timer(&mut self) {
-        let Some(deadline) = self.conn.poll_timeout() else {
-            return;
+        let park_at = self
+            .park_at()
+            .zip(self.lot.as_ref())
+            .map(|(at, lot)| lot.instant(at));
+        let deadline = match (self.conn.poll_timeout(), park_at) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(d) => d,
+                None => return,
+            },
         };
         if self.timer_at.is_some_and(|at| at <= deadline) {
             return;
@@ -405,14 +544,7 @@ impl Driver {
             },
             |c| *c,
         );
-        let drops = self.conn.drops();
-        let counters = self.broker.counters();
-        counters
-            .dropped_expired
-            .fetch_add(drops.expired, std::sync::atomic::Ordering::Relaxed);
-        counters
-            .dropped_too_large
-            .fetch_add(drops.too_large, std::sync::atomic::Ordering::Relaxed);
+        self.count_drops(self.conn.drops());
         match self.attached.take() {
             Some(a) => {
                 info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
@@ -456,7 +588,7 @@ mod tests {
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let broker = Broker::new(crate::core::CoreConfig::default());
-        let fut = serve(stream, peer, broker, ServerConfig::default(), None);
+        let fut = serve(stream, peer, broker, ServerConfig::default(), None, None);
         let task = std::mem::size_of_val(&fut);
         let session = std::mem::size_of::<crate::core::Session>();
         eprintln!("connection task future: {task} B, session: {session} B");

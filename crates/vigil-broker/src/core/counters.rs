@@ -4,11 +4,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use vigil_proto::server::CloseReason;
 
-/// What the broker has done, counted. Every field only grows except `connections_current`.
+/// What the broker has done, counted. Every field only grows except the gauges `connections_current` and `connections_parked`.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Connections open now (after CONNACK).
     pub connections_current: AtomicU64,
+    /// Of those, idle ones parked off their task now (a gauge, like the above).
+    pub connections_parked: AtomicU64,
     /// Connections accepted (CONNACK success) since start.
     pub connections_total: AtomicU64,
     /// PUBLISH packets received from clients.

@@ -172,6 +172,12 @@ impl Mailbox {
         self.notify.poll_wait(cx)
     }
 
+    /// Makes `waker` the one the next wake reaches; true if deliveries or a
+    /// wake are already waiting (left for the connection to take).
+    pub fn register(&self, waker: &std::task::Waker) -> bool {
+        self.notify.register(waker) || !self.queue.lock().items.is_empty()
+    }
+
     /// Number of queued deliveries.
     pub fn len(&self) -> usize {
         self.queue.lock().items.len()

@@ -70,6 +70,13 @@ impl ControlSignal {
         }
     }
 
+    /// Makes `waker` the one a word wakes; true if a word is already unread
+    /// (it is left for `poll_recv`).
+    pub(crate) fn register(&self, waker: &std::task::Waker) -> bool {
+        self.wake.register(waker);
+        self.word.load(Ordering::Acquire) != 0
+    }
+
     /// Waits for the next word from the broker.
     pub async fn recv(&self) -> Control {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await

@@ -44,6 +44,13 @@ impl WakeSignal {
         }
     }
 
+    /// Makes `waker` the one the next `notify` wakes; true if a permit is
+    /// already stored (it is left for the next `poll_wait`).
+    pub fn register(&self, waker: &std::task::Waker) -> bool {
+        self.waker.register(waker);
+        self.set.load(Ordering::Acquire)
+    }
+
     /// Waits for a permit.
     pub async fn wait(&self) {
         poll_fn(|cx| self.poll_wait(cx)).await

@@ -47,7 +47,7 @@ impl TestBroker {
         if workers > 0 {
             let mut handles = vec![tokio::runtime::Handle::current()];
             handles.extend(vigil_broker::spawn_worker_runtimes(workers - 1).unwrap());
-            server = server.with_workers(handles);
+            server = server.with_workers(handles).unwrap();
         }
         let addr = server.local_addr().unwrap();
         let broker = server.broker();

@@ -11,6 +11,7 @@ mod close;
 mod inbound;
 mod keep_alive;
 mod outbound;
+mod park;
 mod session_state;
 
 use std::collections::VecDeque;
@@ -20,6 +21,7 @@ use bytes::BytesMut;
 
 pub use close::CloseReason;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
+pub use park::ParkedConnection;
 pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
 
 use keep_alive::KeepAliveTimer;

@@ -1,0 +1,159 @@
+//! A connected connection with nothing in flight, in compact form: what an
+//! idle connection keeps while the driver holds no task for it.
+
+use std::time::{Duration, Instant};
+
+use super::keep_alive::KeepAliveTimer;
+use super::{Phase, ServerConfig, ServerConnection, SessionState};
+use crate::ProtocolVersion;
+
+/// The state of a quiescent connection (`ServerConnection::park`), from
+/// which `ServerConnection::unpark` rebuilds it unchanged.
+#[derive(Debug)]
+pub struct ParkedConnection {
+    keep_alive: Option<KeepAliveTimer>,
+    /// The client's topic aliases (usually none).
+    topic_aliases: Box<[Option<String>]>,
+    client_max_packet_size: u32,
+    session_expiry: u32,
+    client_receive_maximum: u16,
+    server_keep_alive: Option<u16>,
+    last_packet_id: u16,
+    version: ProtocolVersion,
+}
+
+impl ParkedConnection {
+    /// When the keep-alive deadline passes (`None`: keep alive is off).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.keep_alive.and_then(|k| k.deadline())
+    }
+
+    /// The effective keep alive.
+    pub fn keep_alive(&self) -> Option<Duration> {
+        self.keep_alive.map(|k| k.keep_alive())
+    }
+}
+
+impl ServerConnection {
+    /// True when the connection is connected and holds nothing but its
+    /// settings: no packet, event, delivery or acknowledgement pending either way.
+    pub fn can_park(&self) -> bool {
+        self.phase == Phase::Connected
+            && self.held.is_empty()
+            && self.urgent.is_empty()
+            && self.deliveries.is_empty()
+            && self.events.is_empty()
+            && self.progress.is_empty()
+            && self.inbound_qos1_unacked == 0
+            && !self.window_full
+            && self.state.inflight.is_empty()
+            && self.state.pending.is_empty()
+            && self.state.inbound_qos2.is_empty()
+            && self.drops == super::DropCounts::default()
+    }
+
+    /// Takes the connection's state in compact form if `can_park`; the
+    /// connection is left closed, with no event (it lives on as the result).
+    pub fn park(&mut self) -> Option<ParkedConnection> {
+        if !self.can_park() {
+            return None;
+        }
+        self.phase = Phase::Closed;
+        Some(ParkedConnection {
+            keep_alive: self.keep_alive,
+            topic_aliases: std::mem::take(&mut self.topic_aliases).into_boxed_slice(),
+            client_max_packet_size: self.client_max_packet_size,
+            session_expiry: self.session_expiry,
+            client_receive_maximum: self.client_receive_maximum,
+            server_keep_alive: self.server_keep_alive,
+            last_packet_id: self.state.last_packet_id,
+            version: self.version,
+        })
+    }
+
+    /// The connection `parked` was taken from, as it was.
+    pub fn unpark(config: ServerConfig, parked: ParkedConnection) -> ServerConnection {
+        let mut conn = ServerConnection::new(config, Instant::now());
+        conn.phase = Phase::Connected;
+        conn.version = parked.version;
+        conn.keep_alive = parked.keep_alive;
+        conn.server_keep_alive = parked.server_keep_alive;
+        conn.session_expiry = parked.session_expiry;
+        conn.client_receive_maximum = parked.client_receive_maximum;
+        conn.client_max_packet_size = parked.client_max_packet_size;
+        conn.topic_aliases = parked.topic_aliases.into_vec();
+        conn.state = SessionState {
+            last_packet_id: parked.last_packet_id,
+            ..SessionState::default()
+        };
+        conn
+    }
+
+    /// Outbound drops counted so far, reset to zero (to hand them on before parking).
+    pub fn take_drops(&mut self) -> super::DropCounts {
+        std::mem::take(&mut self.drops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{connected, outgoing};
+    use super::*;
+    use crate::{Ack, Packet, QoS, ReasonCode};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Parking keeps the keep-alive deadline where it was, and the rebuilt
+    /// connection expires at exactly 1.5 × K after the last packet.
+    #[test]
+    fn a_parked_connection_keeps_its_keep_alive_deadline() {
+        let t0 = Instant::now();
+        let mut c = connected(ServerConfig::default(), ProtocolVersion::V5, 10, t0);
+        c.handle_packet(t0 + ms(2_000), Packet::PingReq);
+        assert_eq!(c.poll_transmit(), Some(Packet::PingResp));
+        let parked = c.park().expect("idle and connected: parks");
+        assert!(c.is_closed(), "the husk left behind is closed");
+        assert!(c.poll_event().is_none(), "parking is not a close");
+        assert_eq!(parked.deadline(), Some(t0 + ms(17_000)));
+        let mut c = ServerConnection::unpark(ServerConfig::default(), parked);
+        assert!(c.is_connected());
+        assert_eq!(c.version(), ProtocolVersion::V5);
+        c.handle_timeout(t0 + ms(16_999));
+        assert!(c.is_connected(), "not before 1.5 × K");
+        c.handle_timeout(t0 + ms(17_000));
+        assert!(c.is_closed());
+        assert_eq!(
+            c.poll_transmit(),
+            Some(Packet::Disconnect(crate::Disconnect::new(
+                ReasonCode::KEEP_ALIVE_TIMEOUT
+            )))
+        );
+    }
+
+    /// A connection with a message in flight, or an answer not yet written,
+    /// does not park; once the handshake completes it does.
+    #[test]
+    fn only_a_quiescent_connection_parks() {
+        let t0 = Instant::now();
+        let mut c = connected(ServerConfig::default(), ProtocolVersion::V3_1_1, 60, t0);
+        c.deliver(t0, outgoing("a/b", QoS::AtLeastOnce));
+        assert!(c.park().is_none(), "PUBLISH not yet written");
+        let Some(Packet::Publish(p)) = c.poll_transmit() else {
+            panic!("the delivery is sent");
+        };
+        assert!(c.park().is_none(), "PUBACK outstanding");
+        let id = p.packet_id;
+        c.handle_packet(t0, Packet::PubAck(Ack::new(id)));
+        let mut c = ServerConnection::unpark(ServerConfig::default(), c.park().expect("parks"));
+        // Packet ids go on from where they were: the next delivery takes the next id.
+        c.deliver(t0, outgoing("a/b", QoS::AtLeastOnce));
+        let Some(Packet::Publish(next)) = c.poll_transmit() else {
+            panic!("the delivery is sent");
+        };
+        assert_eq!(next.packet_id, id + 1);
+        c.handle_packet(t0, Packet::PingReq);
+        assert!(c.park().is_none(), "PINGRESP not yet written");
+    }
+}
