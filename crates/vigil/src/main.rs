@@ -12,6 +12,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read once at its start (it looks this symbol up).
+/// Idle connections park off their tasks a second after they go quiet, and
+/// the freed task cells are ~1,100 bytes per connection: by default jemalloc
+/// gives such pages back only during later allocations, which an idle
+/// broker does not make. A background thread returning pages unused for a
+/// second brought `conn -n 10000` from ~1,300 to ~770 bytes per connection.
+#[allow(unsafe_code)]
+#[export_name = "_rjem_malloc_conf"]
+pub static JEMALLOC_CONF: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 mod bench;
 mod cli_common;
 mod cli_props;

@@ -104,6 +104,9 @@ pub(crate) fn serve(
 }
 
 /// Runs `driver` until the connection ends or parks.
+// An `async fn` moves its argument into a second binding inside the future
+// and keeps both: the task would carry the Driver twice.
+#[allow(clippy::manual_async_fn)]
 fn drive(mut driver: Driver) -> impl std::future::Future<Output = ()> + Send + 'static {
     // Used in place, not moved into a binding of the block's (a copy).
     async move {
@@ -591,10 +594,15 @@ mod tests {
         let fut = serve(stream, peer, broker, ServerConfig::default(), None, None);
         let task = std::mem::size_of_val(&fut);
         let session = std::mem::size_of::<crate::core::Session>();
-        eprintln!("connection task future: {task} B, session: {session} B");
+        let parked = parking::parked_size();
+        eprintln!("connection task future: {task} B, session: {session} B, parked: {parked} B");
         // tokio's task cell adds ~180 bytes and rounds up to 128: a future
         // of at most 720 bytes is a cell of 896 (1,024 at 721).
         assert!(task <= 720, "connection task future grew to {task} bytes");
-        assert!(session <= 336, "Session grew to {session} bytes");
+        // Behind its Arc's two counts: at most 320, jemalloc's next size
+        // class after 256 (one byte more and it is 384).
+        assert!(session <= 304, "Session grew to {session} bytes");
+        // A parked connection is one allocation: at most jemalloc's 160 class.
+        assert!(parked <= 160, "a parked connection grew to {parked} bytes");
     }
 }

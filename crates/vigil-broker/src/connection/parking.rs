@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -44,8 +44,8 @@ pub(super) struct Body {
 /// One parked connection; also the waker its session's signals hold.
 pub(super) struct Parked {
     lot: Weak<ParkingLot>,
-    /// Its place in the lot (and its epoll token).
-    key: u32,
+    /// Its place in the lot (and its epoll token), set when admitted.
+    key: AtomicU32,
     /// Queued on the lot's woken list already.
     woken: AtomicBool,
     /// When the lot must wake it for its keep-alive deadline (lot ms; 0: never).
@@ -163,10 +163,9 @@ impl ParkingLot {
         control: &ControlSignal,
         deadline: Option<Instant>,
     ) -> Option<Arc<Parked>> {
-        let key = u32::try_from(self.state.lock().slots.vacant_key()).ok()?;
         let parked = Arc::new(Parked {
             lot: Arc::downgrade(self),
-            key,
+            key: AtomicU32::new(u32::MAX),
             woken: AtomicBool::new(false),
             // +1: a deadline in the lot's first millisecond is not "never".
             deadline_ms: deadline.map_or(0, |d| self.ms(d) + 1),
@@ -181,28 +180,40 @@ impl ParkingLot {
     /// socket cannot be watched (the connection must go on as a task).
     pub(super) fn admit(self: &Arc<Self>, parked: Arc<Parked>, body: Body) -> Result<(), Body> {
         let fd = body.stream.as_raw_fd();
-        *parked.body.lock() = Some(body);
+        // All of it under the lot's lock: an epoll event for the socket, or
+        // an unpark for a wake, takes that lock before it looks at the body,
+        // so it sees the connection either not parked at all or parked whole.
         let mut state = self.state.lock();
-        let key = state.slots.insert(parked.clone());
-        debug_assert_eq!(key, parked.key as usize, "reserved on this thread");
+        let key = state.slots.vacant_key();
+        let Ok(token) = u32::try_from(key) else {
+            return Err(body);
+        };
         if let Err(e) =
             state
                 .registry
                 .register(&mut SourceFd(&fd), mio::Token(key), mio::Interest::READABLE)
         {
             warn!(error = %e, "cannot park a connection; it stays a task");
-            state.slots.remove(key);
-            drop(state);
-            return match parked.body.lock().take() {
-                Some(body) => Err(body),
-                None => Ok(()), // woken and resumed meanwhile: nothing to hand back
-            };
+            return Err(body);
         }
+        {
+            let mut place = parked.body.lock();
+            // Woken since `reserve`: the lot's unpark found no body, and
+            // nothing will wake it again. It goes on as a task instead.
+            if parked.woken.load(Ordering::Acquire) {
+                drop(place);
+                if let Err(e) = state.registry.deregister(&mut SourceFd(&fd)) {
+                    debug!(error = %e, "deregistering a socket that did not park");
+                }
+                return Err(body);
+            }
+            *place = Some(body);
+        }
+        parked.key.store(token, Ordering::Relaxed);
+        state.slots.insert(parked.clone());
         if parked.deadline_ms != 0 {
             let earliest = state.deadlines.peek().map(|Reverse((at, _))| *at);
-            state
-                .deadlines
-                .push(Reverse((parked.deadline_ms, parked.key)));
+            state.deadlines.push(Reverse((parked.deadline_ms, token)));
             if earliest.is_none_or(|at| parked.deadline_ms < at) {
                 self.rearm.store(true, Ordering::Release);
                 self.waker.wake();
@@ -335,12 +346,9 @@ impl ParkingLot {
             .fetch_sub(1, Ordering::Relaxed);
         {
             let mut state = self.state.lock();
-            if state
-                .slots
-                .get(parked.key as usize)
-                .is_some_and(|p| Arc::ptr_eq(p, parked))
-            {
-                state.slots.remove(parked.key as usize);
+            let key = parked.key.load(Ordering::Relaxed) as usize;
+            if state.slots.get(key).is_some_and(|p| Arc::ptr_eq(p, parked)) {
+                state.slots.remove(key);
             }
             let fd = body.stream.as_raw_fd();
             if let Err(e) = state.registry.deregister(&mut SourceFd(&fd)) {
@@ -365,4 +373,10 @@ pub(super) fn peer_of(stream: &tokio::net::TcpStream) -> SocketAddr {
     stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Bytes of a parked connection's allocation (its `Arc`), for the size test.
+#[cfg(test)]
+pub(super) fn parked_size() -> usize {
+    std::mem::size_of::<Parked>() + 2 * std::mem::size_of::<usize>()
 }
