@@ -380,3 +380,95 @@ pub(super) fn peer_of(stream: &tokio::net::TcpStream) -> SocketAddr {
 pub(super) fn parked_size() -> usize {
     std::mem::size_of::<Parked>() + 2 * std::mem::size_of::<usize>()
 }
+
+#[cfg(test)]
+mod tests {
+    use vigil_proto::server::{Accepted, ServerConnection, ServerEvent};
+    use vigil_proto::{Connect, Packet, ProtocolVersion};
+
+    use super::*;
+    use crate::core::{ConnectRequest, CoreConfig};
+
+    /// A connected session's parkable body, and the client end of its socket.
+    async fn body(broker: &Arc<Broker>, id: &str) -> (Body, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        let grant = broker
+            .connect(ConnectRequest {
+                client_id: id.into(),
+                protocol: ProtocolVersion::V3_1_1,
+                clean_start: true,
+                session_expiry: 0,
+                will: None,
+                username: None,
+                peer,
+            })
+            .await
+            .unwrap();
+        let now = Instant::now();
+        let mut conn = ServerConnection::new(ServerConfig::default(), now);
+        conn.handle_packet(
+            now,
+            Packet::Connect(Box::new(Connect {
+                protocol: ProtocolVersion::V3_1_1,
+                clean_start: true,
+                keep_alive: 60,
+                client_id: id.into(),
+                ..Connect::default()
+            })),
+        );
+        assert!(matches!(conn.poll_event(), Some(ServerEvent::Connect(_))));
+        conn.accept(now, Accepted::default());
+        assert!(matches!(conn.poll_transmit(), Some(Packet::ConnAck(_))));
+        let body = Body {
+            stream,
+            conn: conn.park().expect("connected and idle: parks"),
+            attached: Attached {
+                session: grant.session,
+                conn_id: grant.conn_id,
+            },
+            control: grant.control,
+            slot: None,
+        };
+        (body, client)
+    }
+
+    fn lot() -> Arc<ParkingLot> {
+        let broker = Broker::new(CoreConfig::default());
+        let (lot, _serve) =
+            ParkingLot::start(broker, ServerConfig::default(), Duration::ZERO).unwrap();
+        lot
+    }
+
+    /// Two connections that both got a place before either was admitted
+    /// park side by side (a place once fixed its slot when reserved, and the
+    /// second took the first one's).
+    #[tokio::test]
+    async fn places_reserved_together_park_apart() {
+        let lot = lot();
+        let (a, _ca) = body(&lot.broker, "a").await;
+        let (b, _cb) = body(&lot.broker, "b").await;
+        let pa = lot.reserve(&a.attached, &a.control, None).unwrap();
+        let pb = lot.reserve(&b.attached, &b.control, None).unwrap();
+        assert!(lot.admit(pa.clone(), a).is_ok());
+        assert!(lot.admit(pb.clone(), b).is_ok());
+        assert_eq!(lot.parked(), 2);
+        assert_ne!(
+            pa.key.load(Ordering::Relaxed),
+            pb.key.load(Ordering::Relaxed)
+        );
+    }
+
+    /// A wake between `reserve` and `admit` (a delivery, a word from the
+    /// broker) is not lost: the connection is handed back to go on as a task.
+    #[tokio::test]
+    async fn a_connection_woken_before_it_is_admitted_does_not_park() {
+        let lot = lot();
+        let (a, _ca) = body(&lot.broker, "a").await;
+        let place = lot.reserve(&a.attached, &a.control, None).unwrap();
+        Wake::wake_by_ref(&place);
+        assert!(lot.admit(place, a).is_err(), "handed back to run as a task");
+        assert_eq!(lot.parked(), 0);
+    }
+}
