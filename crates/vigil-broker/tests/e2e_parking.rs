@@ -135,3 +135,46 @@ async fn a_parked_client_that_closes_its_socket_is_gone() {
         1
     );
 }
+
+/// A parked client that only pings is answered by the lot itself: it stays
+/// parked through every ping, and past its first 1.5 × K (each answered ping
+/// moves the deadline). Half a ping, or a ping with a packet behind it, is
+/// read by the connection's task as any packet is.
+#[tokio::test]
+async fn pings_are_answered_in_place_and_move_the_deadline() {
+    for workers in [0, 2] {
+        let b = broker(workers).await;
+        let mut c = connected(&b, "pinger", V311, 2, None).await;
+        parked_count_reaches(&b, 1).await;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(4_500) {
+            c.send(Packet::PingReq).await;
+            assert_eq!(
+                c.recv_within(Duration::from_secs(1)).await,
+                Some(Packet::PingResp)
+            );
+            assert_eq!(
+                Counters::get(&b.broker.counters().connections_parked),
+                1,
+                "workers {workers}: answered without resuming"
+            );
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        c.send_raw(&[0xC0]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.send_raw(&[0x00]).await;
+        assert_eq!(
+            c.recv_within(Duration::from_secs(1)).await,
+            Some(Packet::PingResp)
+        );
+        parked_count_reaches(&b, 1).await;
+        c.send_raw(&[0xC0, 0x00, 0xE0, 0x00]).await;
+        assert_eq!(
+            c.recv_within(Duration::from_secs(1)).await,
+            Some(Packet::PingResp)
+        );
+        assert_eq!(c.recv_within(Duration::from_secs(1)).await, None, "closed");
+        assert_eq!(Counters::get(&b.broker.counters().disconnect_keep_alive), 0);
+        b.stop().await;
+    }
+}

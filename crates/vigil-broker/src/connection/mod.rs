@@ -116,9 +116,11 @@ fn drive(mut driver: Driver) -> impl std::future::Future<Output = ()> + Send + '
     }
 }
 
-/// The task of a parked connection that has something to do again.
+/// The task of a parked connection that has something to do again; it
+/// writes `unsent` (replies the lot could not finish) before anything else.
 fn resume(
     body: parking::Body,
+    unsent: &[u8],
     broker: Arc<Broker>,
     config: ServerConfig,
     lot: Option<Arc<ParkingLot>>,
@@ -132,7 +134,7 @@ fn resume(
         attached: Some(body.attached),
         control: Some(body.control),
         read_buf: BytesMut::new(),
-        write_buf: BytesMut::new(),
+        write_buf: BytesMut::from(unsent),
         closed: None,
         full_reads: 0,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
@@ -295,7 +297,13 @@ impl Driver {
             slot: self.slot.take(),
         };
         if let Err(body) = lot.admit(place, body) {
-            match resume(body, self.broker.clone(), *lot.config(), Some(lot.clone())) {
+            match resume(
+                body,
+                &[],
+                self.broker.clone(),
+                *lot.config(),
+                Some(lot.clone()),
+            ) {
                 Ok(task) => {
                     tokio::spawn(task);
                 }

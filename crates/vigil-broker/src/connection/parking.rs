@@ -13,9 +13,10 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use atomic_waker::AtomicWaker;
 use mio::unix::SourceFd;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
-use vigil_proto::server::{ParkedConnection, ServerConfig};
+use vigil_proto::server::{ParkedConnection, ServerConfig, PINGRESP};
 
 use super::{Attached, LiveSlot};
 use crate::core::{Broker, ControlSignal};
@@ -48,8 +49,9 @@ pub(super) struct Parked {
     key: AtomicU32,
     /// Queued on the lot's woken list already.
     woken: AtomicBool,
-    /// When the lot must wake it for its keep-alive deadline (lot ms; 0: never).
-    deadline_ms: u64,
+    /// When the lot must wake it for its keep-alive deadline (lot ms; 0:
+    /// never); moved by pings answered in place, under the lot's lock.
+    deadline_ms: AtomicU64,
     body: Mutex<Option<Body>>,
 }
 
@@ -154,6 +156,11 @@ impl ParkingLot {
         at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
+    fn deadline_ms(&self, deadline: Option<Instant>) -> u64 {
+        // +1: a deadline in the lot's first millisecond is not "never".
+        deadline.map_or(0, |d| self.ms(d) + 1)
+    }
+
     /// A place for a connection whose session signals `control` and
     /// `mailbox`, registered as their waker; `None` if either already has
     /// something for the connection (it must not park).
@@ -167,8 +174,7 @@ impl ParkingLot {
             lot: Arc::downgrade(self),
             key: AtomicU32::new(u32::MAX),
             woken: AtomicBool::new(false),
-            // +1: a deadline in the lot's first millisecond is not "never".
-            deadline_ms: deadline.map_or(0, |d| self.ms(d) + 1),
+            deadline_ms: AtomicU64::new(self.deadline_ms(deadline)),
             body: Mutex::new(None),
         });
         let waker = Waker::from(parked.clone());
@@ -211,10 +217,11 @@ impl ParkingLot {
         }
         parked.key.store(token, Ordering::Relaxed);
         state.slots.insert(parked.clone());
-        if parked.deadline_ms != 0 {
+        let deadline = parked.deadline_ms.load(Ordering::Relaxed);
+        if deadline != 0 {
             let earliest = state.deadlines.peek().map(|Reverse((at, _))| *at);
-            state.deadlines.push(Reverse((parked.deadline_ms, token)));
-            if earliest.is_none_or(|at| parked.deadline_ms < at) {
+            state.deadlines.push(Reverse((deadline, token)));
+            if earliest.is_none_or(|at| deadline < at) {
                 self.rearm.store(true, Ordering::Release);
                 self.waker.wake();
             }
@@ -265,7 +272,7 @@ impl ParkingLot {
                         for key in &keys {
                             let parked = self.state.lock().slots.get(*key).cloned();
                             if let Some(parked) = parked {
-                                self.unpark(&parked);
+                                self.on_readable(&parked);
                             }
                         }
                         if keys.len() < EVENTS_PER_POLL {
@@ -277,7 +284,7 @@ impl ParkingLot {
                 () = std::future::poll_fn(|cx| self.poll_woken(cx)) => {
                     std::mem::swap(&mut *self.woken.lock(), &mut woken);
                     for parked in woken.drain(..) {
-                        self.unpark(&parked);
+                        self.unpark(&parked, &[]);
                     }
                 }
                 () = &mut timer, if timer_at.is_some() => {
@@ -316,11 +323,11 @@ impl ParkingLot {
                 state
                     .slots
                     .get(key as usize)
-                    .filter(|p| p.deadline_ms == at)
+                    .filter(|p| p.deadline_ms.load(Ordering::Relaxed) == at)
                     .cloned()
             };
             if let Some(parked) = due {
-                self.unpark(&parked);
+                self.unpark(&parked, &[]);
             }
         }
         let mut state = self.state.lock();
@@ -328,15 +335,68 @@ impl ParkingLot {
             let live: Vec<_> = state
                 .slots
                 .iter()
-                .filter(|(_, p)| p.deadline_ms != 0)
-                .map(|(key, p)| Reverse((p.deadline_ms, key as u32)))
+                .map(|(key, p)| (key, p.deadline_ms.load(Ordering::Relaxed)))
+                .filter(|(_, at)| *at != 0)
+                .map(|(key, at)| Reverse((at, key as u32)))
                 .collect();
             state.deadlines = live.into();
         }
     }
 
-    /// Makes `parked` a task again on this worker.
-    fn unpark(self: &Arc<Self>, parked: &Arc<Parked>) {
+    /// The client of `parked` sent something: PINGREQs alone are answered
+    /// here (most of what an idle client ever sends, and a task spawned
+    /// for each would put two more hops in every PINGRESP under load);
+    /// anything else makes the connection a task to read it.
+    fn on_readable(self: &Arc<Self>, parked: &Arc<Parked>) {
+        // Peeked, not read: what is not pings stays in the socket for the task.
+        let mut seen = [0u8; 16];
+        let mut replies = [0u8; 16];
+        let unsent = {
+            let mut body = parked.body.lock();
+            let Some(body) = body.as_mut() else {
+                return; // unparked already
+            };
+            let pings = match body.stream.peek(&mut seen) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // Fewer than the buffer holds: the socket is drained, so the
+                // next byte is a new edge for the epoll set.
+                Ok(n) if n < seen.len() => ParkedConnection::pings_in(&seen[..n]),
+                _ => None,
+            };
+            let len = pings.map_or(0, |p| 2 * p);
+            if len == 0 || !matches!(body.stream.read(&mut seen[..len]), Ok(n) if n == len) {
+                None // not only pings, or an error: the task meets it itself
+            } else {
+                body.conn.handle_ping(Instant::now());
+                for reply in replies[..len].chunks_exact_mut(2) {
+                    reply.copy_from_slice(&PINGRESP);
+                }
+                let written = match body.stream.write(&replies[..len]) {
+                    Ok(n) => n.min(len),
+                    Err(_) => 0,
+                };
+                if written == len {
+                    let deadline = self.deadline_ms(body.conn.deadline());
+                    let mut state = self.state.lock();
+                    parked.deadline_ms.store(deadline, Ordering::Relaxed);
+                    if deadline != 0 {
+                        let key = parked.key.load(Ordering::Relaxed);
+                        state.deadlines.push(Reverse((deadline, key)));
+                    }
+                    return;
+                }
+                // The socket would not take the replies now: the task
+                // writes the rest.
+                Some(written..len)
+            }
+        };
+        let unsent = unsent.map_or(&[][..], |r| &replies[r]);
+        self.unpark(parked, unsent);
+    }
+
+    /// Makes `parked` a task again on this worker; `unsent` is what it must
+    /// write before anything else.
+    fn unpark(self: &Arc<Self>, parked: &Arc<Parked>, unsent: &[u8]) {
         let Some(body) = parked.body.lock().take() else {
             return; // unparked already: a stale wake or event
         };
@@ -356,7 +416,13 @@ impl ParkingLot {
             }
         }
         let client = body.attached.session.client_id().to_owned();
-        match super::resume(body, self.broker.clone(), self.config, Some(self.clone())) {
+        match super::resume(
+            body,
+            unsent,
+            self.broker.clone(),
+            self.config,
+            Some(self.clone()),
+        ) {
             Ok(task) => {
                 tokio::spawn(task);
             }

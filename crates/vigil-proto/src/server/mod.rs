@@ -21,7 +21,7 @@ use bytes::BytesMut;
 
 pub use close::CloseReason;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
-pub use park::ParkedConnection;
+pub use park::{ParkedConnection, PINGREQ, PINGRESP};
 pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
 
 use keep_alive::KeepAliveTimer;

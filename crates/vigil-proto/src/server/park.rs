@@ -32,7 +32,29 @@ impl ParkedConnection {
     pub fn keep_alive(&self) -> Option<Duration> {
         self.keep_alive.map(|k| k.keep_alive())
     }
+
+    /// How many PINGREQs `bytes` (what the client sent since parking) is,
+    /// if it is nothing else: those a parked connection answers in place.
+    pub fn pings_in(bytes: &[u8]) -> Option<usize> {
+        let whole = !bytes.is_empty()
+            && bytes.len() % 2 == 0
+            && bytes.chunks_exact(2).all(|p| p == PINGREQ);
+        whole.then_some(bytes.len() / 2)
+    }
+
+    /// A PINGREQ came at `now` and was answered in place: activity for keep
+    /// alive, as it is for a connection that is not parked.
+    pub fn handle_ping(&mut self, now: Instant) {
+        if let Some(k) = &mut self.keep_alive {
+            k.touch(now);
+        }
+    }
 }
+
+/// PINGREQ on the wire, the same in every version.
+pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
+/// PINGRESP on the wire, the same in every version.
+pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 
 impl ServerConnection {
     /// True when the connection is connected and holds nothing but its
@@ -130,6 +152,34 @@ mod tests {
                 ReasonCode::KEEP_ALIVE_TIMEOUT
             )))
         );
+    }
+
+    /// Only whole PINGREQs are answered in place; anything else (a packet,
+    /// half a ping, a ping with a publish behind it) resumes the connection.
+    #[test]
+    fn only_pings_are_answered_while_parked() {
+        assert_eq!(ParkedConnection::pings_in(&[0xC0, 0x00]), Some(1));
+        assert_eq!(ParkedConnection::pings_in(&[0xC0, 0, 0xC0, 0]), Some(2));
+        assert_eq!(ParkedConnection::pings_in(&[]), None);
+        assert_eq!(ParkedConnection::pings_in(&[0xC0]), None);
+        assert_eq!(ParkedConnection::pings_in(&[0xC0, 0x01]), None);
+        assert_eq!(
+            ParkedConnection::pings_in(&[0xE0, 0x00]),
+            None,
+            "DISCONNECT"
+        );
+        assert_eq!(ParkedConnection::pings_in(&[0xC0, 0, 0x30, 0]), None);
+    }
+
+    /// A ping answered in place moves the keep-alive deadline as any packet does.
+    #[test]
+    fn a_ping_answered_in_place_moves_the_deadline() {
+        let t0 = Instant::now();
+        let mut c = connected(ServerConfig::default(), ProtocolVersion::V3_1_1, 10, t0);
+        let mut parked = c.park().expect("parks");
+        assert_eq!(parked.deadline(), Some(t0 + ms(15_000)));
+        parked.handle_ping(t0 + ms(9_000));
+        assert_eq!(parked.deadline(), Some(t0 + ms(24_000)));
     }
 
     /// A connection with a message in flight, or an answer not yet written,
