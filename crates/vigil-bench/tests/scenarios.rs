@@ -41,14 +41,18 @@ async fn bench(addr: SocketAddr, args: &[&str]) -> Result<Report, vigil_bench::B
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_reports_its_fields() {
     let (addr, _stop) = broker().await;
-    let r = bench(addr, &["conn", "-n", "50"]).await.unwrap().json;
+    let r = bench(addr, &["conn", "-n", "50", "-k", "30"])
+        .await
+        .unwrap()
+        .json;
     assert_eq!(
         (
             r["scenario"].as_str(),
             r["connected"].as_u64(),
-            r["failed"].as_u64()
+            r["failed"].as_u64(),
+            r["keep_alive"].as_u64()
         ),
-        (Some("conn"), Some(50), Some(0))
+        (Some("conn"), Some(50), Some(0), Some(30))
     );
 
     let r = bench(

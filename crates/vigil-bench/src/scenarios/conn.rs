@@ -28,14 +28,26 @@ pub(crate) fn broker_usage(
     }
 }
 
+/// How many connections to open, how fast, and what they announce.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub(crate) connections: usize,
+    pub(crate) rate: f64,
+    pub(crate) keep_alive: u16,
+}
+
 pub(crate) async fn run(
     target: &Target,
     common: &Common,
     duration: Duration,
     progress: &Progress,
-    connections: usize,
-    rate: f64,
+    plan: Plan,
 ) -> Result<Report, BenchError> {
+    let Plan {
+        connections,
+        rate,
+        keep_alive,
+    } = plan;
     let before = common.broker_pid.and_then(ProcSample::read);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let start = Instant::now();
@@ -44,7 +56,7 @@ pub(crate) async fn run(
         tokio::time::sleep_until((start + interval * i as u32).into()).await;
         let (target, id) = (target.clone(), client_id("conn", i));
         tasks.spawn(async move {
-            let connect = connect_packet(target.version, id, 0);
+            let connect = connect_packet(target.version, id, keep_alive);
             BenchConn::open(
                 target.addr,
                 target.next_src(),
@@ -95,6 +107,7 @@ pub(crate) async fn run(
     let json = json!({
         "scenario": "conn",
         "connections": connections,
+        "keep_alive": keep_alive,
         "connected": held.len(),
         "failed": failed,
         "failures": failures,

@@ -29,10 +29,12 @@ pub(crate) async fn run(
 ) -> Result<Report, BenchError> {
     let k = Duration::from_secs(u64::from(keep_alive.max(1)));
     let deadline_after = k * 3 / 2;
+    // The watcher never pings: the longest keep alive there is rather than
+    // 0, which some brokers refuse (rumqttd).
     let mut watcher = BenchConn::open(
         target.addr,
         None,
-        connect_packet(target.version, client_id("will-watch", 0), 0),
+        connect_packet(target.version, client_id("will-watch", 0), u16::MAX),
         target.connect_timeout,
     )
     .await?

@@ -45,6 +45,11 @@ pub enum Scenario {
         /// Connections opened per second.
         #[arg(long = "rate", default_value_t = 2000.0)]
         rate: f64,
+        /// Keep alive in seconds the connections announce; they never ping,
+        /// so hold them for less than 1.5 × this. 0 (off) is refused by some
+        /// brokers (rumqttd).
+        #[arg(short = 'k', long = "keep-alive", default_value_t = 0)]
+        keep_alive: u16,
     },
     /// N idle clients pinging every K seconds, optionally beside a publish load.
     Ping {
@@ -122,8 +127,17 @@ pub(crate) async fn run(
     progress: &Progress,
 ) -> Result<Report, BenchError> {
     match scenario {
-        Scenario::Conn { connections, rate } => {
-            conn::run(target, common, duration, progress, *connections, *rate).await
+        Scenario::Conn {
+            connections,
+            rate,
+            keep_alive,
+        } => {
+            let plan = conn::Plan {
+                connections: *connections,
+                rate: *rate,
+                keep_alive: *keep_alive,
+            };
+            conn::run(target, common, duration, progress, plan).await
         }
         Scenario::Ping {
             clients,
