@@ -106,8 +106,10 @@ start_broker() {
 
 port=19100
 for scenario in "${ORDER[@]}"; do
-  for broker in "${BROKERS[@]}"; do
-    for rep in $(seq 1 "$REPS"); do
+  # Repetitions outermost: a noisy minute on this shared host then hits every
+  # broker once rather than one broker three times.
+  for rep in $(seq 1 "$REPS"); do
+    for broker in "${BROKERS[@]}"; do
       port=$((port + 1))
       start_broker "$broker" "$port"
       echo "== $scenario / $broker / run $rep" >&2

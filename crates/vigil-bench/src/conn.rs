@@ -134,6 +134,39 @@ impl BenchConn {
     }
 }
 
+/// A connection taken off the runtime it was opened on, to go on in another.
+#[derive(Debug)]
+pub struct DetachedConn {
+    stream: std::net::TcpStream,
+    inbuf: BytesMut,
+    out: BytesMut,
+    version: ProtocolVersion,
+}
+
+impl BenchConn {
+    /// Takes the connection off its runtime's reactor (buffers kept).
+    pub fn detach(self) -> Result<DetachedConn, BenchError> {
+        Ok(DetachedConn {
+            stream: self.stream.into_std()?,
+            inbuf: self.inbuf,
+            out: self.out,
+            version: self.version,
+        })
+    }
+}
+
+impl DetachedConn {
+    /// Puts the connection on the current runtime's reactor.
+    pub fn attach(self) -> Result<BenchConn, BenchError> {
+        Ok(BenchConn {
+            stream: TcpStream::from_std(self.stream)?,
+            inbuf: self.inbuf,
+            out: self.out,
+            version: self.version,
+        })
+    }
+}
+
 /// A CONNECT for a bench client.
 pub fn connect_packet(version: ProtocolVersion, client_id: String, keep_alive: u16) -> Connect {
     Connect {

@@ -65,6 +65,11 @@ impl Samples {
         self.0
             .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
     }
+
+    /// Moves every sample of `other` into these.
+    pub fn append(&mut self, mut other: Samples) {
+        self.0.append(&mut other.0);
+    }
 }
 
 /// CPU time and resident memory of a process, read from /proc.

@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use vigil_proto::{Packet, Publish, Subscribe, Subscription};
 
 use super::client_id;
-use crate::conn::{connect_packet, BenchConn};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::conn::{connect_packet, BenchConn, DetachedConn};
 use crate::measure::{Latency, Samples};
 use crate::progress::Progress;
 use crate::{BenchError, Report, Target};
@@ -31,7 +33,7 @@ pub(crate) async fn run(
     // rightly closed by a broker that keeps the rule. The measured window
     // (and `end`) starts once every client is connected.
     let end = Arc::new(OnceLock::new());
-    let mut tasks = JoinSet::new();
+    let pool = PingerPool::start(k, end.clone(), stats.clone())?;
     for i in 0..clients {
         let connect = connect_packet(target.version, client_id("ping", i), keep_alive);
         let conn = BenchConn::open(
@@ -44,7 +46,7 @@ pub(crate) async fn run(
         .0;
         // Spread the pings over one interval so they do not all land at once.
         let first = Instant::now() + k.mul_f64(i as f64 / clients.max(1) as f64);
-        tasks.spawn(pinger(conn, first, k, end.clone(), stats.clone()));
+        pool.add(conn, first)?;
         if i % 1000 == 0 {
             progress.say(format!("ping: {i}/{clients} connected"));
         }
@@ -54,14 +56,16 @@ pub(crate) async fn run(
     let load =
         publish_rate.map(|rate| tokio::spawn(publish_load(target.clone(), rate, start + duration)));
     let mut latency = Latency::default();
-    while let Some(r) = tasks.join_next().await {
-        latency.merge_samples(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
-        progress.say(format!(
-            "ping: {} PINGRESPs, {} wrongful disconnects",
-            stats.pings.load(Ordering::Relaxed),
-            stats.wrongful()
-        ));
-    }
+    let samples = pool
+        .finish(|| {
+            progress.say(format!(
+                "ping: {} PINGRESPs, {} wrongful disconnects",
+                stats.pings.load(Ordering::Relaxed),
+                stats.wrongful()
+            ))
+        })
+        .await?;
+    latency.merge_samples(&samples);
     let published = match load {
         Some(h) => h.await.map_err(|e| BenchError::Protocol(e.to_string()))??,
         None => 0,
@@ -111,8 +115,81 @@ impl PingStats {
     }
 }
 
+/// Pinging clients on a thread and runtime of their own. The bench's load
+/// (publishers that write as fast as the broker reads) keeps its runtime's
+/// threads busy; pingers queued behind it there measured the bench's own
+/// scheduling, and more of it the faster the broker took the load.
+pub(crate) struct PingerPool {
+    to_pool: mpsc::UnboundedSender<(DetachedConn, Instant)>,
+    done: oneshot::Receiver<Samples>,
+}
+
+impl PingerPool {
+    /// Starts the pool's thread; its pingers ping every `k` until `end`.
+    pub(crate) fn start(
+        k: Duration,
+        end: Arc<OnceLock<Instant>>,
+        stats: Arc<PingStats>,
+    ) -> Result<PingerPool, BenchError> {
+        let (to_pool, mut arrivals) = mpsc::unbounded_channel::<(DetachedConn, Instant)>();
+        let (done_tx, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("bench-pingers".into())
+            .spawn(move || {
+                let samples = runtime.block_on(async move {
+                    let mut tasks = JoinSet::new();
+                    while let Some((conn, first)) = arrivals.recv().await {
+                        match conn.attach() {
+                            Ok(conn) => {
+                                tasks.spawn(pinger(conn, first, k, end.clone(), stats.clone()));
+                            }
+                            Err(_) => {
+                                stats.closed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    let mut samples = Samples::default();
+                    while let Some(done) = tasks.join_next().await {
+                        // A pinger never panics; if one did, its samples are lost, not the run.
+                        if let Ok(s) = done {
+                            samples.append(s);
+                        }
+                    }
+                    samples
+                });
+                let _ = done_tx.send(samples);
+            })?;
+        Ok(PingerPool { to_pool, done })
+    }
+
+    /// Hands `conn` to the pool; it pings first at `first`.
+    pub(crate) fn add(&self, conn: BenchConn, first: Instant) -> Result<(), BenchError> {
+        self.to_pool
+            .send((conn.detach()?, first))
+            .map_err(|_| BenchError::Protocol("the pinger thread stopped".into()))
+    }
+
+    /// Waits until every pinger has ended, calling `tick` every 500 ms
+    /// meanwhile, and returns their PINGRESP latencies.
+    pub(crate) async fn finish(self, mut tick: impl FnMut()) -> Result<Samples, BenchError> {
+        let PingerPool { to_pool, mut done } = self;
+        drop(to_pool);
+        loop {
+            tokio::select! {
+                samples = &mut done => {
+                    return samples.map_err(|_| BenchError::Protocol("the pinger thread died".into()));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => tick(),
+            }
+        }
+    }
+}
+
 /// Pings every `k` from `first` until `end`, recording PINGRESP latency.
-pub(crate) async fn pinger(
+async fn pinger(
     mut conn: BenchConn,
     first: Instant,
     k: Duration,

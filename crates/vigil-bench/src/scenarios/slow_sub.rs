@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use vigil_proto::{Packet, Publish, Subscribe, Subscription};
 
 use super::client_id;
-use super::ping::{pinger, PingStats};
+use super::ping::{PingStats, PingerPool};
 use crate::conn::{connect_packet, BenchConn};
 use crate::measure::{Latency, ProcSample};
 use crate::progress::Progress;
@@ -72,7 +72,7 @@ pub(crate) async fn run(
         (read, None)
     });
     let stats = Arc::new(PingStats::default());
-    let mut healthy_tasks = JoinSet::new();
+    let pool = PingerPool::start(k, Arc::new(end.into()), stats.clone())?;
     for i in 0..healthy {
         let conn = BenchConn::open(
             target.addr,
@@ -83,7 +83,7 @@ pub(crate) async fn run(
         .await?
         .0;
         let first = Instant::now() + k.mul_f64(i as f64 / healthy.max(1) as f64);
-        healthy_tasks.spawn(pinger(conn, first, k, Arc::new(end.into()), stats.clone()));
+        pool.add(conn, first)?;
     }
     let published = Arc::new(AtomicU64::new(0));
     let mut pubs = JoinSet::new();
@@ -127,9 +127,7 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let mut latency = Latency::default();
-    while let Some(r) = healthy_tasks.join_next().await {
-        latency.merge_samples(&r.map_err(|e| BenchError::Protocol(e.to_string()))?);
-    }
+    latency.merge_samples(&pool.finish(|| {}).await?);
     pubs.abort_all();
     let (read, slow_closed_at) = slow_task
         .await
