@@ -10,6 +10,7 @@
 pub mod config;
 mod connection;
 pub mod core;
+mod fd_table;
 pub mod server;
 
 pub use server::{open_broker, spawn_worker_runtimes, Server, ServerOptions};

@@ -94,6 +94,8 @@ impl Server {
         broker: Arc<Broker>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(options.listen).await?;
+        // Room for every connection allowed plus the broker's own descriptors.
+        crate::fd_table::reserve(&listener, options.max_connections.saturating_add(64));
         Ok(Server {
             listener,
             broker,
