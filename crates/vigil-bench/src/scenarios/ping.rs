@@ -120,8 +120,17 @@ impl PingStats {
 /// threads busy; pingers queued behind it there measured the bench's own
 /// scheduling, and more of it the faster the broker took the load.
 pub(crate) struct PingerPool {
-    to_pool: mpsc::UnboundedSender<(DetachedConn, Instant)>,
+    to_pool: Option<mpsc::UnboundedSender<(DetachedConn, Instant)>>,
     done: oneshot::Receiver<Samples>,
+    end: Arc<OnceLock<Instant>>,
+}
+
+impl Drop for PingerPool {
+    /// A run that ends early (a failed connect) ends its pingers too: they
+    /// ping until `end`, which is otherwise set once all are connected.
+    fn drop(&mut self) {
+        let _ = self.end.set(Instant::now());
+    }
 }
 
 impl PingerPool {
@@ -133,6 +142,7 @@ impl PingerPool {
     ) -> Result<PingerPool, BenchError> {
         let (to_pool, mut arrivals) = mpsc::unbounded_channel::<(DetachedConn, Instant)>();
         let (done_tx, done) = oneshot::channel();
+        let pool_end = end.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -162,24 +172,31 @@ impl PingerPool {
                 });
                 let _ = done_tx.send(samples);
             })?;
-        Ok(PingerPool { to_pool, done })
+        Ok(PingerPool {
+            to_pool: Some(to_pool),
+            done,
+            end: pool_end,
+        })
     }
 
     /// Hands `conn` to the pool; it pings first at `first`.
     pub(crate) fn add(&self, conn: BenchConn, first: Instant) -> Result<(), BenchError> {
-        self.to_pool
-            .send((conn.detach()?, first))
-            .map_err(|_| BenchError::Protocol("the pinger thread stopped".into()))
+        let conn = conn.detach()?;
+        let sent = self.to_pool.as_ref().map(|pool| pool.send((conn, first)));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(BenchError::Protocol("the pinger thread stopped".into())),
+        }
     }
 
     /// Waits until every pinger has ended, calling `tick` every 500 ms
     /// meanwhile, and returns their PINGRESP latencies.
-    pub(crate) async fn finish(self, mut tick: impl FnMut()) -> Result<Samples, BenchError> {
-        let PingerPool { to_pool, mut done } = self;
-        drop(to_pool);
+    pub(crate) async fn finish(mut self, mut tick: impl FnMut()) -> Result<Samples, BenchError> {
+        // No more pingers: the pool's thread waits for those it has.
+        self.to_pool = None;
         loop {
             tokio::select! {
-                samples = &mut done => {
+                samples = &mut self.done => {
                     return samples.map_err(|_| BenchError::Protocol("the pinger thread died".into()));
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => tick(),
