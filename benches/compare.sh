@@ -32,7 +32,7 @@ declare -A SCENARIOS=(
   [fan-in-q0]="fan-in -n 4 -q 0 -s 64 --rate 25000"
   [fan-in-q1]="fan-in -n 4 -q 1 -s 64"
   # Latency compares at a rate every broker carries (Mosquitto's closed-loop
-  # QoS 1 fan-in is ~15k msg/s here, its fan-out ~70k deliveries/s).
+  # QoS 1 fan-in is ~10-15k msg/s here, its fan-out ~50-70k deliveries/s).
   [fan-in-q1-paced]="fan-in -n 4 -q 1 -s 64 --rate 2500"
   [fan-out-q0]="fan-out -n 100 -q 0 -s 64 --rate 2000"
   [fan-out-q1]="fan-out -n 100 -q 1 -s 64"

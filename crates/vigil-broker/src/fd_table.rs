@@ -72,13 +72,14 @@ mod tests {
         let mut config = crate::config::BrokerConfig::default();
         config.listener.bind = "127.0.0.1".parse().unwrap();
         config.listener.port = 0;
-        config.listener.max_connections = 3000;
+        config.listener.max_connections = 5000;
         let _server = crate::Server::bind(crate::ServerOptions::from_config(&config))
             .await
             .unwrap();
-        // No other test here opens thousands of descriptors: without the
-        // reservation the table would still be a few hundred slots.
-        assert!(table_size() >= 3064.min(limit()), "FDSize {}", table_size());
+        // No other test here grows the table past 1,024 slots (the one
+        // below stays under it on purpose): without the reservation it would
+        // be a few hundred.
+        assert!(table_size() >= 5064.min(limit()), "FDSize {}", table_size());
     }
 
     fn highest_open_fd() -> i32 {
@@ -93,7 +94,9 @@ mod tests {
     fn the_table_holds_the_reserved_slots_and_no_descriptor_is_left_open() {
         let file = std::fs::File::open("/proc/self/stat").unwrap();
         let before = highest_open_fd();
-        let want = (before as usize + 2000).min(limit());
+        // Small enough that the kernel's rounding keeps the table within
+        // 1,024 slots, so the bind test above can still tell.
+        let want = (before as usize + 300).min(limit()).min(1000);
         assert_eq!(reserve(&file, want), want);
         // The copy at want - 1 was closed again.
         assert!(highest_open_fd() < want as i32 - 1);

@@ -121,7 +121,7 @@ impl PingStats {
 /// scheduling, and more of it the faster the broker took the load.
 pub(crate) struct PingerPool {
     to_pool: Option<mpsc::UnboundedSender<(DetachedConn, Instant)>>,
-    done: oneshot::Receiver<Samples>,
+    done: oneshot::Receiver<Result<Samples, BenchError>>,
     end: Arc<OnceLock<Instant>>,
 }
 
@@ -151,13 +151,17 @@ impl PingerPool {
             .spawn(move || {
                 let samples = runtime.block_on(async move {
                     let mut tasks = JoinSet::new();
+                    // A socket this runtime cannot take is the bench's failure,
+                    // not a client the broker closed: it ends the run, named.
+                    let mut failed = None;
                     while let Some((conn, first)) = arrivals.recv().await {
                         match conn.attach() {
                             Ok(conn) => {
                                 tasks.spawn(pinger(conn, first, k, end.clone(), stats.clone()));
                             }
-                            Err(_) => {
-                                stats.closed.fetch_add(1, Ordering::Relaxed);
+                            Err(e) => {
+                                let _ = end.set(Instant::now());
+                                failed.get_or_insert(e);
                             }
                         }
                     }
@@ -168,7 +172,7 @@ impl PingerPool {
                             samples.append(s);
                         }
                     }
-                    samples
+                    failed.map_or(Ok(samples), Err)
                 });
                 let _ = done_tx.send(samples);
             })?;
@@ -197,7 +201,7 @@ impl PingerPool {
         loop {
             tokio::select! {
                 samples = &mut self.done => {
-                    return samples.map_err(|_| BenchError::Protocol("the pinger thread died".into()));
+                    return samples.map_err(|_| BenchError::Protocol("the pinger thread died".into()))?;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(500)) => tick(),
             }
