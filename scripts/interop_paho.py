@@ -2,6 +2,7 @@
 """paho-mqtt (a client we did not write) against a running `vigil serve`.
 
 Usage: interop_paho.py HOST PORT. Each check prints ok/FAIL; exit status 1 if any failed.
+Needs paho-mqtt 2.x from PyPI (python3 -m pip install 'paho-mqtt>=2,<3').
 Raw-socket checks cover what paho cannot be made to do on purpose: go silent
 with a will set (keep-alive expiry), or send a malformed packet.
 """
@@ -12,7 +13,13 @@ import threading
 import time
 import uuid
 
+import paho.mqtt
 import paho.mqtt.client as mqtt
+
+if not paho.mqtt.__version__.startswith("2."):
+    # 1.x (Debian's python3-paho-mqtt is 1.6) has another callback API.
+    sys.exit(f"interop_paho.py needs paho-mqtt 2.x, found {paho.mqtt.__version__}: "
+             "python3 -m pip install 'paho-mqtt>=2,<3'")
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 

@@ -8,6 +8,24 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::Target;
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Any byte stream a WebSocket may run on (TCP or TLS).
+trait WsIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + std::fmt::Debug {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + std::fmt::Debug> WsIo for T {}
+
+type WsStream = tokio_tungstenite::WebSocketStream<Box<dyn WsIo>>;
+
+/// The socket, the TLS session on it, or a WebSocket on either.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+    Ws(Box<WsStream>),
+}
 use vigil_proto::{Connect, Packet, ProtocolVersion};
 
 use crate::BenchError;
@@ -15,7 +33,7 @@ use crate::BenchError;
 /// One client connection.
 #[derive(Debug)]
 pub struct BenchConn {
-    stream: TcpStream,
+    stream: Stream,
     inbuf: BytesMut,
     out: BytesMut,
     /// Protocol version of this connection.
@@ -25,6 +43,77 @@ pub struct BenchConn {
 }
 
 impl BenchConn {
+    /// Opens a connection to `target` (over TLS if it says so), from its
+    /// next source address, and waits for CONNACK.
+    pub async fn open_target(
+        target: &Target,
+        connect: Connect,
+    ) -> Result<(BenchConn, Duration), BenchError> {
+        if target.tls.is_none() && target.ws_url.is_none() {
+            return BenchConn::open(
+                target.addr,
+                target.next_src(),
+                connect,
+                target.connect_timeout,
+            )
+            .await;
+        }
+        let tls = target.tls.clone();
+        let ws_url = target.ws_url.clone();
+        let (addr, src) = (target.addr, target.next_src());
+        let handshake = async move {
+            let tcp = BenchConn::tcp(addr, src).await?;
+            let stream: Box<dyn WsIo> = match tls {
+                Some((config, name)) => {
+                    let tls = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await?;
+                    if ws_url.is_none() {
+                        return Ok::<_, BenchError>(Stream::Tls(Box::new(tls)));
+                    }
+                    Box::new(tls)
+                }
+                None => Box::new(tcp),
+            };
+            let url = ws_url.unwrap_or_default();
+            let mut request =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                    url.as_str(),
+                )
+                .map_err(|e| BenchError::Args(format!("{url}: {e}")))?;
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static("mqtt"),
+            );
+            let (ws, _) = tokio_tungstenite::client_async(request, stream)
+                .await
+                .map_err(|e| BenchError::Closed(format!("WebSocket handshake: {e}")))?;
+            Ok(Stream::Ws(Box::new(ws)))
+        };
+        let stream = match tokio::time::timeout(target.connect_timeout, handshake).await {
+            Ok(s) => s?,
+            Err(_) => return Err(BenchError::Timeout("TLS/WebSocket handshake".into())),
+        };
+        BenchConn::handshake(stream, connect, target.connect_timeout).await
+    }
+
+    async fn tcp(addr: SocketAddr, src: Option<IpAddr>) -> Result<TcpStream, BenchError> {
+        let stream = match src {
+            Some(ip) => {
+                let socket = if ip.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await?
+            }
+            None => TcpStream::connect(addr).await?,
+        };
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
     /// Opens a TCP connection (from `src` if given), sends CONNECT and waits for
     /// a successful CONNACK. Returns the connection and CONNECT→CONNACK time.
     pub async fn open(
@@ -33,20 +122,20 @@ impl BenchConn {
         connect: Connect,
         timeout: Duration,
     ) -> Result<(BenchConn, Duration), BenchError> {
+        let stream = match tokio::time::timeout(timeout, BenchConn::tcp(addr, src)).await {
+            Ok(s) => Stream::Tcp(s?),
+            Err(_) => return Err(BenchError::Timeout("CONNACK".into())),
+        };
+        BenchConn::handshake(stream, connect, timeout).await
+    }
+
+    /// Sends CONNECT on `stream` and waits for a successful CONNACK.
+    async fn handshake(
+        stream: Stream,
+        connect: Connect,
+        timeout: Duration,
+    ) -> Result<(BenchConn, Duration), BenchError> {
         let fut = async {
-            let stream = match src {
-                Some(ip) => {
-                    let socket = if ip.is_ipv4() {
-                        TcpSocket::new_v4()?
-                    } else {
-                        TcpSocket::new_v6()?
-                    };
-                    socket.bind(SocketAddr::new(ip, 0))?;
-                    socket.connect(addr).await?
-                }
-                None => TcpStream::connect(addr).await?,
-            };
-            stream.set_nodelay(true)?;
             let version = connect.protocol;
             let mut conn = BenchConn {
                 stream,
@@ -89,7 +178,20 @@ impl BenchConn {
     /// Writes everything queued in one go.
     pub async fn flush(&mut self) -> Result<(), BenchError> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            match &mut self.stream {
+                Stream::Tcp(s) => s.write_all(&self.out).await?,
+                Stream::Tls(s) => {
+                    s.write_all(&self.out).await?;
+                    s.flush().await?;
+                }
+                Stream::Ws(ws) => {
+                    use futures_util::SinkExt;
+                    let frame = tokio_tungstenite::tungstenite::Message::binary(self.out.to_vec());
+                    ws.send(frame)
+                        .await
+                        .map_err(|e| BenchError::Closed(format!("WebSocket: {e}")))?;
+                }
+            }
             self.out.clear();
         }
         Ok(())
@@ -123,11 +225,35 @@ impl BenchConn {
         thread_local! {
             static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; 64 * 1024].into_boxed_slice());
         }
+        let stream = match &mut self.stream {
+            Stream::Tcp(s) => s,
+            Stream::Tls(s) => {
+                let mut chunk = [0u8; 16 * 1024];
+                let n = s.read(&mut chunk).await?;
+                self.reads += 1;
+                self.inbuf.extend_from_slice(&chunk[..n]);
+                return Ok(n);
+            }
+            Stream::Ws(ws) => loop {
+                use futures_util::StreamExt;
+                use tokio_tungstenite::tungstenite::Message;
+                self.reads += 1;
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        self.inbuf.extend_from_slice(&b);
+                        return Ok(b.len());
+                    }
+                    None | Some(Ok(Message::Close(_))) => return Ok(0),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(BenchError::Closed(format!("WebSocket: {e}"))),
+                }
+            },
+        };
         loop {
-            self.stream.readable().await?;
+            stream.readable().await?;
             let got = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                match self.stream.try_read(&mut scratch[..]) {
+                match stream.try_read(&mut scratch[..]) {
                     Ok(n) => {
                         self.reads += 1;
                         self.inbuf.extend_from_slice(&scratch[..n]);
@@ -167,7 +293,15 @@ impl BenchConn {
     /// Reads at most `max` bytes without decoding (a deliberately slow reader).
     pub async fn read_raw(&mut self, max: usize) -> Result<usize, BenchError> {
         let mut chunk = vec![0u8; max];
-        Ok(self.stream.read(&mut chunk).await?)
+        Ok(match &mut self.stream {
+            Stream::Tcp(s) => s.read(&mut chunk).await?,
+            Stream::Tls(s) => s.read(&mut chunk).await?,
+            Stream::Ws(_) => {
+                return Err(BenchError::Args(
+                    "a slow WebSocket reader is not supported".into(),
+                ))
+            }
+        })
     }
 }
 
@@ -184,8 +318,13 @@ pub struct DetachedConn {
 impl BenchConn {
     /// Takes the connection off its runtime's reactor (buffers kept).
     pub fn detach(self) -> Result<DetachedConn, BenchError> {
+        let Stream::Tcp(stream) = self.stream else {
+            return Err(BenchError::Args(
+                "a TLS or WebSocket connection cannot move to another runtime".into(),
+            ));
+        };
         Ok(DetachedConn {
-            stream: self.stream.into_std()?,
+            stream: stream.into_std()?,
             inbuf: self.inbuf,
             out: self.out,
             version: self.version,
@@ -198,7 +337,7 @@ impl DetachedConn {
     /// Puts the connection on the current runtime's reactor.
     pub fn attach(self) -> Result<BenchConn, BenchError> {
         Ok(BenchConn {
-            stream: TcpStream::from_std(self.stream)?,
+            stream: Stream::Tcp(TcpStream::from_std(self.stream)?),
             inbuf: self.inbuf,
             out: self.out,
             version: self.version,

@@ -4,6 +4,9 @@
 //! is one that simply stops writing) and stays cheap enough not to be the
 //! bottleneck. Every scenario has connect timeouts and a hard end; a broker
 //! that goes away mid-run yields an error, never a hang or a success.
+//!
+//! The keep-alive rules the ping and expiry scenarios check are in
+//! `docs/keepalive.md` at the repository's root.
 
 pub mod conn;
 pub mod measure;
@@ -72,12 +75,30 @@ pub struct Common {
     /// Spread client sockets over these source addresses, e.g. 127.0.0.2-127.0.0.9.
     #[arg(long = "src-ips", global = true)]
     pub src_ips: Option<String>,
-    /// Sample this process's CPU and RSS during the run (the broker).
+    /// Sample this process's CPU and RSS during the run (the broker), shown in the summary and the JSON.
     #[arg(long = "broker-pid", global = true)]
     pub broker_pid: Option<u32>,
     /// No progress output.
     #[arg(long = "quiet", global = true)]
     pub quiet: bool,
+    /// Connect over TLS (conn, fan-in, fan-out and pairs), verifying the
+    /// broker's certificate against --cafile and the host name given with -h.
+    #[arg(long = "tls", global = true, requires = "cafile")]
+    pub tls: bool,
+    /// Connect over WebSocket (ws://host:port/mqtt, or wss:// with --tls;
+    /// conn, fan-in, fan-out and pairs).
+    #[arg(long = "ws", global = true)]
+    pub ws: bool,
+    /// PEM file of the CA that signed the broker's certificate (with --tls).
+    #[arg(long = "cafile", value_name = "FILE", global = true)]
+    pub cafile: Option<std::path::PathBuf>,
+    /// User name for `conn`'s clients; `{i}` becomes the connection's
+    /// index, so each connection can be its own user (a password file's cost).
+    #[arg(long = "username", value_name = "USER", global = true)]
+    pub username: Option<String>,
+    /// Password for `conn`'s clients.
+    #[arg(long = "password", value_name = "PW", global = true)]
+    pub password: Option<String>,
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help, global = true)]
     pub help: Option<bool>,
@@ -106,6 +127,15 @@ pub struct Target {
     next_src: std::sync::Arc<AtomicUsize>,
     /// Connect timeout per connection.
     pub connect_timeout: Duration,
+    /// MQTT over WebSocket (--ws): the URL clients upgrade on.
+    pub ws_url: Option<String>,
+    /// TLS client configuration and the name the certificate must carry (--tls).
+    pub tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    /// User name template (`{i}`: connection index) and password.
+    pub credentials: (Option<String>, Option<String>),
 }
 
 impl Target {
@@ -128,12 +158,22 @@ impl Target {
             Some(range) => parse_ip_range(range)?,
             None => Vec::new(),
         };
+        let tls = match (&c.tls, &c.cafile) {
+            (true, Some(cafile)) => Some(tls_config(&c.host, cafile)?),
+            _ => None,
+        };
         Ok(Target {
             addr,
             version,
             src_ips,
             next_src: Default::default(),
             connect_timeout: Duration::from_secs(10),
+            ws_url: c.ws.then(|| {
+                let scheme = if tls.is_some() { "wss" } else { "ws" };
+                format!("{scheme}://{}:{}/mqtt", c.host, c.port)
+            }),
+            tls,
+            credentials: (c.username.clone(), c.password.clone()),
         })
     }
 
@@ -145,6 +185,39 @@ impl Target {
         let i = self.next_src.fetch_add(1, Ordering::Relaxed);
         Some(self.src_ips[i % self.src_ips.len()])
     }
+}
+
+/// A TLS client configuration trusting the CAs in `cafile`, for `host`.
+fn tls_config(
+    host: &str,
+    cafile: &std::path::Path,
+) -> Result<
+    (
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    ),
+    BenchError,
+> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |why: String| BenchError::Args(format!("--cafile {}: {why}", cafile.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(cafile).map_err(|e| bad(e.to_string()))?
+    {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| BenchError::Args(format!("-h {host}: {e}")))?;
+    Ok((std::sync::Arc::new(config), name))
 }
 
 /// `127.0.0.2-127.0.0.9` → the eight addresses (IPv4, last octet range).

@@ -130,3 +130,36 @@ async fn a_broker_that_dies_mid_run_fails_the_run_without_hanging() {
         result.map(|r| r.json)
     );
 }
+
+/// `--broker-pid` figures are in the summary a person reads, not only in the
+/// JSON. The broker runs in this test's process, so its pid is ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_cpu_and_rss_appear_in_the_human_summary() {
+    let (addr, _stop) = broker().await;
+    let pid = std::process::id().to_string();
+    let r = bench(addr, &["--broker-pid", &pid, "conn", "-n", "20"])
+        .await
+        .unwrap();
+    assert!(r.human.contains("broker: CPU "), "{}", r.human);
+    assert!(r.human.contains("% of one core"), "{}", r.human);
+    assert!(r.human.contains("MiB"), "{}", r.human);
+    assert!(
+        r.json["broker_usage"]["cpu_secs"].as_f64().is_some(),
+        "{}",
+        r.json
+    );
+
+    let fan_out = ["fan-out", "-n", "3", "-q", "1", "--rate", "200"];
+    let r = bench(addr, &[&["--broker-pid", &pid][..], &fan_out].concat())
+        .await
+        .unwrap();
+    assert!(r.human.contains("broker: CPU "), "{}", r.human);
+    assert!(r.human.contains("per delivered message"), "{}", r.human);
+
+    let r = bench(addr, &["conn", "-n", "5"]).await.unwrap();
+    assert!(
+        !r.human.contains("broker:"),
+        "no pid, no figures: {}",
+        r.human
+    );
+}

@@ -1,5 +1,5 @@
-//! The listener: accepts TCP connections, spawns one task per connection,
-//! runs the broker's timers, and shuts down gracefully.
+//! The server: runs every listener's accept loop (`listener`), the broker's
+//! timers and the certificate reloads, and shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,16 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info};
 use vigil_proto::server::{KeepAlivePolicy, ServerConfig};
 
 use vigil_store::{Durability, Store};
 
 use crate::config::{BrokerConfig, DurabilityMode, OutOfRangePolicy, StoreBackend, StoreConfig};
 use crate::connection::ParkingLot;
-use crate::core::{Broker, CoreConfig, MailboxLimits};
+use crate::core::{Broker, CoreConfig, MailboxLimits, OverflowConfig};
+use crate::listener::{BoundListener, Dealer};
+use crate::transport::tls::{TlsSource, CERT_CHECK_INTERVAL};
 
 /// Everything the listener needs, derived from a `BrokerConfig`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct ServerOptions {
     /// Idle time after which a connection with nothing in flight is parked
     /// off its task (None: never).
     pub park_idle_after: Option<Duration>,
+    /// Period of the `$SYS` topics (None: none).
+    pub sys_interval: Option<Duration>,
 }
 
 impl ServerOptions {
@@ -53,6 +56,7 @@ impl ServerOptions {
                     refuse_v3_out_of_range: ka.v3_out_of_range == OutOfRangePolicy::Refuse,
                 },
                 connect_timeout: config.connect_timeout(),
+                server_topic_aliases: config.limits.server_topic_aliases,
             },
             core: CoreConfig {
                 mailbox: MailboxLimits {
@@ -61,11 +65,17 @@ impl ServerOptions {
                 },
                 max_session_expiry: config.sessions.max_session_expiry,
                 takeover_wait: Duration::from_secs(5),
+                overflow: OverflowConfig {
+                    policy: config.sessions.slow_consumer,
+                    wait: Duration::from_millis(config.sessions.slow_consumer_wait_ms),
+                },
             },
             park_idle_after: match config.listener.park_idle_after_ms {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
+            sys_interval: (config.sys.interval > 0)
+                .then(|| Duration::from_secs(config.sys.interval)),
         }
     }
 }
@@ -73,7 +83,7 @@ impl ServerOptions {
 /// A bound, not yet running, broker.
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<BoundListener>,
     broker: Arc<Broker>,
     options: ServerOptions,
     /// Runtimes the connections are dealt to in turn; empty: the caller's.
@@ -94,15 +104,43 @@ impl Server {
         broker: Arc<Broker>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(options.listen).await?;
+        Ok(Server::with_listener(listener, options, broker))
+    }
+
+    /// A server on a listener bound beforehand: `vigil serve` binds first and
+    /// opens the store after, so a busy port stops the start before a store
+    /// is created or recovered.
+    pub fn with_listener(
+        listener: TcpListener,
+        options: ServerOptions,
+        broker: Arc<Broker>,
+    ) -> Server {
+        let max = options.max_connections;
+        Server::with_listeners(vec![BoundListener::plain(listener, max)], options, broker)
+    }
+
+    /// A server on listeners bound beforehand (`BoundListener::bind`, one per
+    /// `[[listeners]]` entry); `options.listen` and `max_connections` are not
+    /// used, each listener has its own.
+    pub fn with_listeners(
+        listeners: Vec<BoundListener>,
+        options: ServerOptions,
+        broker: Arc<Broker>,
+    ) -> Server {
         // Room for every connection allowed plus the broker's own descriptors.
-        crate::fd_table::reserve(&listener, options.max_connections.saturating_add(64));
-        Ok(Server {
-            listener,
+        if let Some(first) = listeners.first() {
+            let total = listeners
+                .iter()
+                .fold(0usize, |sum, l| sum.saturating_add(l.max_connections()));
+            crate::fd_table::reserve(&first.socket, total.saturating_add(64));
+        }
+        Server {
+            listeners,
             broker,
             options,
             workers: Vec::new(),
             lots: Vec::new(),
-        })
+        }
     }
 
     /// Deals connections to `workers` in turn (one single-threaded runtime per
@@ -126,9 +164,32 @@ impl Server {
         self.lots.iter().map(|l| l.parked()).sum()
     }
 
-    /// The bound address (useful with port 0).
+    /// The first listener's bound address (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match self.listeners.first() {
+            Some(l) => l.local_addr(),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no listener",
+            )),
+        }
+    }
+
+    /// Every listener, in the order given.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// What reloads the TLS listeners' certificates (`vigil serve` calls it
+    /// on SIGHUP); also reports their expiry.
+    pub fn cert_reloader(&self) -> CertReloader {
+        CertReloader {
+            sources: self
+                .listeners
+                .iter()
+                .filter_map(|l| Some((Arc::<str>::from(l.name()), l.tls()?.clone())))
+                .collect(),
+        }
     }
 
     /// The broker core (counters, sessions), for tests and metrics.
@@ -140,6 +201,10 @@ impl Server {
     /// DISCONNECT 0x8B) and waits up to 5 s for the connections to close.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let timers = tokio::spawn(self.broker.clone().run_timers());
+        let sys = match self.options.sys_interval {
+            Some(every) => Some(crate::observe::sys::start(self.broker.clone(), every)?),
+            None => None,
+        };
         if self.workers.is_empty() && self.lots.is_empty() {
             if let Some(after) = self.options.park_idle_after {
                 let (lot, task) =
@@ -148,75 +213,106 @@ impl Server {
                 self.lots.push(lot);
             }
         }
-        let live = Arc::new(AtomicUsize::new(0));
-        let mut next_worker = 0usize;
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back off, keep serving.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    if live.load(Ordering::Acquire) >= self.options.max_connections {
-                        warn!(%peer, max = self.options.max_connections, "connection refused: max_connections reached");
-                        continue;
-                    }
-                    live.fetch_add(1, Ordering::AcqRel);
-                    let slot = Some(crate::connection::LiveSlot(live.clone()));
-                    let _ = stream.set_nodelay(true);
-                    // Backstop for peers that vanish without FIN while keep alive is 0.
-                    let keepalive = TcpKeepalive::new()
-                        .with_time(Duration::from_secs(120))
-                        .with_interval(Duration::from_secs(30));
-                    let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-                    let broker = self.broker.clone();
-                    let config = self.options.connection;
-                    if self.workers.is_empty() {
-                        let lot = self.lots.first().cloned();
-                        tokio::spawn(crate::connection::serve(stream, peer, broker, config, slot, lot));
-                        continue;
-                    }
-                    let lot = self.lots.get(next_worker % self.workers.len()).cloned();
-                    let worker = &self.workers[next_worker % self.workers.len()];
-                    next_worker = next_worker.wrapping_add(1);
-                    // The socket moves to the worker's I/O driver and the task's
-                    // timer to its clock (both taken from the runtime entered
-                    // here): its readiness wakes that worker's thread only.
-                    let task = {
-                        let _worker = worker.enter();
-                        stream
-                            .into_std()
-                            .and_then(tokio::net::TcpStream::from_std)
-                            .map(|stream| crate::connection::serve(stream, peer, broker, config, slot, lot))
-                    };
-                    match task {
-                        Ok(task) => {
-                            worker.spawn(task);
-                        }
-                        Err(e) => warn!(%peer, error = %e, "connection dropped: cannot hand it to a worker"),
-                    }
+        let reloader = self.cert_reloader();
+        let watcher = (!reloader.sources.is_empty()).then(|| {
+            let reloader = reloader.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CERT_CHECK_INTERVAL).await;
+                    reloader.reload_changed();
                 }
-            }
+            })
+        });
+        let dealer = Arc::new(Dealer {
+            broker: self.broker.clone(),
+            config: self.options.connection,
+            workers: std::mem::take(&mut self.workers),
+            lots: std::mem::take(&mut self.lots),
+            next_worker: AtomicUsize::new(0),
+        });
+        let live: Vec<Arc<AtomicUsize>> = self.listeners.iter().map(|l| l.live.clone()).collect();
+        let loops: Vec<_> = self
+            .listeners
+            .drain(..)
+            .map(|l| tokio::spawn(crate::listener::accept_loop(l, dealer.clone())))
+            .collect();
+        shutdown.await;
+        for l in &loops {
+            l.abort();
         }
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        let live_now = || {
+            live.iter()
+                .map(|l| l.load(Ordering::Acquire))
+                .sum::<usize>()
+        };
         info!("shutting down: disconnecting clients");
         self.broker.shutdown();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while live.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        while live_now() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         timers.abort();
+        drop(sys);
         if let Some(store) = self.broker.store().cloned() {
             // Sync the last commits before the process exits.
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
         }
         Ok(())
+    }
+}
+
+/// Reloads the certificates of every TLS listener of a server.
+#[derive(Debug, Clone)]
+pub struct CertReloader {
+    sources: Vec<(Arc<str>, Arc<TlsSource>)>,
+}
+
+impl CertReloader {
+    /// Reloads every TLS listener's files (SIGHUP); a file that fails keeps
+    /// the old certificate and is logged with the file and the cause.
+    /// Returns how many listeners now serve freshly loaded certificates.
+    pub fn reload_all(&self) -> usize {
+        let mut done = 0;
+        for (listener, source) in &self.sources {
+            match source.reload() {
+                Ok(()) => {
+                    done += 1;
+                    info!(%listener, cert = %source.cert_file().display(), expires_in_s = source.seconds_until_expiry(), "certificate reloaded; new connections use it");
+                }
+                Err(e) => {
+                    error!(%listener, error = %e, "certificate not reloaded; the previous one stays in use")
+                }
+            }
+        }
+        done
+    }
+
+    /// Reloads the listeners whose certificate, key or CA file has a new
+    /// modification time.
+    pub fn reload_changed(&self) {
+        for (listener, source) in &self.sources {
+            match source.reload_if_changed() {
+                None => {}
+                Some(Ok(())) => {
+                    info!(%listener, cert = %source.cert_file().display(), expires_in_s = source.seconds_until_expiry(), "certificate file changed; reloaded, new connections use it")
+                }
+                Some(Err(e)) => {
+                    error!(%listener, error = %e, "certificate file changed but cannot be used; the previous one stays in use")
+                }
+            }
+        }
+    }
+
+    /// Each TLS listener with the seconds until its certificate expires
+    /// (negative: expired), for a metrics exporter.
+    pub fn seconds_until_expiry(&self) -> Vec<(Arc<str>, i64)> {
+        self.sources
+            .iter()
+            .map(|(name, s)| (name.clone(), s.seconds_until_expiry()))
+            .collect()
     }
 }
 

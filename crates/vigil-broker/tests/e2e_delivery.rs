@@ -14,7 +14,8 @@ const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// One read of 50 QoS 1 PUBLISHes to a subscriber whose queue holds 5: the
 /// publisher's connection waits for room (backpressure) in the middle of its
 /// read. The subscriber must be woken before that wait, or the publisher
-/// sits out the whole 10 s backpressure bound and then drops the rest.
+/// sits out the whole wait (`slow_consumer_wait_ms`) and the subscriber,
+/// taken for a slow consumer, is disconnected.
 #[tokio::test]
 async fn a_burst_larger_than_the_subscriber_queue_arrives_whole_and_promptly() {
     let b = TestBroker::with(|c| c.sessions.max_queued_messages = 5).await;

@@ -1,9 +1,13 @@
-//! The one task that owns the socket and the client session. It never waits
-//! on the application: messages go out through a bounded channel, and when the
+//! The connection driver: the one task that owns the socket and the client
+//! session. It runs on its own thread (see `driver.rs`) and never waits on the
+//! application: messages go out through a bounded channel, and when the
 //! channel is full QoS 0 messages are dropped (counted) while QoS 1/2 messages
 //! are parked unacknowledged, so the broker's Receive Maximum bounds them.
+//! `Connected`/`Disconnected` are parked too when the channel is full, never
+//! dropped.
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,18 +15,45 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tracing::{debug, info};
 use vigil_proto::client::{ClientCloseReason, ClientEvent, ClientSession};
 use vigil_proto::{Packet, Publish, QoS, ReasonCode, Subscription};
 
-use crate::{ClientError, Command, ConnectOptions, Connector, Event, OfflinePolicy, Stats};
+use crate::{
+    packet_log, ClientError, Command, ConnectOptions, Connector, Event, Message, OfflinePolicy,
+    Stats,
+};
 
-type PublishWaiter = oneshot::Sender<Result<ReasonCode, ClientError>>;
+/// Where a publish's outcome goes, and the slot it holds in
+/// `max_pending_publishes` until it is finished.
+pub(crate) struct PublishWaiter {
+    pub(crate) tx: oneshot::Sender<Result<ReasonCode, ClientError>>,
+    pub(crate) _permit: OwnedSemaphorePermit,
+}
+
+impl PublishWaiter {
+    fn finish(self, outcome: Result<ReasonCode, ClientError>) {
+        let _ = self.tx.send(outcome);
+        // The permit drops here: `publish` may queue one more.
+    }
+}
+
 type RequestWaiter = oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>;
 
 /// Token of SUBSCRIBEs the client sends on its own (resubscribe after a lost session).
 const INTERNAL: u64 = 0;
+
+/// Commands taken per wake-up, so a burst of publishes leaves in one write.
+const COMMAND_BATCH: usize = 64;
+
+/// Something the application has not taken yet because its queue was full.
+enum Parked {
+    /// A QoS 1/2 message, acknowledged when the application takes it.
+    Message(Box<Publish>),
+    /// `Connected` or `Disconnected`: never dropped.
+    Status(Event),
+}
 
 pub(crate) struct EventLoop {
     options: ConnectOptions,
@@ -35,11 +66,12 @@ pub(crate) struct EventLoop {
     next_token: u64,
     publish_waiters: HashMap<u64, PublishWaiter>,
     request_waiters: HashMap<u64, RequestWaiter>,
-    qos0_unwritten: Vec<u64>,
-    qos0_queued: Vec<u64>,
-    parked: VecDeque<Box<Publish>>,
+    parked: VecDeque<Parked>,
     subscriptions: Vec<Subscription>,
     closed: Option<ClientCloseReason>,
+    /// The socket error behind a `Transport` close, kept for its `io::ErrorKind`.
+    io_error: Option<io::Error>,
+    last_error: Option<Arc<ClientError>>,
     stop: Option<oneshot::Sender<()>>,
     stopping: bool,
 }
@@ -64,11 +96,11 @@ impl EventLoop {
             next_token: 1,
             publish_waiters: HashMap::new(),
             request_waiters: HashMap::new(),
-            qos0_unwritten: Vec::new(),
-            qos0_queued: Vec::new(),
             parked: VecDeque::new(),
             subscriptions: Vec::new(),
             closed: None,
+            io_error: None,
+            last_error: None,
             stop: None,
             stopping: false,
         }
@@ -79,6 +111,11 @@ impl EventLoop {
         loop {
             let started = Instant::now();
             let error = self.connect_once().await;
+            if matches!(error, ClientError::ClosedWithoutDisconnect { .. }) {
+                self.stats
+                    .closed_without_disconnect
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             self.connection_lost(&error);
             if self.stopping {
                 break;
@@ -89,23 +126,48 @@ impl EventLoop {
                 break;
             }
             let Some(backoff) = self.options.reconnect else {
-                let _ = self.events.try_send(Event::Disconnected(error));
+                self.emit_status(Event::Disconnected(error));
                 break;
             };
+            if error.is_permanent_refusal() {
+                info!(error = %error, "refused; not reconnecting");
+                self.emit_status(Event::Disconnected(error));
+                break;
+            }
             info!(error = %error, "connection lost; reconnecting");
-            let _ = self.events.try_send(Event::Disconnected(error));
+            self.emit_status(Event::Disconnected(error));
             if started.elapsed() >= backoff.stable_after {
                 attempt = 0;
             }
             let delay = backoff.delay(attempt, rand::random::<f64>());
             attempt = attempt.saturating_add(1);
+            self.emit_status(Event::Reconnecting { attempt, delay });
             if !self.wait_offline(delay).await {
                 break;
             }
         }
-        self.fail_everything(ClientError::Closed);
+        let end = if self.stopping {
+            ClientError::Closed
+        } else {
+            ClientError::NotConnected {
+                context: "the client stopped before the broker acknowledged the message".into(),
+                cause: self.last_error.clone(),
+            }
+        };
+        self.fail_everything(end);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        // What the application has not taken yet: statuses are never dropped,
+        // so wait until it reads them (or drops `Events`). QoS 1/2 messages
+        // parked here were never acknowledged: the broker redelivers them
+        // to a persistent session.
+        for p in std::mem::take(&mut self.parked) {
+            if let Parked::Status(ev) = p {
+                if self.events.send(ev).await.is_err() {
+                    break;
+                }
+            }
         }
     }
 
@@ -115,87 +177,163 @@ impl EventLoop {
         let stream = match tokio::time::timeout(timeout, self.connector.connect()).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return ClientError::Io(format!(
-                    "cannot connect to {}:{}: {e}",
-                    self.options.host, self.options.port
-                ))
+                return ClientError::io(
+                    format!(
+                        "cannot connect to {}:{}",
+                        self.options.host, self.options.port
+                    ),
+                    e,
+                )
             }
             Err(_) => return ClientError::ConnectTimeout(timeout),
         };
         let (mut rd, mut wr) = tokio::io::split(stream);
         self.closed = None;
+        self.io_error = None;
         self.session.start(Instant::now());
-        let mut rbuf = BytesMut::with_capacity(4096);
+        let mut rbuf = BytesMut::with_capacity(8192);
         let mut wbuf = BytesMut::new();
         loop {
             self.handle_session_events();
             wbuf.clear();
             let version = self.session.version();
+            let trace = packet_log::enabled();
             while let Some(p) = self.session.poll_transmit() {
+                if trace {
+                    packet_log::log(&self.options.session.client_id, "sending", &p, version);
+                }
                 if let Err(e) = p.encode(version, &mut wbuf) {
                     debug!(error = %e, "packet not encodable; dropped");
                 }
             }
+            let qos0 = self.session.take_transmitted_qos0();
             if !wbuf.is_empty() {
-                match wr.write_all(&wbuf).await {
+                // Flushed too: TLS and WebSocket streams hold what they are given.
+                let written = async {
+                    wr.write_all(&wbuf).await?;
+                    wr.flush().await
+                };
+                match written.await {
                     Ok(()) => {
-                        for token in self.qos0_unwritten.drain(..) {
-                            if let Some(w) = self.publish_waiters.remove(&token) {
-                                let _ = w.send(Ok(ReasonCode::SUCCESS));
-                            }
-                        }
+                        self.session.handle_transmitted(Instant::now());
+                        self.finish_publishes(qos0, || Ok(ReasonCode::SUCCESS));
                     }
-                    Err(e) => self.session.handle_transport_closed(e.to_string()),
+                    Err(e) => {
+                        self.transport_failed(e);
+                        let lost = self.lost_before_written("the write failed");
+                        self.finish_publishes(qos0, || Err(lost.clone()));
+                    }
                 }
             }
             if self.session.is_closed() {
                 self.handle_session_events();
                 let _ = wr.shutdown().await;
-                return self
-                    .closed
-                    .take()
-                    .map(ClientError::from)
-                    .unwrap_or(ClientError::Closed);
+                return self.close_error();
             }
+            // The timer first, before anything else can keep the loop busy: a
+            // flood of inbound messages must not delay a PINGREQ.
             let deadline = self.session.poll_timeout();
+            let now = Instant::now();
+            if deadline.is_some_and(|d| d <= now) {
+                // Whatever the socket already holds goes first: after a stall
+                // (a stopped process) the broker's close or its PINGRESP is
+                // waiting there, and is the truth, not our overdue timer. The
+                // yield lets the runtime poll the reactor first, which learns
+                // of that readiness only then.
+                tokio::task::yield_now().await;
+                let ready = tokio::select! {
+                    biased;
+                    read = rd.read_buf(&mut rbuf) => Some(read),
+                    _ = std::future::ready(()) => None,
+                };
+                match ready {
+                    Some(Ok(0)) => self.session.handle_peer_closed(Instant::now()),
+                    Some(Ok(_)) => self.decode(&mut rbuf),
+                    Some(Err(e)) => self.transport_failed(e),
+                    None => {}
+                }
+                self.session.handle_timeout(Instant::now());
+                continue;
+            }
             let wake = tokio::select! {
-                biased;
                 read = rd.read_buf(&mut rbuf) => Wake::Read(read),
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
-                permit = self.events.clone().reserve_owned(), if !self.parked.is_empty() => Wake::Room(permit.ok().map(Box::new)),
+                permit = self.events.clone().reserve_owned(), if !self.parked.is_empty() => Wake::Room(permit.ok()),
                 cmd = self.commands.recv() => Wake::Command(cmd),
             };
             match wake {
-                Wake::Read(Ok(0)) => self
-                    .session
-                    .handle_transport_closed("the broker closed the connection".into()),
+                Wake::Read(Ok(0)) => self.session.handle_peer_closed(Instant::now()),
                 Wake::Read(Ok(_)) => self.decode(&mut rbuf),
-                Wake::Read(Err(e)) => self.session.handle_transport_closed(e.to_string()),
-                Wake::Timer => self.session.handle_timeout(Instant::now()),
-                Wake::Room(Some(permit)) => {
-                    if let Some(m) = self.parked.pop_front() {
-                        self.session.ack_inbound(m.packet_id, m.qos);
-                        permit.send(Event::Message(m));
-                    }
-                }
+                Wake::Read(Err(e)) => self.transport_failed(e),
+                // Back to the top, where an overdue timer looks at the socket first.
+                Wake::Timer => {}
+                Wake::Room(Some(permit)) => self.hand_over_parked(permit),
                 Wake::Room(None) => {
                     // The application dropped `Events`: release the broker's window.
-                    for m in std::mem::take(&mut self.parked) {
-                        self.session.ack_inbound(m.packet_id, m.qos);
+                    for p in std::mem::take(&mut self.parked) {
+                        if let Parked::Message(m) = p {
+                            self.session.ack_inbound(m.packet_id, m.qos);
+                        }
                     }
                 }
-                Wake::Command(Some(cmd)) => self.apply(cmd),
-                Wake::Command(None) => self.session.disconnect(),
+                Wake::Command(Some(cmd)) => {
+                    self.apply(cmd);
+                    for _ in 1..COMMAND_BATCH {
+                        match self.commands.try_recv() {
+                            Ok(cmd) => self.apply(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Command(None) => {
+                    // Every `Client` handle is gone: stop for good, do not reconnect.
+                    self.stopping = true;
+                    self.session.disconnect();
+                }
             }
+        }
+    }
+
+    /// A socket error: a reset or broken pipe is the broker hanging up, which
+    /// gets the keep-alive diagnosis; anything else keeps its `io::Error`.
+    fn transport_failed(&mut self, e: io::Error) {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+        ) {
+            self.session.handle_peer_closed(Instant::now());
+        } else {
+            self.session.handle_transport_closed(e.to_string());
+            self.io_error = Some(e);
+        }
+    }
+
+    fn close_error(&mut self) -> ClientError {
+        match self.closed.take() {
+            Some(ClientCloseReason::Transport(why)) => match self.io_error.take() {
+                Some(e) => ClientError::io("the connection failed", e),
+                None => ClientError::io("the connection failed", io::Error::other(why)),
+            },
+            Some(reason) => ClientError::from(reason),
+            None => ClientError::Closed,
         }
     }
 
     fn decode(&mut self, rbuf: &mut BytesMut) {
         let now = Instant::now();
         let max = self.options.session.max_packet_size.unwrap_or(u32::MAX);
+        let trace = packet_log::enabled();
         loop {
             match Packet::decode(rbuf, self.session.version(), max) {
-                Ok(Some(p)) => self.session.handle_packet(now, p),
+                Ok(Some(p)) => {
+                    if trace {
+                        let v = self.session.version();
+                        packet_log::log(&self.options.session.client_id, "received", &p, v);
+                    }
+                    self.session.handle_packet(now, p)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.session
@@ -211,25 +349,22 @@ impl EventLoop {
             match ev {
                 ClientEvent::Connected {
                     session_present, ..
-                } => {
-                    match self.ready.take() {
-                        Some(ready) => {
-                            let _ = ready.send(Ok(()));
-                        }
-                        None => {
-                            let _ = self.events.try_send(Event::Connected { session_present });
-                            if !session_present && !self.subscriptions.is_empty() {
-                                self.session
-                                    .subscribe(INTERNAL, self.subscriptions.clone(), None);
-                            }
+                } => match self.ready.take() {
+                    Some(ready) => {
+                        let _ = ready.send(Ok(()));
+                    }
+                    None => {
+                        self.emit_status(Event::Connected { session_present });
+                        if !session_present && !self.subscriptions.is_empty() {
+                            self.session
+                                .subscribe(INTERNAL, self.subscriptions.clone(), None);
                         }
                     }
-                    self.qos0_unwritten.append(&mut self.qos0_queued);
-                }
+                },
                 ClientEvent::Message(m) => self.deliver(m),
                 ClientEvent::Published { token, reason } => {
                     if let Some(w) = self.publish_waiters.remove(&token) {
-                        let _ = w.send(if reason.is_error() {
+                        w.finish(if reason.is_error() {
                             Err(ClientError::PublishRefused(reason))
                         } else {
                             Ok(reason)
@@ -247,23 +382,62 @@ impl EventLoop {
         }
     }
 
+    /// `Connected` / `Disconnected`: behind whatever is parked, never dropped.
+    fn emit_status(&mut self, ev: Event) {
+        if !self.parked.is_empty() {
+            self.parked.push_back(Parked::Status(ev));
+            return;
+        }
+        match self.events.try_send(ev) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(ev)) => self.parked.push_back(Parked::Status(ev)),
+        }
+    }
+
     fn deliver(&mut self, m: Box<Publish>) {
         let (packet_id, qos) = (m.packet_id, m.qos);
         if qos == QoS::AtMostOnce {
-            if let Err(TrySendError::Full(_)) = self.events.try_send(Event::Message(m)) {
+            if !self.parked.is_empty() {
+                // The queue was full a moment ago and what waits goes first: a
+                // QoS 0 message must not overtake a parked `Disconnected`.
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            match self.events.try_reserve() {
+                Ok(permit) => permit.send(to_event(*m)),
+                Err(TrySendError::Full(())) => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Closed(())) => {}
             }
             return;
         }
         if !self.parked.is_empty() {
-            self.parked.push_back(m);
+            self.parked.push_back(Parked::Message(m));
             return;
         }
-        match self.events.try_send(Event::Message(m)) {
-            Ok(()) => self.session.ack_inbound(packet_id, qos),
-            Err(TrySendError::Full(Event::Message(m))) => self.parked.push_back(m),
+        match self.events.try_reserve() {
+            Ok(permit) => {
+                self.session.ack_inbound(packet_id, qos);
+                permit.send(to_event(*m));
+            }
+            Err(TrySendError::Full(())) => self.parked.push_back(Parked::Message(m)),
             // The application dropped `Events`: acknowledge so the broker is not stalled.
-            Err(_) => self.session.ack_inbound(packet_id, qos),
+            Err(TrySendError::Closed(())) => self.session.ack_inbound(packet_id, qos),
+        }
+    }
+
+    fn hand_over_parked(&mut self, permit: mpsc::OwnedPermit<Event>) {
+        match self.parked.pop_front() {
+            Some(Parked::Message(m)) => {
+                // Acknowledged only now that the application has it.
+                self.session.ack_inbound(m.packet_id, m.qos);
+                permit.send(to_event(*m));
+            }
+            Some(Parked::Status(ev)) => {
+                permit.send(ev);
+            }
+            None => {}
         }
     }
 
@@ -273,15 +447,14 @@ impl EventLoop {
         let connected = self.session.is_connected();
         match cmd {
             Command::Publish(p, waiter) => {
+                if let Some((size, max)) = self.session.oversize(&p) {
+                    return waiter.finish(Err(ClientError::PacketTooLarge { size, max }));
+                }
                 if !connected {
                     return self.publish_offline(token, p, waiter);
                 }
-                let qos = p.qos;
                 self.publish_waiters.insert(token, waiter);
                 self.session.publish(token, *p);
-                if qos == QoS::AtMostOnce {
-                    self.qos0_unwritten.push(token);
-                }
             }
             Command::Subscribe(filters, waiter) => {
                 if !connected {
@@ -314,16 +487,11 @@ impl EventLoop {
 
     fn publish_offline(&mut self, token: u64, p: Box<Publish>, waiter: PublishWaiter) {
         match self.options.offline {
-            OfflinePolicy::FailFast => {
-                let _ = waiter.send(Err(self.not_connected()));
-            }
+            OfflinePolicy::FailFast => waiter.finish(Err(self.not_connected())),
             OfflinePolicy::Queue(max) => {
-                if self.session.unfinished_publishes() + self.qos0_queued.len() >= max {
-                    let _ = waiter.send(Err(ClientError::QueueFull(max)));
+                if self.session.unfinished_publishes() + self.session.waiting_qos0() >= max {
+                    waiter.finish(Err(ClientError::QueueFull(max)));
                     return;
-                }
-                if p.qos == QoS::AtMostOnce {
-                    self.qos0_queued.push(token);
                 }
                 self.publish_waiters.insert(token, waiter);
                 self.session.publish(token, *p);
@@ -331,26 +499,43 @@ impl EventLoop {
         }
     }
 
+    fn finish_publishes(
+        &mut self,
+        tokens: Vec<u64>,
+        outcome: impl Fn() -> Result<ReasonCode, ClientError>,
+    ) {
+        for token in tokens {
+            if let Some(w) = self.publish_waiters.remove(&token) {
+                w.finish(outcome());
+            }
+        }
+    }
+
     fn not_connected(&self) -> ClientError {
-        ClientError::NotConnected("the connection is down and the client is reconnecting".into())
+        ClientError::NotConnected {
+            context: "the connection is down and the client is reconnecting".into(),
+            cause: self.last_error.clone(),
+        }
+    }
+
+    fn lost_before_written(&self, why: &str) -> ClientError {
+        ClientError::NotConnected {
+            context: format!("connection lost before the message was written ({why})"),
+            cause: None,
+        }
     }
 
     /// A connection ended: nothing QoS 0 that was not written may report success.
     fn connection_lost(&mut self, error: &ClientError) {
-        let lost = ClientError::NotConnected(format!(
-            "connection lost before the message was written: {error}"
-        ));
-        for token in self.qos0_unwritten.drain(..) {
-            if let Some(w) = self.publish_waiters.remove(&token) {
-                let _ = w.send(Err(lost.clone()));
-            }
-        }
-        if self.options.offline == OfflinePolicy::FailFast {
-            for token in self.session.drain_unsent_qos0() {
-                if let Some(w) = self.publish_waiters.remove(&token) {
-                    let _ = w.send(Err(lost.clone()));
-                }
-            }
+        let cause = Arc::new(error.clone());
+        self.last_error = Some(cause.clone());
+        let lost = ClientError::NotConnected {
+            context: "connection lost before the message was written".into(),
+            cause: Some(cause),
+        };
+        if self.options.offline == OfflinePolicy::FailFast || self.options.reconnect.is_none() {
+            let tokens = self.session.drain_unsent_qos0();
+            self.finish_publishes(tokens, || Err(lost.clone()));
         }
         for (_, w) in self.request_waiters.drain() {
             let _ = w.send(Err(lost.clone()));
@@ -366,6 +551,10 @@ impl EventLoop {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return true,
+                permit = self.events.clone().reserve_owned(), if !self.parked.is_empty() => match permit {
+                    Ok(permit) => self.hand_over_parked(permit),
+                    Err(_) => self.parked.clear(),
+                },
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Disconnect(done)) => {
                         self.stop = Some(done);
@@ -380,7 +569,7 @@ impl EventLoop {
 
     fn fail_everything(&mut self, error: ClientError) {
         for (_, w) in self.publish_waiters.drain() {
-            let _ = w.send(Err(error.clone()));
+            w.finish(Err(error.clone()));
         }
         for (_, w) in self.request_waiters.drain() {
             let _ = w.send(Err(error.clone()));
@@ -388,11 +577,15 @@ impl EventLoop {
     }
 }
 
+fn to_event(p: Publish) -> Event {
+    Event::Message(Box::new(Message::from_publish(p)))
+}
+
 /// What woke the connection loop.
 enum Wake {
-    Read(std::io::Result<usize>),
+    Read(io::Result<usize>),
     Timer,
-    Room(Option<Box<mpsc::OwnedPermit<Event>>>),
+    Room(Option<mpsc::OwnedPermit<Event>>),
     Command(Option<Command>),
 }
 

@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use vigil_proto::client::ClientConfig;
+use vigil_proto::{ProtocolVersion, Will};
 
-/// How and where to connect.
+/// How and where to connect. Non-exhaustive: build it with
+/// `ConnectOptions::builder` (or `new` and then set fields), so options added
+/// later are not breaking changes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Broker host name or address.
     pub host: String,
@@ -19,6 +24,10 @@ pub struct ConnectOptions {
     pub offline: OfflinePolicy,
     /// Messages buffered for the application before the overflow policy applies.
     pub event_capacity: usize,
+    /// Publishes accepted but not finished (queued, or in flight waiting for
+    /// PUBACK/PUBCOMP) before `Client::publish` waits for one to finish.
+    /// What is in flight at once is also bounded by the broker's Receive Maximum.
+    pub max_pending_publishes: usize,
 }
 
 impl ConnectOptions {
@@ -31,7 +40,127 @@ impl ConnectOptions {
             reconnect: None,
             offline: OfflinePolicy::FailFast,
             event_capacity: 1024,
+            max_pending_publishes: 1024,
         }
+    }
+
+    /// A builder for `host:port`, starting from the defaults of `new`.
+    pub fn builder(host: impl Into<String>, port: u16) -> ConnectOptionsBuilder {
+        ConnectOptionsBuilder {
+            options: ConnectOptions::new(host, port),
+        }
+    }
+}
+
+/// Builds `ConnectOptions`; every setter has the default of `ConnectOptions::new`.
+#[derive(Debug, Clone)]
+#[must_use = "call build() to get the options"]
+pub struct ConnectOptionsBuilder {
+    options: ConnectOptions,
+}
+
+impl ConnectOptionsBuilder {
+    /// Protocol version (default MQTT 5).
+    pub fn version(mut self, version: ProtocolVersion) -> Self {
+        self.options.session.version = version;
+        self
+    }
+
+    /// Client identifier (default empty: the broker assigns one).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.options.session.client_id = id.into();
+        self
+    }
+
+    /// Clean Start / Clean Session (default true).
+    pub fn clean_start(mut self, clean: bool) -> Self {
+        self.options.session.clean_start = clean;
+        self
+    }
+
+    /// Keep alive in seconds (default 30; 0 turns it off).
+    pub fn keep_alive(mut self, seconds: u16) -> Self {
+        self.options.session.keep_alive = seconds;
+        self
+    }
+
+    /// How long to wait for any packet after a PINGREQ (default: the keep alive).
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.options.session.ping_timeout = Some(timeout);
+        self
+    }
+
+    /// How long to wait for CONNACK (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.session.connect_timeout = timeout;
+        self
+    }
+
+    /// MQTT 5 Session Expiry Interval in seconds (default 0).
+    pub fn session_expiry(mut self, seconds: u32) -> Self {
+        self.options.session.session_expiry = seconds;
+        self
+    }
+
+    /// Will message.
+    pub fn will(mut self, will: Will) -> Self {
+        self.options.session.will = Some(will);
+        self
+    }
+
+    /// User name and password.
+    pub fn credentials(mut self, username: impl Into<String>, password: Option<Bytes>) -> Self {
+        self.options.session.username = Some(username.into());
+        self.options.session.password = password;
+        self
+    }
+
+    /// Inbound QoS 1/2 messages accepted unacknowledged (MQTT 5 Receive Maximum, default 100).
+    pub fn receive_maximum(mut self, n: u16) -> Self {
+        self.options.session.receive_maximum = n;
+        self
+    }
+
+    /// Largest packet accepted from the broker (MQTT 5 Maximum Packet Size).
+    pub fn max_packet_size(mut self, bytes: u32) -> Self {
+        self.options.session.max_packet_size = Some(bytes);
+        self
+    }
+
+    /// Outbound QoS 1/2 messages in flight at most (default 100), below the
+    /// broker's Receive Maximum; the whole window at MQTT 3.1.1.
+    pub fn max_inflight(mut self, n: u16) -> Self {
+        self.options.session.max_inflight = n;
+        self
+    }
+
+    /// Reconnect with this back-off (default: no reconnect).
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.options.reconnect = Some(backoff);
+        self
+    }
+
+    /// What publishes do while disconnected (default: fail fast).
+    pub fn offline(mut self, policy: OfflinePolicy) -> Self {
+        self.options.offline = policy;
+        self
+    }
+
+    /// Events buffered for the application (default 1024).
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.options.event_capacity = n;
+        self
+    }
+
+    /// Publishes queued or in flight before `publish` waits (default 1024).
+    pub fn max_pending_publishes(mut self, n: usize) -> Self {
+        self.options.max_pending_publishes = n;
+        self
+    }
+
+    /// The options.
+    pub fn build(self) -> ConnectOptions {
+        self.options
     }
 }
 
@@ -80,6 +209,21 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_builder_sets_what_it_says() {
+        let o = ConnectOptions::builder("h", 1)
+            .client_id("c")
+            .keep_alive(5)
+            .version(ProtocolVersion::V3_1_1)
+            .max_pending_publishes(7)
+            .build();
+        assert_eq!((o.host.as_str(), o.port), ("h", 1));
+        assert_eq!(o.session.client_id, "c");
+        assert_eq!(o.session.keep_alive, 5);
+        assert_eq!(o.session.version, ProtocolVersion::V3_1_1);
+        assert_eq!(o.max_pending_publishes, 7);
+    }
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{mosquitto, proxy, vigil};
 use vigil_client::{
-    Backoff, Client, ClientError, ConnectOptions, Event, ProtocolVersion, QoS, ReasonCode,
+    Backoff, Client, ClientError, ConnectOptions, Event, Message, ProtocolVersion, QoS, ReasonCode,
 };
 
 fn options(port: u16, id: &str, version: ProtocolVersion) -> ConnectOptions {
@@ -18,7 +18,7 @@ fn options(port: u16, id: &str, version: ProtocolVersion) -> ConnectOptions {
     o
 }
 
-async fn next_message(events: &mut vigil_client::Events) -> Box<vigil_client::Publish> {
+async fn next_message(events: &mut vigil_client::Events) -> Box<Message> {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match events.recv().await {
@@ -45,7 +45,9 @@ async fn round_trip(port: u16, version: ProtocolVersion) {
         .unwrap();
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
         publisher
-            .publish(format!("rt/{}", qos.as_u8()), vec![qos.as_u8()], qos, false)
+            .publish(Message::new(format!("rt/{}", qos.as_u8()), vec![qos.as_u8()]).qos(qos))
+            .await
+            .unwrap()
             .await
             .unwrap();
         let m = next_message(&mut events).await;
@@ -86,7 +88,12 @@ async fn connection_refused_says_so() {
     let err = Client::connect(options(port, "nobody", ProtocolVersion::V5))
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Io(_)), "{err}");
+    assert!(matches!(err, ClientError::Io { .. }), "{err}");
+    assert_eq!(
+        err.io_kind(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "the io::Error stays reachable"
+    );
     assert!(
         err.to_string().contains("cannot connect to 127.0.0.1"),
         "{err}"
@@ -132,10 +139,12 @@ async fn publishing_while_disconnected_fails_fast_and_never_reports_success() {
         .unwrap();
     assert!(matches!(ev, Some(Event::Disconnected(_))));
     let err = c
-        .publish("t", "x", QoS::AtMostOnce, false)
+        .publish(Message::new("t", "x").qos(QoS::AtMostOnce))
+        .await
+        .unwrap()
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::NotConnected(_)), "{err}");
+    assert!(matches!(err, ClientError::NotConnected { .. }), "{err}");
 }
 
 /// The link goes half-open (no FIN, nothing forwarded): the client notices
@@ -189,7 +198,9 @@ async fn half_open_link_is_detected_and_the_session_resumes() {
         .unwrap();
     for i in 0..3u8 {
         publisher
-            .publish("fleet/cmd", vec![i], QoS::AtLeastOnce, false)
+            .publish(Message::new("fleet/cmd", vec![i]).qos(QoS::AtLeastOnce))
+            .await
+            .unwrap()
             .await
             .unwrap();
     }
@@ -200,9 +211,11 @@ async fn half_open_link_is_detected_and_the_session_resumes() {
     tokio::time::timeout(Duration::from_secs(15), async {
         while got.len() < 3 {
             match events.recv().await {
-                Some(Event::Connected { session_present }) => reconnected = Some(session_present),
+                Some(Event::Connected {
+                    session_present, ..
+                }) => reconnected = Some(session_present),
                 Some(Event::Message(m)) => got.push(m.payload[0]),
-                Some(Event::Disconnected(_)) => {}
+                Some(_) => {}
                 None => panic!("client stopped"),
             }
         }
@@ -235,7 +248,7 @@ async fn slow_application_does_not_kill_the_connection() {
         while Instant::now() < until {
             for _ in 0..50 {
                 if publisher
-                    .publish("flood", vec![0u8; 64], QoS::AtMostOnce, false)
+                    .publish(Message::new("flood", vec![0u8; 64]))
                     .await
                     .is_err()
                 {
@@ -264,7 +277,9 @@ async fn slow_application_does_not_kill_the_connection() {
         "a slow application must not get a healthy connection killed"
     );
     client
-        .publish("still/alive", "yes", QoS::AtLeastOnce, false)
+        .publish(Message::new("still/alive", "yes").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap()
         .await
         .expect("connection still up");
 }

@@ -8,6 +8,10 @@
 //! What must not live here: sockets, tasks, or reading a clock. Every function
 //! that depends on time takes `now: Instant` from its caller, so that tests can
 //! drive hours of protocol on a virtual clock in microseconds.
+//!
+//! The keep-alive rules these state machines implement, each with its reason
+//! and its tests, are in `docs/keepalive.md` at the repository's root; how
+//! the crates fit together is in `docs/architecture.md`.
 
 pub mod client;
 mod codec;

@@ -69,6 +69,32 @@ impl Message {
     }
 }
 
+/// A server topic alias on one delivery (MQTT 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicAliasUse {
+    /// Sent with the topic name: the client learns (or rebinds) the alias.
+    Set(u16),
+    /// Sent with an empty topic name: the client knows the alias.
+    Use(u16),
+}
+
+impl TopicAliasUse {
+    /// The alias number.
+    pub fn alias(self) -> u16 {
+        match self {
+            TopicAliasUse::Set(a) | TopicAliasUse::Use(a) => a,
+        }
+    }
+
+    /// Puts the alias on `publish` (and empties its topic for `Use`).
+    pub fn apply(self, publish: &mut Publish) {
+        publish.properties.topic_alias = Some(self.alias());
+        if let TopicAliasUse::Use(_) = self {
+            publish.topic.clear();
+        }
+    }
+}
+
 /// One message on its way to one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -83,6 +109,9 @@ pub struct Outgoing {
     /// Its key in the session's durable queue, when the broker stored it: the
     /// connection reports its progress (sent, released, done) under this key.
     pub persisted: Option<NonZeroU64>,
+    /// Routed through a shared subscription: if the subscriber's session
+    /// ends first, the broker hands it to another member of the group.
+    pub shared: bool,
 }
 
 impl Outgoing {
@@ -108,20 +137,36 @@ impl Outgoing {
         }
     }
 
-    /// Appends this delivery's PUBLISH to `out`. Written straight from the
-    /// shared message unless the delivery changes its properties (remaining
-    /// expiry, subscription identifiers); the bytes are the same either way.
+    /// Appends this delivery's PUBLISH to `out`, with the server's topic
+    /// `alias` if any. Written straight from the shared message unless the
+    /// delivery changes its properties (remaining expiry, subscription
+    /// identifiers); the bytes are the same either way.
     pub fn encode(
         &self,
         packet_id: u16,
         dup: bool,
         now: Instant,
         version: ProtocolVersion,
+        alias: Option<TopicAliasUse>,
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         match self.view(packet_id, dup) {
-            Some(view) => view.encode(version, out),
-            None => Packet::Publish(self.to_publish(packet_id, dup, now)).encode(version, out),
+            Some(mut view) => {
+                if let Some(alias) = alias {
+                    view.topic_alias = Some(alias.alias());
+                    if let TopicAliasUse::Use(_) = alias {
+                        view.topic = "";
+                    }
+                }
+                view.encode(version, out)
+            }
+            None => {
+                let mut publish = self.to_publish(packet_id, dup, now);
+                if let Some(alias) = alias {
+                    alias.apply(&mut publish);
+                }
+                Packet::Publish(publish).encode(version, out)
+            }
         }
     }
 
@@ -151,6 +196,7 @@ impl Outgoing {
             topic: &self.message.topic,
             packet_id,
             properties: self.message.properties.as_deref(),
+            topic_alias: None,
             payload: &self.message.payload,
         })
     }

@@ -101,7 +101,15 @@ fn decode_one(
         0x01 => set_once(&mut p.payload_format_indicator, zero_or_one(r.u8()?)?),
         0x02 => set_once(&mut p.message_expiry_interval, r.u32()?),
         0x03 => set_once(&mut p.content_type, r.string()?),
-        0x08 => set_once(&mut p.response_topic, r.string()?),
+        0x08 => {
+            // A Topic Name: no wildcards (MQTT-3.3.2-14), not empty.
+            let topic = r.string()?;
+            crate::topic::validate_topic_name(&topic).map_err(|e| DecodeError::InvalidTopic {
+                topic: topic.clone(),
+                why: e.rule(),
+            })?;
+            set_once(&mut p.response_topic, topic)
+        }
         0x09 => set_once(&mut p.correlation_data, r.binary()?),
         0x0B => {
             let v = r.varint()?;
@@ -242,6 +250,11 @@ pub(crate) fn check_properties(p: &Properties) -> Result<(), EncodeError> {
 /// Appends the property block (length prefix and content), in identifier order.
 pub(crate) fn put_properties(out: &mut BytesMut, p: &Properties) {
     put_varint(out, properties_len(p));
+    put_property_fields(out, p);
+}
+
+/// Appends the properties' content, without the length prefix.
+pub(crate) fn put_property_fields(out: &mut BytesMut, p: &Properties) {
     let byte = |out: &mut BytesMut, id: u8, v: &Option<u8>| {
         if let Some(v) = v {
             out.put_u8(id);

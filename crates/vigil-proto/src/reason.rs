@@ -62,6 +62,14 @@ impl ReasonCode {
         self.0 >= 0x80
     }
 
+    /// True for the codes a CONNACK may carry (MQTT 5, 3.2.2.2).
+    pub fn is_valid_in_connack(self) -> bool {
+        matches!(
+            self.0,
+            0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F
+        )
+    }
+
     /// The spec's name for the code, in words, for logs and error messages.
     /// For 0x00 it says "success"; callers that mean a disconnect say so themselves.
     pub fn describe(self) -> &'static str {

@@ -218,3 +218,41 @@ fn size_limit_counts_the_whole_packet() {
         Err(DecodeError::PacketTooLarge { size: 9, max: 8 })
     ));
 }
+
+/// Every possible first byte, alone: the ones no packet may start with are
+/// refused before any length byte; the others wait for more.
+#[test]
+fn an_impossible_first_byte_is_refused_alone() {
+    for version in [V311, V5] {
+        for first in 0..=255u8 {
+            let (kind, flags) = (first >> 4, first & 0x0F);
+            let valid = match kind {
+                0 => false,
+                3 => (flags >> 1) & 3 != 3 && !(flags & 0x08 != 0 && flags & 0x06 == 0),
+                6 | 8 | 10 => flags == 0x02,
+                15 => version == V5 && flags == 0,
+                _ => flags == 0,
+            };
+            let mut buf = BytesMut::from(&[first][..]);
+            let got = Packet::decode(&mut buf, version, MAX);
+            if valid {
+                assert_eq!(got, Ok(None), "{first:#04X} ({version:?}) waits for more");
+            } else {
+                assert!(
+                    matches!(got, Err(DecodeError::Malformed(_))),
+                    "{first:#04X} ({version:?}): {got:?}"
+                );
+            }
+            assert_eq!(buf.len(), 1, "nothing consumed");
+        }
+    }
+}
+
+#[test]
+fn a_reserved_type_with_a_plausible_length_is_refused_at_once() {
+    // Type 0 announcing 100 bytes; type 15 (AUTH) in 3.1.1 announcing 50.
+    malformed(V311, &[0x00, 0x64]);
+    malformed(V311, &[0xF0, 0x32, 0x00]);
+    // An HTTP request: 'G' is 0x47, PUBACK with flags 0111.
+    malformed(V311, b"GET / HTTP/1.1\r\n");
+}

@@ -419,7 +419,10 @@ proptest! {
     #[test]
     fn declared_size_over_the_limit_is_refused(v in version(), len in 1025usize..268_435_455, first in 1u8..15) {
         let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[first << 4]);
+        // A valid first byte (PUBREL, SUBSCRIBE, UNSUBSCRIBE carry flags
+        // 0010): an invalid one is refused before its length is read.
+        let flags = if matches!(first, 6 | 8 | 10) { 0x02 } else { 0x00 };
+        buf.extend_from_slice(&[(first << 4) | flags]);
         let mut n = len;
         loop {
             let mut b = (n % 128) as u8;

@@ -9,7 +9,10 @@
 //! the build. fjall's LSM tree writes faster under sustained large volumes but
 //! brings compaction threads, a directory of files, and a larger tree.
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tracing::{info, warn};
@@ -45,40 +48,39 @@ pub struct DiskBackend {
 
 impl DiskBackend {
     /// Opens (or creates) the store in `data_dir`, refusing a file written by
-    /// an incompatible version.
+    /// an incompatible version. A data directory or file the process may not
+    /// use is reported as that (permissions, read-only file system, a file
+    /// where a directory should be), never as a damaged store: telling
+    /// someone to move a healthy store aside would be the wrong advice.
     pub fn open(data_dir: &Path) -> Result<DiskBackend, StoreError> {
         let path = store_file(data_dir);
-        let io = |detail: String| StoreError::Io {
-            path: path.clone(),
-            detail,
-        };
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| io(format!("cannot create data directory: {e}")))?;
+        prepare_data_dir(data_dir)?;
+        let repairing = Arc::new(AtomicBool::new(false));
+        let started = std::time::Instant::now();
         let opened = engine_guard(&path, || {
+            let repairing = repairing.clone();
             Database::builder()
                 // The store is read once, at start; afterwards it is written.
                 // redb's default 1 GiB page cache would keep the whole file
                 // resident after recovery for nothing.
                 .set_cache_size(CACHE_BYTES)
-                .set_repair_callback(|_| {
-                    warn!("store was not closed cleanly; checking and repairing it");
+                // redb calls back at each stage of one repair (up to four
+                // times): one warning is the news, the rest would be noise.
+                .set_repair_callback(move |_| {
+                    if !repairing.swap(true, Ordering::Relaxed) {
+                        warn!("store was not closed cleanly; checking and repairing it");
+                    }
                 })
                 .create(&path)
         })?;
-        let db = opened.map_err(|e| {
-            io(match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "already open: is another vigil using this data directory?".to_string()
-                }
-                redb::DatabaseError::UpgradeRequired(v) => format!(
-                    "the file uses storage engine format {v}, which this vigil does not read"
-                ),
-                other => format!(
-                    "{other} (the file is damaged; move it aside to start empty, \
-                         or restore a backup)"
-                ),
-            })
-        })?;
+        let db = opened.map_err(|e| open_error(&path, e))?;
+        if repairing.load(Ordering::Relaxed) {
+            info!(
+                path = %path.display(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "store repaired"
+            );
+        }
         let backend = DiskBackend { db, path };
         backend.check_format()?;
         Ok(backend)
@@ -199,6 +201,81 @@ impl DiskBackend {
     }
 }
 
+/// Makes sure `dir` is a directory, creating it (and its parents) if absent.
+fn prepare_data_dir(dir: &Path) -> Result<(), StoreError> {
+    let fail = |detail: String| StoreError::DataDir {
+        dir: dir.to_path_buf(),
+        detail,
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(fail(
+            "is a file, not a directory: point --data-dir (store.data_dir) at a directory, \
+             or at a path where one can be created"
+                .into(),
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot be created: {}", io_problem(&e)))),
+        Err(e) => Err(fail(format!("cannot be used: {}", io_problem(&e)))),
+    }
+}
+
+/// An operating-system error on the data directory or store file, with what
+/// it means for the person running the broker.
+fn io_problem(e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "the user running vigil may not read and write it; fix the owner or mode \
+             of the data directory and its store file, or choose another --data-dir \
+             (this is not damage: the store itself may be fine)"
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            "the file system is mounted read-only; choose a writable --data-dir"
+        }
+        ErrorKind::NotADirectory => {
+            "part of the path is a file, not a directory; choose another --data-dir"
+        }
+        ErrorKind::IsADirectory => "a directory stands where the store file should be",
+        ErrorKind::StorageFull => "the disk is full",
+        _ => return e.to_string(),
+    };
+    format!("{e}: {hint}")
+}
+
+/// What a failed open of the store file means, worded by its cause: only a
+/// file the engine does not recognise or finds inconsistent is called damaged.
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    let detail = match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            "already open: is another vigil using this data directory?".to_string()
+        }
+        redb::DatabaseError::UpgradeRequired(v) => {
+            format!("the file uses storage engine format {v}, which this vigil does not read")
+        }
+        // redb reports a file without its magic number, or too short to hold
+        // its header, as invalid data / unexpected end of file.
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::UnexpectedEof) =>
+        {
+            format!(
+                "not a vigil store, or damaged ({io}); move it aside to start empty, \
+                 or restore a backup"
+            )
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            format!("cannot open or create the file: {}", io_problem(&io))
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => format!(
+            "the file is damaged ({what}); move it aside to start empty, or restore a backup"
+        ),
+        other => format!("cannot open the file: {other}"),
+    };
+    StoreError::Io {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
 /// Runs an engine call that may panic on a damaged file (redb asserts on some
 /// truncations) and turns the panic into an error naming the file, so a bad
 /// file stops the start with a message instead of a crash.
@@ -310,5 +387,47 @@ impl Tables for OpenTables<'_> {
     }
     fn delete_retained(&mut self, topic: &str) -> Result<(), Self::Error> {
         self.retained.remove(topic).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(e: redb::DatabaseError) -> String {
+        open_error(Path::new("/data/vigil.redb"), e).to_string()
+    }
+
+    #[test]
+    fn permission_and_io_failures_are_not_called_damage() {
+        for kind in [
+            ErrorKind::PermissionDenied,
+            ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::NotADirectory,
+            ErrorKind::StorageFull,
+            ErrorKind::Other,
+        ] {
+            let msg = message(std::io::Error::from(kind).into());
+            assert!(msg.contains("/data/vigil.redb"), "{msg}");
+            assert!(!msg.contains("damaged"), "{kind:?}: {msg}");
+            assert!(!msg.contains("move it aside"), "{kind:?}: {msg}");
+        }
+        let msg = message(std::io::Error::from(ErrorKind::PermissionDenied).into());
+        assert!(msg.contains("may not read and write"), "{msg}");
+    }
+
+    #[test]
+    fn only_an_unrecognised_or_inconsistent_file_is_called_damaged() {
+        for e in [
+            redb::DatabaseError::from(std::io::Error::from(ErrorKind::InvalidData)),
+            std::io::Error::from(ErrorKind::UnexpectedEof).into(),
+            redb::StorageError::Corrupted("bad checksum".into()).into(),
+        ] {
+            let msg = message(e);
+            assert!(
+                msg.contains("damaged") && msg.contains("move it aside"),
+                "{msg}"
+            );
+        }
     }
 }

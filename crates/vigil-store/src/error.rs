@@ -13,6 +13,16 @@ pub enum StoreError {
         /// What the engine said.
         detail: String,
     },
+    /// The data directory cannot be used: it is not a directory, or it
+    /// cannot be created or written (an operating-system problem, not a
+    /// damaged store).
+    #[error("data directory {dir}: {detail}")]
+    DataDir {
+        /// The data directory.
+        dir: PathBuf,
+        /// What is wrong and what to do.
+        detail: String,
+    },
     /// The file was written by a newer or unknown format.
     #[error(
         "store {path} has format {found}, this vigil reads format {supported}: \

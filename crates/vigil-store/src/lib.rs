@@ -3,10 +3,14 @@
 //! ids, retained messages and delayed wills), behind one [`Backend`] trait
 //! with an in-memory and an on-disk (redb) implementation, and a group-commit
 //! writer ([`Store`]) that the broker's connections share.
+//!
+//! `docs/architecture.md` (section "The store") in the repository describes
+//! how the broker writes, opens and recovers it.
 
 mod backend;
 mod disk;
 mod error;
+pub mod histogram;
 mod memory;
 mod op;
 pub mod record;

@@ -17,6 +17,7 @@ use tracing::{debug, error};
 
 use crate::backend::{Backend, Contents};
 use crate::error::StoreError;
+use crate::histogram::{Histogram, Snapshot};
 use crate::op::Op;
 
 /// When a commit reaches stable storage.
@@ -49,7 +50,20 @@ struct Shared {
     failure: Mutex<Option<String>>,
     wake: Notify,
     commits: AtomicU64,
+    /// Time of each commit (written by the writer thread alone).
+    commit_latency: Histogram,
+    /// Operations in each commit.
+    batch_ops: Histogram,
 }
+
+/// Bucket bounds of the commit latency, seconds.
+const COMMIT_BOUNDS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Bucket bounds of the operations per commit.
+const BATCH_BOUNDS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 4096.0,
+];
 
 struct Submit {
     next: u64,
@@ -89,6 +103,8 @@ impl Store {
             failure: Mutex::new(None),
             wake: Notify::new(),
             commits: AtomicU64::new(0),
+            commit_latency: Histogram::new(COMMIT_BOUNDS),
+            batch_ops: Histogram::with_scale(BATCH_BOUNDS, 1.0),
         });
         let writer_shared = shared.clone();
         let handle = std::thread::Builder::new()
@@ -142,6 +158,16 @@ impl Store {
     /// Number of commits so far.
     pub fn commits(&self) -> u64 {
         self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// How long each commit took (with its sync, if it synced).
+    pub fn commit_latency(&self) -> Snapshot {
+        self.shared.commit_latency.snapshot()
+    }
+
+    /// How many operations each commit carried.
+    pub fn batch_size(&self) -> Snapshot {
+        self.shared.batch_ops.snapshot()
     }
 
     /// Commits and syncs everything submitted, then stops the writer. Blocks.
@@ -251,7 +277,10 @@ fn run_writer(mut backend: Box<dyn Backend>, rx: mpsc::Receiver<Msg>, shared: &S
                 shared.wake.notify_waiters();
                 break;
             }
-            debug!(ops = batch.len(), took = ?started.elapsed(), sync, "store commit");
+            let took = started.elapsed();
+            debug!(ops = batch.len(), ?took, sync, "store commit");
+            shared.commit_latency.record(took);
+            shared.batch_ops.record_units(batch.len() as u64);
             shared.commits.fetch_add(1, Ordering::Relaxed);
             batch.clear();
             unsynced = !sync;

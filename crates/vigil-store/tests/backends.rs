@@ -266,3 +266,36 @@ fn a_truncated_store_is_refused_with_its_name_or_repaired_never_misread() {
         ),
     }
 }
+
+#[test]
+fn a_data_dir_that_is_a_regular_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"some file").unwrap();
+    let err = DiskBackend::open(&file).unwrap_err().to_string();
+    assert!(err.contains("is a file, not a directory"), "{err}");
+    assert!(err.contains(&*file.to_string_lossy()), "{err}");
+    assert!(!err.contains("damaged"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"some file", "left alone");
+}
+
+#[test]
+fn a_data_dir_under_a_regular_file_is_an_io_problem_not_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"some file").unwrap();
+    let err = DiskBackend::open(&file.join("sub"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("part of the path is a file"), "{err}");
+    assert!(!err.contains("damaged"), "{err}");
+}
+
+#[test]
+fn a_directory_where_the_store_file_belongs_is_not_called_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(vigil_store::store_file(dir.path())).unwrap();
+    let err = DiskBackend::open(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("vigil.redb"), "{err}");
+    assert!(!err.contains("damaged"), "{err}");
+}

@@ -99,3 +99,27 @@ impl ConnectArgs {
         Ok(o)
     }
 }
+
+/// Logs of `vigil pub`/`vigil sub` go to stderr: warnings (or `RUST_LOG`),
+/// and with `-d` one line per packet sent and received, as `mosquitto_sub -d`
+/// prints them (`Client vigil-sub-1 sending CONNECT`).
+pub(crate) fn init_logging(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new("warn"),
+    };
+    if debug {
+        if let Ok(d) = "vigil_client::packets=debug".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,5 +1,9 @@
 //! The `vigil` command: `serve` runs the broker; `pub`, `sub` and `bench` are
-//! clients. `anyhow` lives only here, at the binary's edge.
+//! clients; `passwd` manages password files. `anyhow` lives only here, at the binary's edge.
+//!
+//! In the repository: `docs/configuration.md` (every `serve` setting),
+//! `docs/keepalive.md` (the rules), `docs/architecture.md` (the crates), and
+//! `dist/vigil.service` (a hardened systemd unit).
 
 use std::process::ExitCode;
 
@@ -28,7 +32,10 @@ mod cli_common;
 mod cli_props;
 mod cli_pub;
 mod cli_sub;
+mod ctl;
+mod passwd;
 mod serve;
+mod serve_auth;
 
 /// vigil: an MQTT 3.1/3.1.1/5.0 broker, client and tools.
 #[derive(Debug, Parser)]
@@ -40,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker (no config needed: listens on 0.0.0.0:1883).
+    /// Run the broker (no config needed: listens on 127.0.0.1:1883).
     Serve(serve::ServeArgs),
     /// Publish messages (flags as mosquitto_pub; help with --help).
     Pub(cli_pub::PubArgs),
@@ -48,6 +55,10 @@ enum Command {
     Sub(cli_sub::SubArgs),
     /// Load and keep-alive soak scenarios against any MQTT broker (help with --help).
     Bench(vigil_bench::BenchArgs),
+    /// Manage a password file (flags as mosquitto_passwd; help with --help).
+    Passwd(passwd::PasswdArgs),
+    /// Ask a running broker's admin API: clients, why a client disconnected, kick, stats.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,8 @@ fn main() -> ExitCode {
         Command::Pub(args) => client_runtime().and_then(|rt| rt.block_on(cli_pub::run(args))),
         Command::Sub(args) => client_runtime().and_then(|rt| rt.block_on(cli_sub::run(args))),
         Command::Bench(args) => bench::run(args),
+        Command::Passwd(args) => passwd::run(args),
+        Command::Ctl(args) => client_runtime().and_then(|rt| rt.block_on(ctl::run(args))),
     };
     match result {
         Ok(code) => code,
@@ -74,15 +87,34 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default level.
-fn init_logging(default_level: &str) {
+/// Logs go to stderr; `RUST_LOG` overrides the default level. Colour only
+/// on a terminal, and never with `NO_COLOR` set (no-color.org): a log file
+/// or a journal must not fill with escape codes.
+/// With `json`, one JSON object per line for log shippers.
+fn init_logging(default_level: &str, json: bool) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
+    let ansi = std::io::stderr().is_terminal() && colour_allowed(std::env::var_os("NO_COLOR"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// NO_COLOR set to anything but the empty string turns colour off.
+fn colour_allowed(no_color: Option<std::ffi::OsString>) -> bool {
+    no_color.is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]
@@ -93,6 +125,14 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_color_set_to_anything_turns_colour_off() {
+        assert!(colour_allowed(None));
+        assert!(colour_allowed(Some("".into())), "empty counts as unset");
+        assert!(!colour_allowed(Some("1".into())));
+        assert!(!colour_allowed(Some("0".into())), "any value, even 0");
     }
 
     #[test]

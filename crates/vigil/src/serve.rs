@@ -1,13 +1,13 @@
 //! `vigil serve`: run the broker. Flags override the config file, which
 //! overrides the built-in defaults.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use vigil_broker::config::{BrokerConfig, DurabilityMode, StoreBackend};
-use vigil_broker::{open_broker, Server, ServerOptions};
+use vigil_broker::{open_broker, BoundListener, ListenError, Server, ServerOptions};
 
 /// Flags of `vigil serve`.
 #[derive(Debug, Args)]
@@ -18,9 +18,21 @@ pub(crate) struct ServeArgs {
     /// TCP port to listen on [default: 1883].
     #[arg(short = 'p', long)]
     port: Option<u16>,
-    /// Address to bind [default: 0.0.0.0].
+    /// Address to bind [default: 127.0.0.1]. Any other address needs
+    /// --password-file (or [auth] in the config) or --allow-anonymous.
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Mosquitto-compatible password file (create one with `vigil passwd`);
+    /// clients without credentials are then refused unless --allow-anonymous.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Mosquitto-compatible ACL file: what is not granted is denied.
+    #[arg(long, value_name = "FILE")]
+    acl_file: Option<PathBuf>,
+    /// Let clients without credentials connect, even with a password file
+    /// or on a non-loopback address.
+    #[arg(long)]
+    allow_anonymous: bool,
     /// Largest keep alive accepted, seconds.
     #[arg(long, value_name = "SECS")]
     max_keepalive: Option<u16>,
@@ -54,6 +66,34 @@ pub(crate) struct ServeArgs {
     /// damaged ones (each is logged).
     #[arg(long)]
     salvage_store: bool,
+    /// Seconds between two rounds of the $SYS topics; 0: none [default: 10].
+    #[arg(long, value_name = "SECS")]
+    sys_interval: Option<u64>,
+    /// Start the admin HTTP listener (metrics, API, dashboard) with the
+    /// [admin] defaults, 127.0.0.1:18083, if the config has no [admin] table.
+    #[arg(long)]
+    admin: bool,
+    /// Address of the admin listener (implies --admin) [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    admin_bind: Option<IpAddr>,
+    /// Port of the admin listener (implies --admin) [default: 18083].
+    #[arg(long, value_name = "PORT")]
+    admin_port: Option<u16>,
+    /// File whose first line is the admin bearer token (implies --admin).
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Log format: text for people, json (one object per line) for log shippers.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Lines for people (default).
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--durability` values.
@@ -81,10 +121,33 @@ impl ServeArgs {
             Some(path) => BrokerConfig::load(path)?,
             None => BrokerConfig::default(),
         };
+        if !config.listeners.is_empty() {
+            let flags: Vec<&str> = [
+                (self.port.is_some(), "-p/--port"),
+                (self.bind.is_some(), "--bind"),
+                (self.max_connections.is_some(), "--max-connections"),
+            ]
+            .into_iter()
+            .filter_map(|(given, flag)| given.then_some(flag))
+            .collect();
+            if !flags.is_empty() {
+                anyhow::bail!(
+                    "{} configure the single plain listener, but the config file has [[listeners]]: \
+                     set bind, port and max_connections in its [[listeners]] entries instead",
+                    flags.join(", ")
+                );
+            }
+        }
         self.apply(&mut config);
         config
             .validate(std::path::Path::new("<flags>"))
             .context("the command-line flags contradict the configuration")?;
+        for entry in config.effective_listeners() {
+            config
+                .auth
+                .check_listener(entry.addr())
+                .map_err(anyhow::Error::msg)?;
+        }
         Ok(config)
     }
 
@@ -94,6 +157,15 @@ impl ServeArgs {
         }
         if let Some(bind) = self.bind {
             config.listener.bind = bind;
+        }
+        if let Some(file) = &self.password_file {
+            config.auth.password_file = Some(file.clone());
+        }
+        if let Some(file) = &self.acl_file {
+            config.auth.acl_file = Some(file.clone());
+        }
+        if self.allow_anonymous {
+            config.auth.allow_anonymous = Some(true);
         }
         if let Some(n) = self.max_connections {
             config.listener.max_connections = n;
@@ -122,6 +194,26 @@ impl ServeArgs {
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = dir.clone();
         }
+        if let Some(secs) = self.sys_interval {
+            config.sys.interval = secs;
+        }
+        let admin_flags = self.admin
+            || self.admin_bind.is_some()
+            || self.admin_port.is_some()
+            || self.admin_token_file.is_some();
+        if admin_flags {
+            let admin = config.admin.get_or_insert_with(Default::default);
+            if let Some(bind) = self.admin_bind {
+                admin.bind = bind;
+            }
+            if let Some(port) = self.admin_port {
+                admin.port = port;
+            }
+            if let Some(file) = &self.admin_token_file {
+                admin.token = None;
+                admin.token_file = Some(file.clone());
+            }
+        }
         if let Some(d) = self.durability {
             config.store.durability = match d {
                 DurabilityArg::Always => DurabilityMode::Always,
@@ -133,8 +225,9 @@ impl ServeArgs {
 
 /// Runs the broker until SIGINT or SIGTERM.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    crate::init_logging("info");
+    crate::init_logging("info", args.log_format == LogFormat::Json);
     let config = args.config()?;
+    let auth = crate::serve_auth::gate(&config.auth)?;
     let options = ServerOptions::from_config(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -153,6 +246,15 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         vigil_broker::spawn_worker_runtimes(workers - 1).context("cannot start the workers")?,
     );
     runtime.block_on(async move {
+        // Bind before the store is opened: a busy port must stop the start
+        // before a store is created (or a large one recovered) for nothing.
+        let mut listeners = Vec::new();
+        for entry in config.effective_listeners() {
+            listeners.push(BoundListener::bind(&entry).await.map_err(|e| match e {
+                ListenError::Bind { addr, source } => bind_error(addr, source),
+                tls @ ListenError::Tls { .. } => anyhow::Error::new(tls),
+            })?);
+        }
         let broker = open_broker(options.core, &config.store, args.salvage_store)
             .context("cannot open the store")?;
         if config.store.backend == StoreBackend::Memory {
@@ -160,17 +262,89 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
                 "--store memory: sessions and retained messages will not survive a restart"
             );
         }
-        let server = Server::bind_broker(options, broker)
-            .await
-            .with_context(|| format!("cannot listen on {}", options.listen))?
+        if let Some(auth) = &auth {
+            broker.set_auth(auth.clone());
+            tokio::spawn(auth.clone().run_expiry());
+        }
+        let server = Server::with_listeners(listeners, options, broker)
             .with_workers(handles)
             .context("cannot start the worker threads' parking lots")?;
-        tracing::info!(address = %server.local_addr()?, "vigil listening");
-        tracing::warn!("anonymous access is allowed: authentication is not configured");
-        server.run_until(shutdown_signal()).await?;
+        for l in server.listeners() {
+            tracing::info!(listener = %l.name(), "vigil listening");
+        }
+        // One SIGHUP handler for everything it reloads: certificates and the
+        // auth files (caught even with neither, or SIGHUP would end the broker).
+        tokio::spawn(crate::serve_auth::reload_on_sighup(
+            auth.clone(),
+            server.cert_reloader(),
+        ));
+        crate::serve_auth::log_access(&config.auth);
+        let admin = match &config.admin {
+            Some(admin) => Some(start_admin(admin, server.broker())?),
+            None => None,
+        };
+        // Store recovered and listeners bound: ready.
+        if let Some(a) = &admin {
+            a.set_ready(true);
+        }
+        server
+            .run_until(async {
+                shutdown_signal().await;
+                if let Some(a) = &admin {
+                    a.set_ready(false);
+                }
+            })
+            .await?;
         tracing::info!("stopped");
         Ok(std::process::ExitCode::SUCCESS)
     })
+}
+
+/// Starts the admin listener on a thread of its own.
+fn start_admin(
+    admin: &vigil_broker::config::AdminConfig,
+    broker: std::sync::Arc<vigil_broker::core::Broker>,
+) -> anyhow::Result<vigil_admin::AdminServer> {
+    let token = admin.resolve_token().with_context(|| {
+        format!(
+            "cannot read the admin token file {}",
+            admin
+                .token_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )
+    })?;
+    if token.is_none() {
+        tracing::warn!(address = %admin.addr(), "admin API without a token: anyone who can reach this address can use it");
+    }
+    let options = vigil_admin::AdminOptions {
+        addr: admin.addr(),
+        token,
+    };
+    vigil_admin::AdminServer::start(options, broker).map_err(|e| match e {
+        vigil_admin::AdminError::Bind { addr, source } => bind_error(addr, source)
+            .context("the admin listener (--admin-port, [admin] port) could not start"),
+        e => anyhow::Error::new(e),
+    })
+}
+
+/// Why the listener could not be bound, naming the address and what to do.
+fn bind_error(addr: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process (another broker?) is listening on this port; stop it, \
+             or choose another port (-p/--port, or port in the config file)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; choose another (-p/--port, or port in the config file)"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "no interface of this machine has that address; check --bind"
+        }
+        _ => return anyhow::Error::new(e).context(format!("cannot listen on {addr}")),
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}: {hint}")
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
@@ -244,6 +418,72 @@ mod tests {
         assert_eq!(c.keepalive.max_keepalive, 100);
         assert_eq!(c.keepalive.min_keepalive, 5);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listener_flags_with_a_listeners_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(
+            &file,
+            "[[listeners]]\nport = 2000\n[[listeners]]\nport = 2001\nprotocol = \"ws\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let err = config_for(&["-c", path, "-p", "3000"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("-p/--port configure the single plain listener"),
+            "{err:#}"
+        );
+        let c = config_for(&["-c", path, "--workers", "2"]).unwrap();
+        assert_eq!(c.effective_listeners().len(), 2);
+    }
+
+    #[test]
+    fn a_public_bind_needs_authentication_or_explicit_anonymous_access() {
+        let err = config_for(&["--bind", "0.0.0.0"]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("0.0.0.0:1883"), "{msg}");
+        assert!(msg.contains("--password-file"), "{msg}");
+        assert!(msg.contains("--allow-anonymous"), "{msg}");
+        let c = config_for(&["--bind", "0.0.0.0", "--allow-anonymous"]).unwrap();
+        assert_eq!(c.auth.allow_anonymous, Some(true));
+        let c = config_for(&[
+            "--bind",
+            "::",
+            "--password-file",
+            "/etc/vigil/passwd",
+            "--acl-file",
+            "acl",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.auth.password_file.as_deref(),
+            Some(std::path::Path::new("/etc/vigil/passwd"))
+        );
+        assert_eq!(
+            c.auth.acl_file.as_deref(),
+            Some(std::path::Path::new("acl"))
+        );
+        assert!(!c.auth.anonymous_allowed());
+        // No flag: loopback, open.
+        let c = config_for(&[]).unwrap();
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:1883");
+        assert!(c.auth.anonymous_allowed());
+    }
+
+    #[test]
+    fn admin_flags_turn_the_listener_on_and_sys_interval_applies() {
+        let c = config_for(&[]).unwrap();
+        assert_eq!(c.admin, None);
+        let c = config_for(&["--admin", "--sys-interval", "0"]).unwrap();
+        assert_eq!(c.admin.unwrap().addr().to_string(), "127.0.0.1:18083");
+        assert_eq!(c.sys.interval, 0);
+        let c = config_for(&["--admin-port", "0"]).unwrap();
+        assert_eq!(c.admin.unwrap().port, 0);
+        let err = config_for(&["--admin-bind", "0.0.0.0"]).unwrap_err();
+        assert!(format!("{err:#}").contains("admin.token"), "{err:#}");
+        assert!(config_for(&["--admin-bind", "0.0.0.0", "--admin-token-file", "/t"]).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use vigil_client::{Client, ConnectOptions, Event, QoS};
+use vigil_client::{Client, ClientError, ConnectOptions, Event, Message, QoS, ReasonCode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vigil");
 const PUBLISHERS: u32 = 2;
@@ -67,6 +67,12 @@ fn serve(dir: &Path, port: u16) -> (Child, u16) {
     (child, bound)
 }
 
+/// Publishes and waits for the outcome (PUBACK/PUBCOMP): these tests count
+/// what was acknowledged one message at a time.
+async fn publish(c: &Client, m: Message) -> Result<ReasonCode, ClientError> {
+    c.publish(m).await?.await
+}
+
 fn options(port: u16, id: &str, clean: bool) -> ConnectOptions {
     let mut o = ConnectOptions::new("127.0.0.1", port);
     o.session.client_id = id.into();
@@ -108,11 +114,11 @@ fn kill_and_recover(kill_after: u32, jitter: Duration) {
             .await
             .unwrap();
         for i in 1..=3 {
-            p.publish(
-                format!("r/{i}"),
-                format!("kept {i}"),
-                QoS::AtLeastOnce,
-                true,
+            publish(
+                &p,
+                Message::new(format!("r/{i}"), format!("kept {i}"))
+                    .qos(QoS::AtLeastOnce)
+                    .retain(true),
             )
             .await
             .unwrap();
@@ -147,9 +153,11 @@ fn kill_and_recover(kill_after: u32, jitter: Duration) {
                     .unwrap();
                 for seq in 0..PER_PUBLISHER {
                     let payload = format!("{publisher}:{seq}");
-                    match p
-                        .publish(format!("d/{publisher}"), payload, qos_of(seq), false)
-                        .await
+                    match publish(
+                        &p,
+                        Message::new(format!("d/{publisher}"), payload).qos(qos_of(seq)),
+                    )
+                    .await
                     {
                         Ok(_) => {
                             acked
@@ -193,6 +201,7 @@ fn kill_and_recover(kill_after: u32, jitter: Duration) {
             match ev {
                 Event::Connected {
                     session_present: sp,
+                    ..
                 } => session_present = Some(sp),
                 Event::Message(m) => {
                     let text = String::from_utf8_lossy(&m.payload).into_owned();
@@ -203,6 +212,7 @@ fn kill_and_recover(kill_after: u32, jitter: Duration) {
                         .push(s.parse().unwrap());
                 }
                 Event::Disconnected(e) => panic!("subscriber lost its connection: {e}"),
+                _ => {}
             }
         }
         assert_ne!(session_present, Some(false), "the session did not survive");
@@ -280,9 +290,14 @@ fn a_truncated_store_stops_the_start_with_the_file_named_not_a_panic() {
     rt.block_on(async {
         let (p, _e) = Client::connect(options(port, "w", true)).await.unwrap();
         for i in 0..200 {
-            p.publish(format!("r/{i}"), vec![b'x'; 512], QoS::AtLeastOnce, true)
-                .await
-                .unwrap();
+            publish(
+                &p,
+                Message::new(format!("r/{i}"), vec![b'x'; 512])
+                    .qos(QoS::AtLeastOnce)
+                    .retain(true),
+            )
+            .await
+            .unwrap();
         }
     });
     broker.kill().unwrap();
@@ -345,9 +360,12 @@ fn qos2_in_flight_to_a_connected_subscriber_survives_sigkill_exactly_once() {
         let mut acked = Vec::new();
         let publisher = tokio::spawn(async move {
             for seq in 0..TOTAL {
-                if p.publish("live/x", seq.to_string(), QoS::ExactlyOnce, false)
-                    .await
-                    .is_err()
+                if publish(
+                    &p,
+                    Message::new("live/x", seq.to_string()).qos(QoS::ExactlyOnce),
+                )
+                .await
+                .is_err()
                 {
                     break;
                 }

@@ -21,11 +21,29 @@ pub(crate) fn broker_usage(
     match (before, after) {
         (Some(b), Some(a)) => json!({
             "cpu_percent": 100.0 * (a.cpu_secs - b.cpu_secs) / secs.max(0.001),
+            "cpu_secs": a.cpu_secs - b.cpu_secs,
             "rss_before_bytes": b.rss_bytes,
             "rss_after_bytes": a.rss_bytes,
         }),
         _ => Value::Null,
     }
+}
+
+/// The human line for a `broker_usage` object (None when it is null: no
+/// --broker-pid, or the process could not be read).
+pub(crate) fn broker_usage_line(usage: &Value, delivered: Option<u64>) -> Option<String> {
+    let percent = usage["cpu_percent"].as_f64()?;
+    let cpu = usage["cpu_secs"].as_f64()?;
+    let mib = |key: &str| usage[key].as_u64().map(|b| b as f64 / f64::from(1 << 20));
+    let (before, after) = (mib("rss_before_bytes")?, mib("rss_after_bytes")?);
+    let per_message = delivered
+        .filter(|&n| n > 0)
+        .map(|n| format!(", {:.2} µs per delivered message", cpu * 1e6 / n as f64))
+        .unwrap_or_default();
+    Some(format!(
+        "broker: CPU {cpu:.2} s ({percent:.0}% of one core){per_message}, \
+         RSS {before:.1} → {after:.1} MiB"
+    ))
 }
 
 /// How many connections to open, how fast, and what they announce.
@@ -56,14 +74,11 @@ pub(crate) async fn run(
         tokio::time::sleep_until((start + interval * i as u32).into()).await;
         let (target, id) = (target.clone(), client_id("conn", i));
         tasks.spawn(async move {
-            let connect = connect_packet(target.version, id, keep_alive);
-            BenchConn::open(
-                target.addr,
-                target.next_src(),
-                connect,
-                target.connect_timeout,
-            )
-            .await
+            let mut connect = connect_packet(target.version, id, keep_alive);
+            let (user, password) = &target.credentials;
+            connect.username = user.as_ref().map(|u| u.replace("{i}", &i.to_string()));
+            connect.password = password.clone().map(bytes::Bytes::from);
+            BenchConn::open_target(&target, connect).await
         });
         if i % 1000 == 0 {
             progress.say(format!("conn: {i}/{connections} opened"));
@@ -104,6 +119,11 @@ pub(crate) async fn run(
             .map(|b| format!(", broker RSS {b:.0} B per connection"))
             .unwrap_or_default()
     );
+    let usage = broker_usage(before, after, connect_secs + duration.as_secs_f64());
+    let human = match broker_usage_line(&usage, None) {
+        Some(line) => format!("{human}\n{line}"),
+        None => human,
+    };
     let json = json!({
         "scenario": "conn",
         "connections": connections,
@@ -114,7 +134,7 @@ pub(crate) async fn run(
         "connect_per_s": held.len() as f64 / connect_secs.max(0.001),
         "connack_latency": l,
         "broker_rss_per_connection_bytes": per_conn,
-        "broker_usage": broker_usage(before, after, connect_secs + duration.as_secs_f64()),
+        "broker_usage": usage,
     });
     drop(held);
     Ok(Report { json, human })

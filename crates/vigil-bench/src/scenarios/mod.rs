@@ -126,6 +126,18 @@ pub(crate) async fn run(
     duration: Duration,
     progress: &Progress,
 ) -> Result<Report, BenchError> {
+    let over_tls = matches!(
+        scenario,
+        Scenario::Conn { .. }
+            | Scenario::FanIn { .. }
+            | Scenario::FanOut { .. }
+            | Scenario::Pairs { .. }
+    );
+    if (target.tls.is_some() || target.ws_url.is_some()) && !over_tls {
+        return Err(BenchError::Args(
+            "--tls and --ws run the conn, fan-in, fan-out and pairs scenarios".into(),
+        ));
+    }
     match scenario {
         Scenario::Conn {
             connections,

@@ -230,6 +230,10 @@ pub(crate) async fn run(
         "{}: {} pub → {} sub, QoS {}, {} B: sent {total_sent}, delivered {received}/{expected} ({rate:.0}/s), lost {lost}, dup {duplicates}, latency p50 {} ms p99 {} ms max {} ms",
         shape.name(), shape.publishers(), shape.subscribers(), flow.qos, flow.payload, l["p50_ms"], l["p99_ms"], l["max_ms"]
     );
+    let human = match super::conn::broker_usage_line(&json["broker_usage"], Some(received)) {
+        Some(line) => format!("{human}\n{line}"),
+        None => human,
+    };
     Ok(Report { json, human })
 }
 
@@ -243,14 +247,7 @@ async fn open(target: &Target, id: String, persistent: bool) -> Result<BenchConn
             connect.clean_start = false;
         }
     }
-    Ok(BenchConn::open(
-        target.addr,
-        target.next_src(),
-        connect,
-        target.connect_timeout,
-    )
-    .await?
-    .0)
+    Ok(BenchConn::open_target(target, connect).await?.0)
 }
 
 /// Publishes until `end`; returns (publisher, messages sent).

@@ -81,7 +81,8 @@ impl Driver {
                         Wait::Room { blocked, ack } => {
                             // Backpressure: no ack and no further reads until the
                             // subscribers that are behind have room for this message.
-                            self.broker.deliver_blocked(blocked).await;
+                            let from = self.attached.as_ref().map(|a| a.session.clone());
+                            self.broker.deliver_blocked(from.as_ref(), blocked).await;
                             self.ack_routed(&mut batch, ack);
                         }
                     }
@@ -134,6 +135,11 @@ impl Driver {
             ServerEvent::Publish(p) => {
                 let a = self.attached.as_ref()?;
                 let (packet_id, qos) = (p.packet_id, p.qos);
+                crate::observe::traffic::publish_in(qos as u8);
+                if !crate::auth::may_publish(&self.broker, &a.session, &p.topic) {
+                    self.ack_routed(batch, (packet_id, qos, crate::auth::DENIED));
+                    return None;
+                }
                 if qos == QoS::ExactlyOnce {
                     let guard = self.broker.guard_inbound_qos2(&a.session, packet_id);
                     batch.ticket = batch.ticket.max(guard);
@@ -154,10 +160,13 @@ impl Driver {
                 }
                 self.ack_routed(batch, ack);
             }
-            ServerEvent::Subscribe(s) => {
+            ServerEvent::Subscribe(mut s) => {
                 let a = self.attached.as_ref()?;
-                match self.broker.subscribe(&a.session, &s, Instant::now()) {
-                    Ok(codes) => self.conn.send_suback(s.packet_id, codes),
+                let denied = crate::auth::screen_subscribe(&self.broker, &a.session, &mut s);
+                match self.broker.subscribe(&a.session, &s) {
+                    Ok(codes) => self
+                        .conn
+                        .send_suback(s.packet_id, crate::auth::merge_suback(codes, &denied)),
                     Err(v) => self.conn.close(
                         v.reason,
                         CloseReason::ProtocolError {
@@ -190,7 +199,7 @@ impl Driver {
         if acks_wait && batch.ticket.is_some() && qos != QoS::AtMostOnce {
             batch.held.push((packet_id, qos, matched));
         } else {
-            self.conn.publish_routed(packet_id, qos, matched);
+            crate::auth::send_ack(&mut self.conn, packet_id, qos, matched);
         }
     }
 
@@ -215,7 +224,7 @@ impl Driver {
         match store.durable(ticket).await {
             Ok(()) => {
                 for (packet_id, qos, matched) in held {
-                    self.conn.publish_routed(packet_id, qos, matched);
+                    crate::auth::send_ack(&mut self.conn, packet_id, qos, matched);
                 }
             }
             Err(e) => {
@@ -243,13 +252,23 @@ impl Driver {
         } else {
             u32::MAX
         };
+        let login = match self.broker.auth() {
+            Some(auth) => match auth.check_connect(&c, &client_id, self.peer).await {
+                Ok(login) => Some(login),
+                Err(code) => return self.conn.refuse(code),
+            },
+            None => None,
+        };
         let request = ConnectRequest {
             client_id: client_id.clone(),
             protocol: c.protocol,
             clean_start: c.clean_start,
             session_expiry,
             will: c.will.clone(),
-            username: c.username.clone(),
+            // The ACL knows the client by the name it authenticated as.
+            username: login
+                .as_ref()
+                .map_or_else(|| c.username.clone(), |l| l.username.clone()),
             peer: self.peer,
         };
         match self.broker.connect(request).await {
@@ -271,7 +290,18 @@ impl Driver {
                         state: grant.state,
                     },
                 );
+                self.broker.note_connected(
+                    grant.session.client_id(),
+                    grant.conn_id,
+                    self.peer,
+                    c.username.clone(),
+                    c.protocol,
+                    self.conn.keep_alive(),
+                );
                 grant.session.mailbox.set_home(WakeInbox::here());
+                if let (Some(auth), Some(login)) = (self.broker.auth(), login) {
+                    auth.track(grant.conn_id, &grant.session, login);
+                }
                 self.control = Some(grant.control);
                 self.attached = Some(Attached {
                     session: grant.session,

@@ -24,9 +24,9 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 use vigil_proto::server::{CloseReason, Closed, ServerConfig, ServerConnection};
-use vigil_proto::Packet;
 
 use crate::core::{Broker, Control, ControlSignal, DisconnectInfo, SessionRef};
+use crate::transport::Transport;
 
 /// Stop pulling deliveries into the write buffer beyond this many bytes, so a
 /// PINGRESP queued later waits behind at most this much of our own data.
@@ -60,6 +60,13 @@ thread_local! {
 
 /// How long a closing connection may take to flush its last packets.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+/// After a close that told the client why, how long, and how many of the
+/// client's bytes, the half-closed socket is drained before it is closed: a
+/// socket closed with bytes unread answers with a reset, and a client that
+/// then writes (an ack, a ping) gets EPIPE instead of reading the reason.
+const DRAIN_ON_CLOSE: Duration = Duration::from_secs(1);
+/// See `DRAIN_ON_CLOSE`.
+const DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 
 /// Holds one place in the count of live connections until the connection's
 /// task ends.
@@ -76,7 +83,7 @@ impl Drop for LiveSlot {
 /// task holds the connection once: an `async fn` taking these arguments kept
 /// them beside the `Driver` made from them, ~110 bytes per idle connection.
 pub(crate) fn serve(
-    stream: TcpStream,
+    stream: impl Into<Transport>,
     peer: SocketAddr,
     broker: Arc<Broker>,
     config: ServerConfig,
@@ -84,7 +91,7 @@ pub(crate) fn serve(
     lot: Option<Arc<ParkingLot>>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let driver = Driver {
-        stream,
+        stream: stream.into(),
         peer,
         conn: ServerConnection::new(config, Instant::now()),
         broker,
@@ -94,6 +101,7 @@ pub(crate) fn serve(
         write_buf: BytesMut::new(),
         closed: None,
         full_reads: 0,
+        yield_owed: false,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         timer_at: None,
         busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
@@ -128,7 +136,7 @@ fn resume(
     let stream = TcpStream::from_std(body.stream)?;
     let driver = Driver {
         peer: parking::peer_of(&stream),
-        stream,
+        stream: stream.into(),
         conn: ServerConnection::unpark(config, body.conn),
         broker,
         attached: Some(body.attached),
@@ -137,6 +145,7 @@ fn resume(
         write_buf: BytesMut::from(unsent),
         closed: None,
         full_reads: 0,
+        yield_owed: false,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         timer_at: None,
         busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
@@ -146,13 +155,37 @@ fn resume(
     Ok(drive(driver))
 }
 
+thread_local! {
+    /// The connection (by its driver's address) whose PINGREQ this thread
+    /// read last, and when: kept here rather than in the driver, whose every
+    /// byte is paid by each idle connection. Another connection's PINGREQ
+    /// read before the PINGRESP is written replaces it (that sample is lost,
+    /// never attributed to the wrong one).
+    static PING_READ: std::cell::Cell<Option<(usize, Instant)>> = const { std::cell::Cell::new(None) };
+}
+
+fn ping_read(driver: &Driver, at: Instant) {
+    PING_READ.set(Some((driver as *const Driver as usize, at)));
+}
+
+/// Everything encoded for `driver` is written: if a PINGREQ of its was
+/// waiting, its PINGRESP (urgent, so encoded first) is on its way.
+fn ping_answered(driver: &Driver) {
+    if let Some((who, at)) = PING_READ.get() {
+        if who == driver as *const Driver as usize {
+            PING_READ.set(None);
+            crate::observe::histogram::record_pingresp(at.elapsed());
+        }
+    }
+}
+
 struct Attached {
     session: SessionRef,
     conn_id: u64,
 }
 
 struct Driver {
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     conn: ServerConnection,
     broker: Arc<Broker>,
@@ -164,6 +197,9 @@ struct Driver {
     closed: Option<Box<Closed>>,
     /// Reads in a row that filled the whole chunk (the peer is flooding).
     full_reads: u8,
+    /// Streaming retained messages: let the worker's other connections run
+    /// before the next pull.
+    yield_owed: bool,
     /// The state machine's timer, kept from one wait to the next: re-created
     /// per wait it cost a timer-wheel insert and removal on every wake-up.
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
@@ -187,11 +223,12 @@ impl Driver {
     async fn run(&mut self) -> Option<Arc<parking::Parked>> {
         loop {
             self.process_events().await;
-            if self.full_reads >= FLOOD_READS_BEFORE_YIELD {
+            if self.full_reads >= FLOOD_READS_BEFORE_YIELD || self.yield_owed {
                 // A flooding publisher would otherwise keep this worker
                 // thread for a whole cooperative budget (hundreds of reads),
                 // while other clients' PINGREQs wait behind it.
                 self.full_reads = 0;
+                self.yield_owed = false;
                 tokio::task::yield_now().await;
             }
             self.pull_deliveries().await;
@@ -202,6 +239,12 @@ impl Driver {
             if self.write_buf.is_empty() {
                 // About to wait with nothing in flight: hold no empty buffers.
                 self.conn.release_idle_buffers();
+            }
+            if self.conn.drops() != vigil_proto::server::DropCounts::default() {
+                // Counted as they happen, not at the close: a connection
+                // holding uncounted drops could never park either.
+                let drops = self.conn.take_drops();
+                self.count_drops(drops);
             }
             self.arm_timer();
             let mut timed_out = false;
@@ -218,7 +261,7 @@ impl Driver {
                     Ok(()) => self.read(),
                     Err(e) => self.conn.handle_transport_closed(CloseReason::Io(e.to_string())),
                 },
-                ready = std::future::poll_fn(|cx| self.stream.poll_write_ready(cx)), if !self.write_buf.is_empty() => match ready {
+                ready = std::future::poll_fn(|cx| self.stream.poll_write_ready(cx)), if !self.write_buf.is_empty() || self.stream.wants_flush() => match ready {
                     Ok(()) => self.write(),
                     Err(e) => self.conn.handle_transport_closed(CloseReason::Io(e.to_string())),
                 },
@@ -354,24 +397,10 @@ impl Driver {
         // stack array would be zeroed, 16 KiB, on every read).
         let got = READ_SCRATCH.with(|scratch| {
             let mut chunk = scratch.borrow_mut();
-            // A read shorter than the chunk drained the socket: readiness is
-            // cleared with it (as tokio's own poll_read does), or the next
-            // turn would make a read that only says EAGAIN (30 % of reads in
-            // fan-out QoS 1). An edge that arrived meanwhile is kept by tokio.
-            let mut short = 0;
-            let got = self.stream.try_io(tokio::io::Interest::READABLE, || {
-                let n = self.stream.try_read(&mut chunk[..])?;
-                if n > 0 && n < chunk.len() {
-                    short = n;
-                    return Err(std::io::ErrorKind::WouldBlock.into());
-                }
-                Ok(n)
-            });
-            let got = match got {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && short > 0 => Ok(short),
-                other => other,
-            };
+            // A short TCP read clears readiness (see `Transport::read_chunk`).
+            let got = self.stream.read_chunk(&mut chunk[..]);
             if let Ok(n) = got {
+                crate::observe::traffic::bytes_in(n);
                 self.read_buf.extend_from_slice(&chunk[..n]);
                 self.full_reads = if n == chunk.len() {
                     self.full_reads.saturating_add(1)
@@ -396,12 +425,11 @@ impl Driver {
         }
         let now = Instant::now();
         loop {
-            match Packet::decode(
-                &mut self.read_buf,
-                self.conn.version(),
-                self.conn.max_packet_size(),
-            ) {
+            match self.conn.decode(&mut self.read_buf) {
                 Ok(Some(packet)) => {
+                    if matches!(packet, vigil_proto::Packet::PingReq) {
+                        ping_read(self, now);
+                    }
                     self.conn.handle_packet(now, packet);
                     if self.conn.is_closed() {
                         break;
@@ -428,8 +456,10 @@ impl Driver {
     fn write(&mut self) {
         match self.stream.try_write(&self.write_buf) {
             Ok(n) => {
+                crate::observe::traffic::bytes_out(n);
                 let _ = self.write_buf.split_to(n);
                 if self.write_buf.is_empty() {
+                    ping_answered(self);
                     self.write_buf = BytesMut::new();
                 }
             }
@@ -458,6 +488,10 @@ impl Driver {
                             scratch.len()
                         }
                     };
+                    crate::observe::traffic::bytes_out(taken);
+                    if taken == scratch.len() {
+                        ping_answered(self);
+                    }
                     self.write_buf.extend_from_slice(&scratch[taken..]);
                     scratch.clear();
                 }
@@ -487,14 +521,16 @@ impl Driver {
         }
     }
 
-    /// Hands queued deliveries to the state machine while it has room; a QoS 2
-    /// delivery's packet id is durable before its PUBLISH is written.
+    /// Hands queued deliveries (and streamed retained messages) to the state
+    /// machine while it has room; a QoS 2 delivery's packet id is durable
+    /// before its PUBLISH is written.
     async fn pull_deliveries(&mut self) {
         let Some(session) = self.attached.as_ref().map(|a| a.session.clone()) else {
             return;
         };
         let now = Instant::now();
         let mut batches = 0;
+        let mut streaming = false;
         while self.conn.wants_deliveries() && self.write_buf.len() < WRITE_HIGH_WATER {
             if batches == DRAIN_BATCHES_PER_WAKE {
                 // Come back after the others. The drain re-armed the wake
@@ -503,16 +539,28 @@ impl Driver {
                 break;
             }
             batches += 1;
-            let drained = DELIVERY_SCRATCH.with(|scratch| {
+            let (drained, more) = DELIVERY_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
-                session.mailbox.drain_into(&mut scratch, DRAIN_BATCH);
+                let more = self
+                    .broker
+                    .next_deliveries(&session, &mut scratch, DRAIN_BATCH, now);
                 let drained = !scratch.is_empty();
+                let mut by_qos = [0usize; 3];
                 for o in scratch.drain(..) {
+                    by_qos[usize::from((o.qos as u8).min(2))] += 1;
                     self.conn.deliver(now, o);
                 }
-                drained
+                if drained {
+                    crate::observe::traffic::publish_out(by_qos);
+                }
+                (drained, more)
             });
+            streaming |= more;
             if !drained {
+                if more {
+                    // A scan that found nothing in its budget: more to scan.
+                    session.mailbox.wake();
+                }
                 break;
             }
             if let Some(t) = self.record_progress() {
@@ -520,6 +568,10 @@ impl Driver {
             }
             self.fill_write_buf();
         }
+        // A stream feeds itself, unlike a queue filled by other tasks: a
+        // reader as fast as the broker would keep this worker busy through
+        // all of it, and other clients' PINGREQs waiting.
+        self.yield_owed |= streaming;
     }
 
     fn on_control(&mut self, msg: Control) {
@@ -531,6 +583,16 @@ impl Driver {
             Control::Shutdown => self.conn.close(
                 vigil_proto::ReasonCode::SERVER_SHUTTING_DOWN,
                 CloseReason::ServerShutdown,
+            ),
+            Control::SlowConsumer => self.conn.close(
+                vigil_proto::ReasonCode::QUOTA_EXCEEDED,
+                CloseReason::SlowConsumer,
+            ),
+            Control::Revoked => crate::auth::close_revoked(&mut self.conn),
+            Control::Expired => crate::auth::close_expired(&mut self.conn),
+            Control::Kick => self.conn.close(
+                vigil_proto::ReasonCode::ADMINISTRATIVE_ACTION,
+                CloseReason::Kicked,
             ),
         }
     }
@@ -546,7 +608,11 @@ impl Driver {
                 debug!(client = %self.client_id(), "could not flush before close");
             }
         }
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.stream).await;
+        // Bounded: a TLS close_notify or WebSocket Close waits for a peer
+        // that may never read again.
+        let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut self.stream);
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, shutdown).await;
+        let told_why = self.conn.told_why();
         let closed = self.closed.take().map_or(
             Closed {
                 reason: CloseReason::PeerClosed,
@@ -558,7 +624,22 @@ impl Driver {
         self.count_drops(self.conn.drops());
         match self.attached.take() {
             Some(a) => {
-                info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = closed.publish_will, "client disconnected");
+                // What happens to the will, as the core is about to decide:
+                // "publish" (possibly after its delay), "discard", or "none".
+                let will = match (a.session.has_will(), closed.publish_will) {
+                    (false, _) => "none",
+                    (true, true) => "publish",
+                    (true, false) => "discard",
+                };
+                info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = %will, "client disconnected");
+                self.broker.note_disconnect(
+                    &a.session,
+                    a.conn_id,
+                    &closed.reason,
+                    self.conn.keep_alive(),
+                    will,
+                    self.peer,
+                );
                 let info = DisconnectInfo {
                     reason: closed.reason,
                     publish_will: closed.publish_will,
@@ -572,6 +653,43 @@ impl Driver {
                 self.broker.counters().count_disconnect(&closed.reason);
                 debug!(peer = %self.peer, reason = %closed.reason, "connection closed before CONNACK");
             }
+        }
+        if told_why {
+            // After the core has been told: a takeover or a will does not
+            // wait for this.
+            self.drain_before_close().await;
+        }
+    }
+
+    /// Reads and discards what the client still sends, until it closes its
+    /// side or `DRAIN_ON_CLOSE` / `DRAIN_ON_CLOSE_BYTES` run out. Only the
+    /// closing task does this; the bytes go through the thread's scratch
+    /// buffer, never held across an await.
+    async fn drain_before_close(&mut self) {
+        let mut left = DRAIN_ON_CLOSE_BYTES;
+        let drain = async {
+            while left > 0 {
+                if std::future::poll_fn(|cx| self.stream.poll_read_ready(cx))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let got = READ_SCRATCH.with(|scratch| {
+                    let mut chunk = scratch.borrow_mut();
+                    let n = left.min(chunk.len());
+                    self.stream.read_chunk(&mut chunk[..n])
+                });
+                match got {
+                    Ok(0) => return,
+                    Ok(n) => left -= n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN_ON_CLOSE, drain).await.is_err() {
+            debug!(peer = %self.peer, "client still sending when its connection was closed");
         }
     }
 }
@@ -590,7 +708,8 @@ fn poll_mailbox(attached: Option<&Attached>, cx: &mut Context<'_>) -> Poll<()> {
 mod tests {
     use super::*;
 
-    /// Idle connections should cost about what Mosquitto's do (architecture.md):
+    /// Idle connections should cost about what Mosquitto's do
+    /// (docs/architecture.md, "Memory"):
     /// keep what every connection carries small, and box what runs once.
     #[tokio::test]
     async fn an_idle_connection_stays_small() {

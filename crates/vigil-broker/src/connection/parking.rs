@@ -213,6 +213,7 @@ impl ParkingLot {
                 }
                 return Err(body);
             }
+            body.attached.session.set_parked(true);
             *place = Some(body);
         }
         parked.key.store(token, Ordering::Relaxed);
@@ -363,6 +364,7 @@ impl ParkingLot {
                 Ok(n) if n < seen.len() => ParkedConnection::pings_in(&seen[..n]),
                 _ => None,
             };
+            let read_at = Instant::now();
             let len = pings.map_or(0, |p| 2 * p);
             if len == 0 || !matches!(body.stream.read(&mut seen[..len]), Ok(n) if n == len) {
                 None // not only pings, or an error: the task meets it itself
@@ -375,7 +377,10 @@ impl ParkingLot {
                     Ok(n) => n.min(len),
                     Err(_) => 0,
                 };
+                crate::observe::traffic::bytes_in(len);
+                crate::observe::traffic::bytes_out(written);
                 if written == len {
+                    crate::observe::histogram::record_pingresp(read_at.elapsed());
                     let deadline = self.deadline_ms(body.conn.deadline());
                     let mut state = self.state.lock();
                     parked.deadline_ms.store(deadline, Ordering::Relaxed);
@@ -400,6 +405,7 @@ impl ParkingLot {
         let Some(body) = parked.body.lock().take() else {
             return; // unparked already: a stale wake or event
         };
+        body.attached.session.set_parked(false);
         self.broker
             .counters()
             .connections_parked

@@ -47,6 +47,22 @@ pub struct Counters {
     pub disconnect_before_connack: AtomicU64,
     /// Disconnects: slow consumer.
     pub disconnect_slow_consumer: AtomicU64,
+    /// Times a connected subscriber's queue stayed full past the publisher's
+    /// wait, and the slow-consumer policy applied (disconnect or drop).
+    pub slow_consumers: AtomicU64,
+    /// Times a subscriber's queue stayed full while its own connection was
+    /// held publishing into other full queues: its overflow was dropped, and
+    /// the slow-consumer policy did not apply.
+    pub held_subscriber_stalls: AtomicU64,
+    /// Shared-subscription deliveries handed to another member of their group
+    /// because the member they went to ended its session.
+    pub shared_redelivered: AtomicU64,
+    /// Shared-subscription deliveries of an ended member that no other member
+    /// could take: none left in the group, or a QoS 2 PUBLISH already sent,
+    /// which MQTT-4.8.2-5 forbids sending to anyone else.
+    pub shared_undeliverable: AtomicU64,
+    /// Disconnects: kicked by an operator (admin API).
+    pub disconnect_kicked: AtomicU64,
 }
 
 impl Counters {
@@ -64,6 +80,7 @@ impl Counters {
                 &self.disconnect_before_connack
             }
             CloseReason::SlowConsumer => &self.disconnect_slow_consumer,
+            CloseReason::Kicked => &self.disconnect_kicked,
         };
         c.fetch_add(1, Relaxed);
     }

@@ -3,10 +3,15 @@
 //!
 //! Overflow policy (counted in `Counters`): QoS 0 is dropped when the session
 //! is offline or the queue is full. QoS 1/2 for an online session that is full
-//! is handed back to the publisher's connection, which waits for space before
-//! it acknowledges and reads on (backpressure, bounded in time); QoS 1/2 for an
-//! offline session beyond the bound is dropped with a counter and a warning.
+//! is handed back to the publisher's connection, which waits a short bounded
+//! time for space before it acknowledges and reads on; a queue still full then
+//! is *stalled* (a slow consumer: see `overflow::SlowConsumerPolicy`) and is not
+//! waited on again until it has drained empty. QoS 1/2 for an offline session
+//! beyond the bound is dropped with a counter and one warning per episode.
 //! Messages already in the queue are never evicted.
+//!
+//! Beside the queue, a mailbox holds the session's retained-message streams
+//! (`RetainedCursor`s), which its connection pulls from as it has room.
 
 use std::collections::VecDeque;
 
@@ -17,6 +22,7 @@ use vigil_proto::QoS;
 
 use std::sync::Arc;
 
+use super::retained::RetainedCursor;
 use super::signal::WakeSignal;
 use super::{SessionRef, WakeInbox};
 
@@ -47,12 +53,49 @@ struct Queue {
     /// A wake is owed or already on its way: pushes after the first one of a
     /// burst need not wake the connection again, it drains them all at once.
     wake_pending: bool,
+    /// Full past a publisher's wait (or dropping while offline): overflow is
+    /// dropped at once, not waited on, until the queue drains empty.
+    stalled: bool,
+    /// The session's own connection is held waiting for room in others'
+    /// queues, and drains nothing meanwhile: its queue being full then says
+    /// nothing about the client.
+    held: bool,
     /// The worker the session's connection runs on, if it runs on one.
     home: Option<Arc<WakeInbox>>,
-    /// Publishers waiting for room; made by the first that waits (an inline
-    /// `Notify` was 32 bytes in every session, and put `Session` a jemalloc
-    /// size class up, 320 -> 384 bytes).
-    space: Option<Arc<Notify>>,
+    /// What few sessions need, made when first needed: inline, the `Notify`
+    /// alone was 32 bytes in every session and put `Session` a jemalloc size
+    /// class up (320 -> 384 bytes).
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    /// Publishers waiting for room.
+    space: Arc<Notify>,
+    /// Retained messages still to send for recent SUBSCRIBEs, oldest first.
+    streams: VecDeque<RetainedCursor>,
+    /// Deliveries dropped since the queue stalled.
+    stall_drops: u64,
+    /// When the session's connection was last released from waiting for
+    /// room elsewhere.
+    held_until: Option<std::time::Instant>,
+}
+
+impl Queue {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    fn has_streams(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| !e.streams.is_empty())
+    }
+}
+
+/// The end of a stall: the queue drained empty after drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallEnded {
+    /// Deliveries dropped while it was stalled.
+    pub dropped: u64,
 }
 
 /// The bounded delivery queue of one session.
@@ -120,8 +163,15 @@ impl Mailbox {
         q.items.push_back(outgoing);
     }
 
-    /// Moves up to `max` deliveries into `out`, oldest first.
-    pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) {
+    /// Moves up to `max` deliveries into `out`, oldest first. Returns the end
+    /// of a stall when this drain emptied a stalled queue.
+    pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) -> Option<StallEnded> {
+        self.drain(out, max).0
+    }
+
+    /// `drain_into`, and whether retained streams are waiting (one lock for
+    /// both: this runs at every wake-up of every subscriber).
+    pub(crate) fn drain(&self, out: &mut Vec<Outgoing>, max: usize) -> (Option<StallEnded>, bool) {
         let mut q = self.queue.lock();
         // From here on a push must wake the connection again: it may be about
         // to wait with nothing left to drain.
@@ -131,11 +181,103 @@ impl Mailbox {
         out.extend(q.items.drain(..n));
         let drained: usize = out[before..].iter().map(|o| o.message.weight()).sum();
         q.bytes -= drained;
-        let space = if n > 0 { q.space.clone() } else { None };
+        let ended = if q.stalled && q.items.is_empty() {
+            q.stalled = false;
+            let dropped = q
+                .extra
+                .as_mut()
+                .map_or(0, |e| std::mem::take(&mut e.stall_drops));
+            Some(StallEnded { dropped })
+        } else {
+            None
+        };
+        let space = match &q.extra {
+            Some(e) if n > 0 => Some(e.space.clone()),
+            _ => None,
+        };
+        let streams = q.has_streams();
         drop(q);
         if let Some(space) = space {
             space.notify_waiters();
         }
+        (ended, streams)
+    }
+
+    /// Marks the queue stalled; true if it was not already.
+    pub fn stall(&self) -> bool {
+        !std::mem::replace(&mut self.queue.lock().stalled, true)
+    }
+
+    /// Marks the session's connection as held (or no longer held) waiting
+    /// for room in other sessions' queues.
+    pub fn set_held(&self, held: bool) {
+        let mut q = self.queue.lock();
+        q.held = held;
+        if !held {
+            q.extra().held_until = Some(std::time::Instant::now());
+        }
+    }
+
+    /// True if the session's connection was held waiting for room elsewhere
+    /// at any time since `since` (so it may have drained nothing for that).
+    pub fn held_since(&self, since: std::time::Instant) -> bool {
+        let q = self.queue.lock();
+        q.held
+            || q.extra
+                .as_ref()
+                .and_then(|e| e.held_until)
+                .is_some_and(|at| at >= since)
+    }
+
+    /// True while the queue is stalled (its overflow is dropped, not waited on).
+    pub fn is_stalled(&self) -> bool {
+        self.queue.lock().stalled
+    }
+
+    /// Counts one delivery dropped for want of room, stalling the queue;
+    /// true for the first drop of the stall (the one worth a log line).
+    pub fn note_drop(&self) -> bool {
+        let mut q = self.queue.lock();
+        let first = !std::mem::replace(&mut q.stalled, true);
+        let extra = q.extra();
+        extra.stall_drops += 1;
+        first || extra.stall_drops == 1
+    }
+
+    /// Adds a stream of retained messages, replacing any for the same filter
+    /// (a repeated SUBSCRIBE sends them again from the start), and wakes the
+    /// connection to start pulling.
+    pub(crate) fn add_stream(&self, cursor: RetainedCursor) {
+        {
+            let mut q = self.queue.lock();
+            let streams = &mut q.extra().streams;
+            streams.retain(|c| c.filter != cursor.filter);
+            streams.push_back(cursor);
+        }
+        self.wake();
+    }
+
+    /// Ends the stream of retained messages for `filter`, if one is left.
+    pub(crate) fn remove_stream(&self, filter: &str) {
+        if let Some(e) = self.queue.lock().extra.as_mut() {
+            e.streams.retain(|c| &*c.filter != filter);
+        }
+    }
+
+    /// Takes the oldest retained stream to pull from; the connection gives
+    /// it back with `put_back_stream` unless it is over.
+    pub(crate) fn take_stream(&self) -> Option<RetainedCursor> {
+        self.queue.lock().extra.as_mut()?.streams.pop_front()
+    }
+
+    /// Returns a stream taken with `take_stream` to the front.
+    pub(crate) fn put_back_stream(&self, cursor: RetainedCursor) {
+        self.queue.lock().extra().streams.push_front(cursor);
+    }
+
+    /// True while retained messages remain to be streamed.
+    pub fn has_streams(&self) -> bool {
+        self.queue.lock().has_streams()
     }
 
     /// Queues `outgoing`, waiting for room until `deadline`; hands it back if
@@ -147,12 +289,7 @@ impl Mailbox {
         is_online: impl Fn() -> bool,
         deadline: tokio::time::Instant,
     ) -> Result<(), Outgoing> {
-        let space = self
-            .queue
-            .lock()
-            .space
-            .get_or_insert_with(Default::default)
-            .clone();
+        let space = self.queue.lock().extra().space.clone();
         loop {
             let space = space.notified();
             tokio::pin!(space);
@@ -185,7 +322,9 @@ impl Mailbox {
     /// Makes `waker` the one the next wake reaches; true if deliveries or a
     /// wake are already waiting (left for the connection to take).
     pub fn register(&self, waker: &std::task::Waker) -> bool {
-        self.notify.register(waker) || !self.queue.lock().items.is_empty()
+        let woken = self.notify.register(waker);
+        let q = self.queue.lock();
+        woken || !q.items.is_empty() || q.has_streams()
     }
 
     /// Number of queued deliveries.
@@ -198,12 +337,26 @@ impl Mailbox {
         self.len() == 0
     }
 
-    /// Drops everything queued (clean start, session end).
+    /// Drops everything queued and every retained stream (clean start,
+    /// session end).
     pub fn clear(&self) {
         let mut q = self.queue.lock();
         q.items.clear();
         q.bytes = 0;
         q.wake_pending = false;
+        q.stalled = false;
+        if let Some(e) = q.extra.as_mut() {
+            e.streams.clear();
+            e.stall_drops = 0;
+        }
+    }
+
+    /// Takes everything queued out (a session that ends hands its shared
+    /// subscriptions' deliveries on); the retained streams are left.
+    pub fn take_all(&self) -> Vec<Outgoing> {
+        let mut q = self.queue.lock();
+        q.bytes = 0;
+        q.items.drain(..).collect()
     }
 }
 
@@ -260,6 +413,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             persisted: None,
+            shared: false,
         }
     }
 
@@ -329,6 +483,31 @@ mod tests {
         assert!(m.push_unwoken(o(QoS::AtLeastOnce), true, limits).1);
         // A full queue or an offline QoS 0 owes nothing.
         assert!(!m.push_unwoken(o(QoS::AtMostOnce), false, limits).1);
+    }
+
+    #[test]
+    fn a_stall_lasts_until_the_queue_drains_empty_and_counts_its_drops() {
+        let m = Mailbox::default();
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, LIMITS),
+            PushOutcome::Queued
+        );
+        assert_eq!(
+            m.push(o(QoS::AtLeastOnce), true, LIMITS),
+            PushOutcome::Queued
+        );
+        assert!(m.stall(), "newly stalled");
+        assert!(!m.stall(), "already stalled");
+        assert!(m.note_drop(), "the first drop of a stall is logged");
+        assert!(!m.note_drop(), "later ones are only counted");
+        let mut out = Vec::new();
+        assert_eq!(m.drain_into(&mut out, 1), None, "one still queued");
+        assert!(m.is_stalled());
+        assert_eq!(m.drain_into(&mut out, 1), Some(StallEnded { dropped: 2 }));
+        assert!(!m.is_stalled());
+        // An offline session's overflow starts a stall of its own.
+        assert!(m.note_drop());
+        assert!(m.is_stalled());
     }
 
     #[test]

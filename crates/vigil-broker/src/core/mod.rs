@@ -4,12 +4,16 @@
 //! called concurrently from connection tasks; the timers are pure deadline
 //! logic (`poll_timeout` / `handle_timeout(now)`) driven by one small task.
 
+pub mod clients;
 pub mod counters;
+pub mod history;
 pub mod mailbox;
+pub mod overflow;
 mod persist;
 mod retained;
 pub mod routing;
 pub mod session;
+mod shared;
 pub mod signal;
 mod subscriptions;
 pub mod timers;
@@ -29,7 +33,8 @@ use vigil_proto::{ProtocolVersion, ReasonCode, Will};
 use vigil_store::{Clock, Contents, Op, Store};
 
 pub use counters::Counters;
-pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, Wakes};
+pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, StallEnded, Wakes};
+pub use overflow::{OverflowConfig, SlowConsumerPolicy};
 pub use session::{Control, ControlSignal, Session, SessionRef};
 pub use subscriptions::{Match, SubscriptionIndex};
 pub use wake_inbox::WakeInbox;
@@ -47,6 +52,8 @@ pub struct CoreConfig {
     pub max_session_expiry: Option<u32>,
     /// How long a takeover waits for the old connection to hand its state back.
     pub takeover_wait: Duration,
+    /// What full subscriber queues cost publishers, and what slow consumers get.
+    pub overflow: OverflowConfig,
 }
 
 impl Default for CoreConfig {
@@ -58,6 +65,7 @@ impl Default for CoreConfig {
             },
             max_session_expiry: None,
             takeover_wait: Duration::from_secs(5),
+            overflow: OverflowConfig::default(),
         }
     }
 }
@@ -137,6 +145,13 @@ pub struct Broker {
     /// Write-through persistence; None keeps everything in memory only.
     store: Option<Store>,
     next_seq: AtomicU64,
+    /// Authentication and authorization (crate::auth), when configured.
+    pub(crate) auth: crate::auth::AuthSlot,
+    /// Live connections' addresses and the like, for the admin API.
+    clients: clients::ClientRegistry,
+    /// The last disconnects of every client id.
+    history: history::DisconnectHistory,
+    started: Instant,
 }
 
 impl Broker {
@@ -165,6 +180,10 @@ impl Broker {
             next_conn: AtomicU64::new(1),
             store,
             next_seq: AtomicU64::new(1),
+            auth: Default::default(),
+            clients: clients::ClientRegistry::default(),
+            history: history::DisconnectHistory::default(),
+            started: Instant::now(),
         }
     }
 
@@ -213,6 +232,7 @@ impl Broker {
             inner.ended = false;
             inner.expiry = self.cap_expiry(req.session_expiry);
             inner.will = req.will.clone().map(Box::new);
+            inner.username = req.username.clone().map(Arc::new);
             inner.protocol = req.protocol;
             inner.conn = Some(LiveConn {
                 conn_id,
@@ -277,6 +297,8 @@ impl Broker {
         let cancelled = info.reason == CloseReason::TakenOver && delay > 0;
         let delayed = will.is_some() && !cancelled && delay > 0 && expiry > 0;
         if expiry == 0 {
+            // Kept for the moment it takes to hand shared deliveries on.
+            inner.state = Some(Box::new(info.state));
             self.end_session(session, &mut inner);
         } else {
             inner.state = Some(Box::new(info.state));
@@ -293,7 +315,7 @@ impl Broker {
                 let clock = Clock::now();
                 let due = clock.to_unix(now + secs(delay.min(expiry)));
                 let pending = will.as_deref().filter(|_| delayed).map(|w| (w, due));
-                inner.away_since = Some(clock.to_unix(now));
+                inner.away_since = std::num::NonZeroU64::new(clock.to_unix(now));
                 let record = self.session_record(session, &inner, pending);
                 self.persist(vec![Op::PutSession(record)]);
             }
@@ -452,13 +474,17 @@ impl Broker {
         }
     }
 
-    /// Forgets subscriptions, queued messages and state (clean start).
+    /// Forgets subscriptions, queued messages and state (clean start,
+    /// session end); what came through shared subscriptions goes to other
+    /// members of their groups.
     fn clear_session(&self, session: &SessionRef, inner: &mut SessionInner) {
+        let orphans = self.take_shared_orphans(session, inner);
         for filter in std::mem::take(&mut inner.subscriptions).into_keys() {
             self.remove_subscription(session, &filter);
         }
         session.mailbox.clear();
         inner.state = None;
+        self.hand_on_shared(session, orphans);
     }
 
     /// Ends a session for good and removes it from the registry.

@@ -50,7 +50,10 @@ impl Broker {
         inner: &SessionInner,
         pending_will: Option<(&Will, u64)>,
     ) -> SessionRecord {
-        let disconnected_at = inner.away_since.filter(|_| inner.conn.is_none());
+        let disconnected_at = inner
+            .away_since
+            .map(std::num::NonZeroU64::get)
+            .filter(|_| inner.conn.is_none());
         let (will, will_due) = match (pending_will, &inner.will) {
             (Some((w, due)), _) => (Some(WillRecord::from_will(w)), Some(due)),
             (None, Some(w)) if inner.conn.is_some() => (Some(WillRecord::from_will(w)), None),
@@ -229,7 +232,7 @@ impl Broker {
             {
                 let mut inner = session.inner.lock();
                 inner.fresh = false;
-                inner.away_since = Some(disconnected_at);
+                inner.away_since = std::num::NonZeroU64::new(disconnected_at);
                 inner.expiry = record.expiry;
                 inner.protocol = match record.protocol {
                     3 => ProtocolVersion::V3_1,
@@ -285,6 +288,9 @@ impl Broker {
                 retain: entry.record.retain,
                 subscription_ids: entry.record.subscription_ids,
                 persisted: NonZeroU64::new(entry.seq),
+                // Not stored: after a restart, a shared delivery waits for
+                // the member it was routed to (its session persists).
+                shared: false,
             };
             restored += 1;
             let (id, stage) = match entry.sent {

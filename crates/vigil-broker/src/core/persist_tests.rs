@@ -79,9 +79,9 @@ fn gone(now: Instant, reason: CloseReason, state: SessionState) -> DisconnectInf
     }
 }
 
-fn payloads(s: &SessionRef) -> Vec<String> {
+fn payloads(b: &Broker, s: &SessionRef) -> Vec<String> {
     let mut out = Vec::new();
-    s.mailbox.drain_into(&mut out, 1000);
+    while b.next_deliveries(s, &mut out, 1000, Instant::now()) {}
     out.iter()
         .map(|o| String::from_utf8_lossy(&o.message.payload).into_owned())
         .collect()
@@ -90,7 +90,7 @@ fn payloads(s: &SessionRef) -> Vec<String> {
 /// A persistent session that subscribed to `filter` and went offline.
 async fn offline_subscriber(b: &Arc<Broker>, id: &str, filter: &str, expiry: u32) {
     let g = b.connect(req(id, false, expiry)).await.unwrap();
-    b.subscribe(&g.session, &sub(filter, QoS::ExactlyOnce), Instant::now())
+    b.subscribe(&g.session, &sub(filter, QoS::ExactlyOnce))
         .unwrap();
     b.disconnect(
         Instant::now(),
@@ -122,12 +122,12 @@ async fn queued_messages_survive_a_restart_in_order_with_their_subscription() {
     let s = b.session("sub").expect("session recovered");
     assert_eq!(s.subscriptions(), vec!["t/#".to_string()]);
     // QoS 0 is never queued offline, so never stored.
-    assert_eq!(payloads(&s), vec!["1", "2"]);
+    assert_eq!(payloads(&b, &s), vec!["1", "2"]);
     // The subscription still routes after the restart.
     assert_eq!(b.publish(None, msg("t/b", "4", QoS::AtLeastOnce, false)), 1);
     let g = b.connect(req("sub", false, 3600)).await.unwrap();
     assert!(g.session_present);
-    assert_eq!(payloads(&g.session), vec!["4"]);
+    assert_eq!(payloads(&b, &g.session), vec!["4"]);
 }
 
 #[tokio::test]
@@ -135,7 +135,7 @@ async fn in_flight_deliveries_come_back_with_their_packet_ids_and_stage() {
     let mem = MemoryBackend::new();
     let b = start(&mem);
     let g = b.connect(req("sub", false, 3600)).await.unwrap();
-    b.subscribe(&g.session, &sub("t", QoS::ExactlyOnce), Instant::now())
+    b.subscribe(&g.session, &sub("t", QoS::ExactlyOnce))
         .unwrap();
     for p in ["a", "b", "c"] {
         b.publish(None, msg("t", p, QoS::ExactlyOnce, false));
@@ -199,7 +199,7 @@ async fn in_flight_deliveries_come_back_with_their_packet_ids_and_stage() {
             (12, InflightStage::AwaitingComp, Bytes::from_static(b"b")),
         ]
     );
-    assert!(payloads(&g.session).is_empty());
+    assert!(payloads(&b, &g.session).is_empty());
     assert!(g.state.last_packet_id >= 12);
 }
 
@@ -231,9 +231,9 @@ async fn retained_set_and_delete_survive_a_restart() {
     let b = start(&mem);
     assert_eq!(b.retained_count(), 1);
     let g = b.connect(req("x", true, 0)).await.unwrap();
-    b.subscribe(&g.session, &sub("r/#", QoS::AtLeastOnce), Instant::now())
+    b.subscribe(&g.session, &sub("r/#", QoS::AtLeastOnce))
         .unwrap();
-    assert_eq!(payloads(&g.session), vec!["one"]);
+    assert_eq!(payloads(&b, &g.session), vec!["one"]);
 }
 
 #[tokio::test]
@@ -311,12 +311,15 @@ async fn a_will_delay_that_ran_out_while_down_is_published_at_recovery() {
     stop(b);
     let b = start(&mem);
     let w = b.session("watcher").unwrap();
-    assert_eq!(payloads(&w), vec!["offline"]);
+    assert_eq!(payloads(&b, &w), vec!["offline"]);
     // Published once: after another restart the watcher still holds one copy
     // (unacknowledged, so still queued), not a second will.
     stop(b);
     let b = start(&mem);
-    assert_eq!(payloads(&b.session("watcher").unwrap()), vec!["offline"]);
+    assert_eq!(
+        payloads(&b, &b.session("watcher").unwrap()),
+        vec!["offline"]
+    );
 }
 
 #[tokio::test]
@@ -344,14 +347,14 @@ async fn a_pending_will_delay_resumes_after_restart_and_a_reconnect_cancels_it()
     stop(b);
     let b = start(&mem);
     let w = b.session("watcher").unwrap();
-    assert!(payloads(&w).is_empty(), "not due yet");
+    assert!(payloads(&b, &w).is_empty(), "not due yet");
     let due = b.poll_timeout().unwrap() - Instant::now();
     assert!(
         due > Duration::from_secs(5) && due <= Duration::from_secs(6),
         "about 6 s left: {due:?}"
     );
     b.handle_timeout(Instant::now() + Duration::from_secs(7));
-    assert_eq!(payloads(&w), vec!["offline"]);
+    assert_eq!(payloads(&b, &w), vec!["offline"]);
 
     // A second client with a pending will reconnects after the restart instead.
     let g = b
@@ -376,7 +379,10 @@ async fn a_pending_will_delay_resumes_after_restart_and_a_reconnect_cancels_it()
     let _back = b.connect(req("dev2", false, 3600)).await.unwrap();
     b.handle_timeout(Instant::now() + Duration::from_secs(60));
     // Only dev's will, still queued from before the restart; dev2's was cancelled.
-    assert_eq!(payloads(&b.session("watcher").unwrap()), vec!["offline"]);
+    assert_eq!(
+        payloads(&b, &b.session("watcher").unwrap()),
+        vec!["offline"]
+    );
 }
 
 #[tokio::test]
@@ -392,6 +398,50 @@ async fn clean_start_and_zero_expiry_remove_the_stored_session() {
     let _b = b.connect(req("b", false, 0)).await.unwrap();
     stop(b);
     let b = start(&mem);
-    assert!(payloads(&b.session("a").unwrap()).is_empty());
+    assert!(payloads(&b, &b.session("a").unwrap()).is_empty());
     assert!(b.session("b").is_none());
+}
+
+/// A durable session that disconnects mid-way through its retained stream
+/// gets the rest when it resumes (the cursor stays with the session).
+#[tokio::test]
+async fn a_durable_session_resumes_its_retained_stream() {
+    let mem = MemoryBackend::new();
+    let b = start(&mem);
+    for t in ["r/0", "r/1", "r/2", "r/3", "r/4", "r/5", "r/6", "r/7"] {
+        b.publish(None, msg(t, "v", QoS::AtLeastOnce, true));
+    }
+    let g = b.connect(req("x", false, 100)).await.unwrap();
+    b.subscribe(&g.session, &sub("r/#", QoS::AtLeastOnce))
+        .unwrap();
+    let mut first = Vec::new();
+    assert!(b.next_deliveries(&g.session, &mut first, 3, Instant::now()));
+    assert_eq!(first.len(), 3);
+    b.disconnect(
+        Instant::now(),
+        &g.session,
+        g.conn_id,
+        gone(
+            Instant::now(),
+            CloseReason::PeerClosed,
+            SessionState::default(),
+        ),
+    );
+    let g = b.connect(req("x", false, 100)).await.unwrap();
+    assert!(g.session_present);
+    let mut rest = Vec::new();
+    while b.next_deliveries(&g.session, &mut rest, 3, Instant::now()) {}
+    let topics: Vec<&str> = first
+        .iter()
+        .chain(&rest)
+        .map(|o| o.message.topic.as_str())
+        .collect();
+    assert_eq!(
+        topics,
+        ["r/0", "r/1", "r/2", "r/3", "r/4", "r/5", "r/6", "r/7"]
+    );
+    assert!(first
+        .iter()
+        .chain(&rest)
+        .all(|o| o.retain && o.persisted.is_none()));
 }

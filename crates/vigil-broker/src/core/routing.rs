@@ -4,17 +4,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::info;
 use vigil_proto::message::{Message, Outgoing};
 use vigil_proto::topic::{self, SharedFilter};
 use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, Will};
 
 use vigil_store::{Clock, MessageRecord, Op, QueuedRecord, Ticket};
 
+use super::retained::RetainedCursor;
 use super::{Broker, Counters, PushOutcome, SessionRef, Wakes};
-
-/// How long a publishing connection waits for room in a full subscriber queue.
-pub const BACKPRESSURE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where a published message went.
 #[derive(Debug)]
@@ -84,6 +82,8 @@ impl Broker {
             |s| s.is_online(),
             &mut matches,
         );
+        // The ACL's read check, per delivery (none without an ACL).
+        matches.retain(|m| self.may_deliver(&m.subscriber, &message.topic));
         let matched = matches.len();
         // One shared counter update per message, not per delivery.
         let mut queued = 0u64;
@@ -99,6 +99,7 @@ impl Broker {
                     retain: m.retain_as_published && message.retain,
                     subscription_ids: m.subscription_ids,
                     persisted: None,
+                    shared: m.shared,
                 };
                 if let Some(o) = self.push(&m.subscriber, outgoing, wakes, &mut queued) {
                     blocked.push((m.subscriber, o));
@@ -124,6 +125,7 @@ impl Broker {
                 retain: m.retain_as_published && message.retain,
                 subscription_ids: m.subscription_ids,
                 persisted: None,
+                shared: m.shared,
             };
             if outgoing.qos != vigil_proto::QoS::AtMostOnce && m.subscriber.is_durable() {
                 let seq = self.next_seq();
@@ -170,44 +172,12 @@ impl Broker {
         self.route(Some(from), Message::from_publish(publish, now), wakes)
     }
 
-    /// Waits (up to `BACKPRESSURE_WAIT`) for room in each full queue, so an
-    /// acknowledged QoS 1/2 message is not dropped because a subscriber is
-    /// momentarily behind; the publisher is held meanwhile. Whatever still has
-    /// no room then is dropped and counted.
-    pub async fn deliver_blocked(&self, blocked: Vec<(SessionRef, Outgoing)>) {
-        let deadline = tokio::time::Instant::now() + BACKPRESSURE_WAIT;
-        for (session, outgoing) in blocked {
-            let limits = self.config.mailbox;
-            let s = session.clone();
-            match session
-                .mailbox
-                .push_when_space(outgoing, limits, move || s.is_online(), deadline)
-                .await
-            {
-                Ok(()) => Counters::add(&self.counters.messages_out, 1),
-                Err(o) => self.drop_blocked(&session, &o),
-            }
-        }
-    }
-
-    fn drop_blocked(&self, session: &SessionRef, outgoing: &Outgoing) {
-        self.forget_delivery(session, outgoing);
-        Counters::add(&self.counters.dropped_queue_full, 1);
-        warn!(
-            client = session.client_id(),
-            queued = session.mailbox.len(),
-            "session queue full: QoS {} message dropped",
-            outgoing.qos.as_u8()
-        );
-    }
-
     /// Adds the subscriptions of a SUBSCRIBE; returns one code per filter, and
-    /// queues matching retained messages per Retain Handling.
+    /// starts streaming the matching retained messages per Retain Handling.
     pub fn subscribe(
         &self,
         session: &SessionRef,
         sub: &Subscribe,
-        now: Instant,
     ) -> Result<Vec<ReasonCode>, SubscribeViolation> {
         let id = sub.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(sub.filters.len());
@@ -244,27 +214,59 @@ impl Broker {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained {
-                let (mut wakes, mut queued) = (Wakes::default(), 0);
-                for message in self.retained.matching(filter, now) {
-                    let qos = message.qos.min(s.options.qos);
-                    let outgoing = Outgoing {
-                        message,
-                        qos,
-                        retain: true,
-                        subscription_ids: id.into_iter().collect(),
-                        persisted: None,
-                    };
-                    // Retained copies are re-sendable state, not acknowledged
-                    // messages: no backpressure for them, a full queue drops.
-                    if let Some(o) = self.push(session, outgoing, &mut wakes, &mut queued) {
-                        self.drop_blocked(session, &o);
-                    }
-                }
-                Counters::add(&self.counters.messages_out, queued);
+                // Streamed by the connection as it has room, not queued here:
+                // the queue's bound would drop all but its first thousand.
+                session
+                    .mailbox
+                    .add_stream(RetainedCursor::new(filter, s.options.qos, id));
             }
         }
         self.persist_session(session, &session.inner.lock());
         Ok(codes)
+    }
+
+    /// Moves up to `max` deliveries for `session` into `out`: what its queue
+    /// holds first, then the next retained messages of its oldest stream
+    /// (at least a quarter of `max` of them, so a busy queue does not starve
+    /// a stream). Returns true while retained messages remain to stream.
+    pub fn next_deliveries(
+        &self,
+        session: &SessionRef,
+        out: &mut Vec<Outgoing>,
+        max: usize,
+        now: Instant,
+    ) -> bool {
+        let before = out.len();
+        let (ended, streams) = session.mailbox.drain(out, max);
+        if let Some(ended) = ended {
+            self.stall_ended(session, ended.dropped);
+        }
+        if !streams {
+            return false;
+        }
+        let Some(mut cursor) = session.mailbox.take_stream() else {
+            return false;
+        };
+        let room = (max - (out.len() - before).min(max)).max(max / 4);
+        let mut found = Vec::new();
+        let done = self.retained.next_batch(&mut cursor, now, room, &mut found);
+        // Read access is checked per message, retained ones included.
+        found.retain(|m| self.may_deliver(session, &m.topic));
+        Counters::add(&self.counters.messages_out, found.len() as u64);
+        out.extend(found.into_iter().map(|message| Outgoing {
+            qos: message.qos.min(cursor.qos),
+            message,
+            retain: true,
+            subscription_ids: cursor.subscription_id.into_iter().collect(),
+            persisted: None,
+            shared: false,
+        }));
+        if done {
+            session.mailbox.has_streams()
+        } else {
+            session.mailbox.put_back_stream(cursor);
+            true
+        }
     }
 
     /// Removes the subscriptions of an UNSUBSCRIBE; one code per filter.
@@ -275,6 +277,7 @@ impl Broker {
             .map(|f| {
                 let existed = session.inner.lock().subscriptions.remove(f).is_some();
                 self.remove_subscription(session, f);
+                session.mailbox.remove_stream(f);
                 if existed {
                     ReasonCode::SUCCESS
                 } else {
@@ -326,9 +329,9 @@ impl Broker {
 
     /// Queues one delivery (counted in `queued`, and the session added to
     /// `wakes` when it is owed a wake); hands back a QoS 1/2 delivery that
-    /// found an online session's queue full (the caller applies backpressure
-    /// or drops it).
-    fn push(
+    /// found an online session's queue full and not yet stalled (the caller
+    /// waits for room or drops it).
+    pub(super) fn push(
         &self,
         session: &SessionRef,
         outgoing: Outgoing,
@@ -348,7 +351,9 @@ impl Broker {
             PushOutcome::Full(o) if o.qos == vigil_proto::QoS::AtMostOnce => {
                 Counters::add(&self.counters.dropped_qos0, 1)
             }
-            PushOutcome::Full(o) if online => return Some(o),
+            // A stalled queue is a slow consumer already dealt with: its
+            // overflow holds no publisher again until it has drained.
+            PushOutcome::Full(o) if online && !session.mailbox.is_stalled() => return Some(o),
             PushOutcome::Full(o) => self.drop_blocked(session, &o),
         }
         None

@@ -22,6 +22,16 @@ pub enum Control {
     TakenOver,
     /// The broker is stopping: send DISCONNECT 0x8B (MQTT 5) and close.
     Shutdown,
+    /// The client's queue stayed full (slow consumer policy `disconnect`):
+    /// send DISCONNECT 0x97 (MQTT 5) and close.
+    SlowConsumer,
+    /// A reload revoked the client's credentials: send DISCONNECT 0x87
+    /// (MQTT 5) and close.
+    Revoked,
+    /// The client's login (a JWT) expired: send DISCONNECT 0xA0 (MQTT 5) and close.
+    Expired,
+    /// An operator kicked the client: send DISCONNECT 0x98 (MQTT 5) and close.
+    Kick,
 }
 
 impl Control {
@@ -29,6 +39,10 @@ impl Control {
         match self {
             Control::TakenOver => 1,
             Control::Shutdown => 2,
+            Control::SlowConsumer => 3,
+            Control::Revoked => 4,
+            Control::Expired => 5,
+            Control::Kick => 6,
         }
     }
 
@@ -36,6 +50,10 @@ impl Control {
         match word {
             1 => Some(Control::TakenOver),
             2 => Some(Control::Shutdown),
+            3 => Some(Control::SlowConsumer),
+            4 => Some(Control::Revoked),
+            5 => Some(Control::Expired),
+            6 => Some(Control::Kick),
             _ => None,
         }
     }
@@ -99,10 +117,13 @@ pub(crate) struct SessionInner {
     pub(crate) state: Option<Box<SessionState>>,
     pub(crate) expiry: u32,
     /// When the last connection ended (Unix ms), kept for the store.
-    pub(crate) away_since: Option<u64>,
+    /// (NonZero: 8 bytes, not 16, in every session; Unix ms is never 0.)
+    pub(crate) away_since: Option<std::num::NonZeroU64>,
     /// Boxed: most sessions have no will, and a will's properties are large.
     pub(crate) will: Option<Box<Will>>,
     pub(crate) protocol: ProtocolVersion,
+    /// The authenticated user name, for the ACL's read check at delivery.
+    pub(crate) username: Option<Arc<String>>,
     /// Filters as the client wrote them (with any `$share/` prefix), with
     /// their options and subscription identifier (kept for the store).
     pub(crate) subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
@@ -120,6 +141,8 @@ pub struct Session {
     online: AtomicBool,
     /// Written through to the store (a store exists and the session outlives its connection).
     durable: AtomicBool,
+    /// Its connection is parked off its task now (for the admin API).
+    parked: AtomicBool,
     /// Deliveries waiting for the connection.
     pub mailbox: Mailbox,
     pub(crate) released: Notify,
@@ -134,6 +157,7 @@ impl Session {
             client_id,
             online: AtomicBool::new(false),
             durable: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             mailbox: Mailbox::default(),
             released: Notify::new(),
             connect_lock: tokio::sync::Mutex::new(()),
@@ -145,6 +169,7 @@ impl Session {
                 away_since: None,
                 will: None,
                 protocol: ProtocolVersion::V5,
+                username: None,
                 subscriptions: BTreeMap::new(),
                 fresh: true,
                 ended: false,
@@ -166,6 +191,15 @@ impl Session {
         self.online.store(online, Ordering::Release);
     }
 
+    /// True while its connection is parked off its task (idle).
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Relaxed);
+    }
+
     /// True when the session's state and queue are written to the store.
     pub fn is_durable(&self) -> bool {
         self.durable.load(Ordering::Acquire)
@@ -173,6 +207,12 @@ impl Session {
 
     pub(crate) fn set_durable(&self, durable: bool) {
         self.durable.store(durable, Ordering::Release);
+    }
+
+    /// True while the session holds a will (set by CONNECT, cleared once
+    /// published or discarded).
+    pub fn has_will(&self) -> bool {
+        self.inner.lock().will.is_some()
     }
 
     /// The filters this session is subscribed to, as the client wrote them.

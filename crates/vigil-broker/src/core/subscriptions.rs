@@ -158,6 +158,48 @@ impl<S: Clone> SubscriptionIndex<S> {
     }
 }
 
+impl<S: Clone> SubscriptionIndex<S> {
+    /// One member of the shared group `group` on `filter` other than the
+    /// subscriber `exclude`, round-robin, preferring members for which
+    /// `is_online` holds; None when the group has no other member.
+    pub fn pick_shared(
+        &self,
+        filter: &str,
+        group: &str,
+        exclude: u64,
+        is_online: impl Fn(&S) -> bool,
+    ) -> Option<Match<S>> {
+        let root = self.root.read();
+        let mut node = &*root;
+        for level in filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        let g = node.shared.get(group)?;
+        let n = g.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = g.cursor.fetch_add(1, Relaxed) % n;
+        let others = || {
+            (0..n)
+                .map(move |i| (start + i) % n)
+                .filter(|&i| g.members[i].0 != exclude)
+        };
+        let pick = others()
+            .find(|&i| is_online(&g.members[i].1.subscriber))
+            .or_else(|| others().next())?;
+        let (key, e) = &g.members[pick];
+        Some(Match {
+            key: *key,
+            subscriber: e.subscriber.clone(),
+            qos: e.options.qos,
+            retain_as_published: e.options.retain_as_published,
+            subscription_ids: e.id.into_iter().collect(),
+            shared: true,
+        })
+    }
+}
+
 fn remove<S>(node: &mut Node<S>, levels: &[&str], key: u64, group: Option<&str>) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         return match group {

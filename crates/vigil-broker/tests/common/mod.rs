@@ -182,3 +182,96 @@ pub async fn subscribe(c: &mut RawClient, filter: &str) {
         Some(Packet::SubAck(_))
     ));
 }
+
+/// A blocking raw client, for threads of their own: the broker runs on the
+/// test's runtime, and a client sharing it would measure its own delays.
+pub struct Blocking {
+    pub stream: std::net::TcpStream,
+    pub version: ProtocolVersion,
+    buf: BytesMut,
+}
+
+impl Blocking {
+    /// Connected and accepted (Session Expiry "never" for a v5 `clean` false);
+    /// returns Session Present.
+    pub fn connect(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        id: &str,
+        clean: bool,
+    ) -> (Blocking, bool) {
+        let mut connect = Connect {
+            protocol: version,
+            clean_start: clean,
+            keep_alive: 60,
+            client_id: id.into(),
+            ..Connect::default()
+        };
+        if version.is_v5() && !clean {
+            connect.properties.session_expiry_interval = Some(u32::MAX);
+        }
+        Blocking::open(addr, connect)
+    }
+
+    /// Sends `connect` and expects a successful CONNACK; returns Session Present.
+    pub fn open(addr: SocketAddr, connect: Connect) -> (Blocking, bool) {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut c = Blocking {
+            stream,
+            version: connect.protocol,
+            buf: BytesMut::new(),
+        };
+        c.send(&Packet::Connect(Box::new(connect)));
+        match c.recv() {
+            Some(Packet::ConnAck(a)) => {
+                assert_eq!(a.reason, ReasonCode::SUCCESS);
+                (c, a.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, p: &Packet) {
+        self.try_send(p).unwrap();
+    }
+
+    /// Sends `p`; the socket's error if the broker closed it.
+    pub fn try_send(&mut self, p: &Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        p.encode(self.version, &mut out).unwrap();
+        std::io::Write::write_all(&mut self.stream, &out)
+    }
+
+    /// The next packet; None on EOF, a socket error or the read timeout.
+    pub fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = Packet::decode(&mut self.buf, self.version, u32::MAX).unwrap() {
+                return Some(p);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match std::io::Read::read(&mut self.stream, &mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends SUBSCRIBE (packet id 1); the SUBACK is left to `recv`.
+    pub fn subscribe(&mut self, filter: &str, qos: QoS) {
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![Subscription {
+                filter: filter.into(),
+                options: SubscriptionOptions {
+                    qos,
+                    ..SubscriptionOptions::default()
+                },
+            }],
+            ..Subscribe::default()
+        }));
+    }
+}

@@ -1,5 +1,6 @@
 //! Test support: an in-process vigil broker, a Mosquitto child process, and a
-//! TCP proxy that can go silent in both directions without closing (half-open).
+//! TCP proxy that can go silent in both directions without closing (half-open),
+//! and one that delays everything the broker sends (a slow link).
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use vigil_broker::{Server, ServerOptions};
 /// A vigil broker on 127.0.0.1:0.
 pub struct VigilBroker {
     pub addr: SocketAddr,
+    pub broker: Arc<vigil_broker::core::Broker>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -28,11 +30,16 @@ pub async fn vigil() -> VigilBroker {
         .await
         .unwrap();
     let addr = server.local_addr().unwrap();
+    let broker = server.broker();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(server.run_until(async {
         let _ = rx.await;
     }));
-    VigilBroker { addr, _stop: tx }
+    VigilBroker {
+        addr,
+        broker,
+        _stop: tx,
+    }
 }
 
 /// A Mosquitto broker on a free loopback port, killed on drop.
@@ -148,4 +155,51 @@ async fn pump(
             return;
         }
     }
+}
+
+/// A TCP proxy that forwards client-to-broker bytes at once and holds every
+/// broker-to-client chunk for `delay` (in order): a link with a round trip of
+/// `delay`, like a cellular one.
+pub async fn delaying_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                let _ = sw.shutdown().await;
+            });
+            let (tx, mut rx) =
+                tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let due = tokio::time::Instant::now() + delay;
+                            if tx.send((due, buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((due, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if cw.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    addr
 }

@@ -27,6 +27,14 @@ impl ClientSession {
                 .count()
     }
 
+    /// Number of QoS 0 publishes waiting to be handed out.
+    pub fn waiting_qos0(&self) -> usize {
+        self.waiting
+            .iter()
+            .filter(|(_, p)| p.qos == QoS::AtMostOnce)
+            .count()
+    }
+
     /// Sends SUBSCRIBE; completion is reported as `Subscribed { token }`.
     pub fn subscribe(
         &mut self,
@@ -98,6 +106,8 @@ impl ClientSession {
                         stage: OutStage::AwaitingAck,
                     },
                 );
+            } else {
+                self.qos0_transmitted.push(token);
             }
             self.transmit.push_back(Packet::Publish(publish));
         }
@@ -217,6 +227,13 @@ impl ClientSession {
         self.send_waiting();
     }
 
+    /// Tokens of the QoS 0 publishes handed to `poll_transmit` since the last
+    /// call: they are done once the driver has written what it polled (QoS 0
+    /// has no ack, so only the driver can say they left).
+    pub fn take_transmitted_qos0(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.qos0_transmitted)
+    }
+
     /// Fails every QoS 0 publish still waiting (they cannot survive a lost connection).
     pub fn drain_unsent_qos0(&mut self) -> Vec<u64> {
         let mut tokens = Vec::new();
@@ -229,6 +246,15 @@ impl ClientSession {
             }
         });
         tokens
+    }
+
+    /// The size `publish` would have on the wire, if that is above the
+    /// broker's Maximum Packet Size (from the last CONNACK): such a PUBLISH
+    /// must not be sent (the broker would close the connection with 0x95).
+    pub fn oversize(&self, publish: &Publish) -> Option<(usize, u32)> {
+        let size = publish.view().encoded_len(self.version());
+        let max = self.server_max_packet_size();
+        (size > max as usize).then_some((size, max))
     }
 
     /// Whether a packet fits the broker's Maximum Packet Size.

@@ -1,6 +1,6 @@
 //! The client side of an MQTT connection, as a sans-IO state machine.
 //!
-//! Keep alive (shared/docs/keepalive.md, client rules): a PINGREQ goes out
+//! Keep alive (docs/keepalive.md, client rules): a PINGREQ goes out
 //! every K seconds after the previous one, whatever else is being sent, so a
 //! client that only publishes QoS 0 still probes the link and still notices a
 //! dead one; that also keeps the gap between two sent packets under K. After a
@@ -19,8 +19,10 @@ use crate::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
 };
 
-/// What the client asks for when it connects.
+/// What the client asks for when it connects. Non-exhaustive so that new
+/// settings are not breaking changes: start from `ClientConfig::default()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Protocol version.
     pub version: ProtocolVersion,
@@ -46,6 +48,10 @@ pub struct ClientConfig {
     pub receive_maximum: u16,
     /// Largest packet we accept (MQTT 5 Maximum Packet Size).
     pub max_packet_size: Option<u32>,
+    /// Our own cap on outbound QoS 1/2 messages in flight, below the broker's
+    /// Receive Maximum. It is the whole window at MQTT 3.1.1, where the broker
+    /// announces none (and may close a client that exceeds what it allows).
+    pub max_inflight: u16,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +69,7 @@ impl Default for ClientConfig {
             password: None,
             receive_maximum: 100,
             max_packet_size: None,
+            max_inflight: 100,
         }
     }
 }
@@ -92,8 +99,20 @@ pub enum ClientCloseReason {
     ProtocolViolation(String),
     /// The application asked to disconnect.
     Requested,
-    /// The transport failed or closed.
+    /// The transport failed.
     Transport(String),
+    /// The broker closed the connection without DISCONNECT (MQTT 3.1.1 has
+    /// none; some brokers just close). The numbers say whether the broker
+    /// probably expired this client's keep alive.
+    ClosedWithoutDisconnect {
+        /// Time from this client's last packet written to the close (`None`:
+        /// nothing was written on this connection).
+        since_last_sent: Option<Duration>,
+        /// The keep alive in force (zero: off).
+        keep_alive: Duration,
+        /// Whether a PINGREQ was waiting for an answer.
+        ping_outstanding: bool,
+    },
 }
 
 /// What the client session reports to its driver.
@@ -167,6 +186,7 @@ pub struct ClientSession {
     ping_timeout: Duration,
     last_ping: Instant,
     ping_outstanding: Option<Instant>,
+    last_sent: Option<Instant>,
     server_receive_maximum: u16,
     server_max_packet_size: u32,
     pub(crate) outbound: BTreeMap<u16, OutEntry>,
@@ -175,6 +195,7 @@ pub struct ClientSession {
     pub(crate) inbound_qos2: BTreeSet<u16>,
     pub(crate) last_packet_id: u16,
     pub(crate) transmit: VecDeque<Packet>,
+    pub(crate) qos0_transmitted: Vec<u64>,
     pub(crate) events: VecDeque<ClientEvent>,
 }
 
@@ -188,6 +209,7 @@ impl ClientSession {
             phase: Phase::Idle,
             last_ping: now,
             ping_outstanding: None,
+            last_sent: None,
             server_receive_maximum: u16::MAX,
             server_max_packet_size: u32::MAX,
             outbound: BTreeMap::new(),
@@ -196,6 +218,7 @@ impl ClientSession {
             inbound_qos2: BTreeSet::new(),
             last_packet_id: 0,
             transmit: VecDeque::new(),
+            qos0_transmitted: Vec::new(),
             events: VecDeque::new(),
         }
     }
@@ -223,7 +246,9 @@ impl ClientSession {
     /// Starts a connection on a fresh transport: queues CONNECT.
     pub fn start(&mut self, now: Instant) {
         self.transmit.clear();
+        self.qos0_transmitted.clear();
         self.ping_outstanding = None;
+        self.last_sent = None;
         self.keep_alive = Duration::from_secs(u64::from(self.config.keep_alive));
         let c = &self.config;
         let mut properties = Properties::default();
@@ -248,9 +273,31 @@ impl ClientSession {
         };
     }
 
-    /// The transport ended.
+    /// The transport failed.
     pub fn handle_transport_closed(&mut self, why: String) {
         self.close(ClientCloseReason::Transport(why));
+    }
+
+    /// The driver wrote the packets it polled to the transport at `now`.
+    /// Only the driver knows when bytes really left, so it tells the session:
+    /// that instant is what a broker's keep-alive timer measures.
+    pub fn handle_transmitted(&mut self, now: Instant) {
+        self.last_sent = Some(now);
+    }
+
+    /// The broker closed the transport (EOF or reset) without DISCONNECT at `now`.
+    pub fn handle_peer_closed(&mut self, now: Instant) {
+        let reason = ClientCloseReason::ClosedWithoutDisconnect {
+            since_last_sent: self.last_sent.map(|t| now.saturating_duration_since(t)),
+            keep_alive: self.keep_alive,
+            ping_outstanding: self.ping_outstanding.is_some(),
+        };
+        self.close(reason);
+    }
+
+    /// When this client last wrote to the transport on this connection.
+    pub fn last_sent(&self) -> Option<Instant> {
+        self.last_sent
     }
 
     /// The application asks to leave: DISCONNECT (normal, so no will) then close.
@@ -381,8 +428,14 @@ impl ClientSession {
         None
     }
 
+    /// QoS 1/2 publishes allowed in flight: the broker's Receive Maximum,
+    /// capped by our own `max_inflight`.
     pub(crate) fn server_receive_maximum(&self) -> usize {
-        usize::from(self.server_receive_maximum.max(1))
+        usize::from(
+            self.server_receive_maximum
+                .min(self.config.max_inflight)
+                .max(1),
+        )
     }
 
     pub(crate) fn server_max_packet_size(&self) -> u32 {

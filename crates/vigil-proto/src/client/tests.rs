@@ -299,3 +299,124 @@ fn inbound_qos2_is_delivered_once() {
         vec![Packet::PubRec(Ack::new(3)), Packet::PubComp(Ack::new(3))]
     );
 }
+
+#[test]
+fn a_close_without_disconnect_carries_the_keep_alive_numbers() {
+    let t0 = Instant::now();
+    let mut s = connected(2, None, t0, ConnAck::default());
+    s.handle_transmitted(t0 + ms(100));
+    // The driver stalled: no PINGREQ at K, and the broker hung up at 1.5 K.
+    s.handle_peer_closed(t0 + ms(3_100));
+    assert_eq!(
+        s.poll_event(),
+        Some(ClientEvent::Closed(
+            ClientCloseReason::ClosedWithoutDisconnect {
+                since_last_sent: Some(ms(3_000)),
+                keep_alive: ms(2_000),
+                ping_outstanding: false,
+            }
+        ))
+    );
+    assert!(s.is_closed());
+}
+
+#[test]
+fn a_close_while_a_ping_is_outstanding_says_so() {
+    let t0 = Instant::now();
+    let mut s = connected(2, None, t0, ConnAck::default());
+    s.handle_timeout(t0 + ms(2_000));
+    assert_eq!(drain(&mut s), vec![Packet::PingReq]);
+    s.handle_transmitted(t0 + ms(2_000));
+    s.handle_peer_closed(t0 + ms(2_500));
+    assert_eq!(
+        s.poll_event(),
+        Some(ClientEvent::Closed(
+            ClientCloseReason::ClosedWithoutDisconnect {
+                since_last_sent: Some(ms(500)),
+                keep_alive: ms(2_000),
+                ping_outstanding: true,
+            }
+        ))
+    );
+}
+
+#[test]
+fn a_new_connection_forgets_the_last_write_of_the_old_one() {
+    let t0 = Instant::now();
+    let mut s = connected(2, None, t0, ConnAck::default());
+    s.handle_transmitted(t0);
+    s.handle_transport_closed("reset".into());
+    s.start(t0 + ms(10));
+    assert_eq!(s.last_sent(), None);
+}
+
+#[test]
+fn qos0_is_reported_only_once_it_is_handed_out_not_while_it_waits_behind_a_full_window() {
+    let t0 = Instant::now();
+    let ack = ConnAck {
+        properties: crate::Properties {
+            receive_maximum: Some(1),
+            ..Default::default()
+        },
+        ..ConnAck::default()
+    };
+    let mut s = connected(0, None, t0, ack);
+    let mut q1 = qos0("a");
+    q1.qos = QoS::AtLeastOnce;
+    s.publish(1, q1);
+    s.publish(2, q1_clone_for_test());
+    s.publish(3, qos0("b"));
+    // The window of 1 holds token 2, and the QoS 0 message queued after it waits too.
+    assert_eq!(drain(&mut s).len(), 1);
+    assert!(s.take_transmitted_qos0().is_empty());
+    s.handle_packet(t0, Packet::PubAck(Ack::new(1)));
+    assert_eq!(drain(&mut s).len(), 2);
+    assert_eq!(s.take_transmitted_qos0(), vec![3]);
+}
+
+fn q1_clone_for_test() -> Publish {
+    let mut p = qos0("a2");
+    p.qos = QoS::AtLeastOnce;
+    p
+}
+
+#[test]
+fn without_a_receive_maximum_the_clients_own_window_caps_what_is_in_flight() {
+    // MQTT 3.1.1: CONNACK announces nothing; the broker may close a client
+    // that sends more than it allows, so the client keeps to its own window.
+    let t0 = Instant::now();
+    let config = ClientConfig {
+        version: crate::ProtocolVersion::V3_1_1,
+        max_inflight: 3,
+        client_id: "c".into(),
+        ..ClientConfig::default()
+    };
+    let mut s = ClientSession::new(config, t0);
+    s.start(t0);
+    drain(&mut s);
+    s.handle_packet(t0, Packet::ConnAck(ConnAck::default()));
+    for token in 0..5 {
+        s.publish(token, q1_clone_for_test());
+    }
+    assert_eq!(drain(&mut s).len(), 3);
+    s.handle_packet(t0, Packet::PubAck(Ack::new(1)));
+    assert_eq!(drain(&mut s).len(), 1, "one acknowledged, one more sent");
+}
+
+#[test]
+fn a_publish_above_the_brokers_maximum_packet_size_is_named_with_its_size() {
+    let t0 = Instant::now();
+    let ack = ConnAck {
+        properties: crate::Properties {
+            maximum_packet_size: Some(64),
+            ..Default::default()
+        },
+        ..ConnAck::default()
+    };
+    let s = connected(0, None, t0, ack);
+    let mut p = qos0("t");
+    assert_eq!(s.oversize(&p), None);
+    p.payload = Bytes::from(vec![0u8; 100]);
+    // Fixed header 2 + topic 3 + properties length 1 + payload 100.
+    assert_eq!(s.oversize(&p), Some((106, 64)));
+}

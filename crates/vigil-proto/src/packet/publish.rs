@@ -27,9 +27,9 @@ pub struct Publish {
 use bytes::{BufMut, BytesMut};
 
 use super::wire::put_frame;
-use crate::codec::{check_field, put_string, string_len, varint_len, Reader};
+use crate::codec::{check_field, put_string, put_varint, string_len, varint_len, Reader};
 use crate::properties_codec::{
-    check_properties, decode_properties, properties_block_len, put_properties, PropertyContext,
+    check_properties, decode_properties, properties_len, put_property_fields, PropertyContext,
 };
 use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion};
 
@@ -88,6 +88,7 @@ impl Publish {
             topic: &self.topic,
             packet_id: self.packet_id,
             properties: Some(&self.properties),
+            topic_alias: None,
             payload: &self.payload,
         }
     }
@@ -126,6 +127,10 @@ pub struct PublishView<'a> {
     pub packet_id: u16,
     /// Properties (MQTT 5); `None` encodes an empty property block.
     pub properties: Option<&'a Properties>,
+    /// A Topic Alias written ahead of `properties` (which then carry none):
+    /// the server's alias for this delivery, without copying the message's
+    /// properties to add it.
+    pub topic_alias: Option<u16>,
     /// Application payload.
     pub payload: &'a [u8],
 }
@@ -153,6 +158,14 @@ impl PublishView<'_> {
 
     fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
         check_field("topic", self.topic.len())?;
+        if let Some(alias) = self.topic_alias {
+            if !version.is_v5() {
+                return Err(EncodeError::NotInVersion("topic alias"));
+            }
+            if alias == 0 || self.properties.is_some_and(|p| p.topic_alias.is_some()) {
+                return Err(EncodeError::Invalid("topic alias 0, or a second one"));
+            }
+        }
         if self.qos != QoS::AtMostOnce && self.packet_id == 0 {
             return Err(EncodeError::Invalid("packet identifier 0 at QoS 1 or 2"));
         }
@@ -168,10 +181,15 @@ impl PublishView<'_> {
             n += 2;
         }
         if version.is_v5() {
-            // An absent block is one byte: property length 0.
-            n += self.properties.map_or(1, properties_block_len);
+            let inner = self.properties_len();
+            n += varint_len(inner) + inner;
         }
         n
+    }
+
+    /// The property block's content length (MQTT 5).
+    fn properties_len(&self) -> usize {
+        self.properties.map_or(0, properties_len) + self.topic_alias.map_or(0, |_| 3)
     }
 
     fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
@@ -180,9 +198,13 @@ impl PublishView<'_> {
             out.put_u16(self.packet_id);
         }
         if version.is_v5() {
-            match self.properties {
-                Some(p) => put_properties(out, p),
-                None => out.put_u8(0),
+            put_varint(out, self.properties_len());
+            if let Some(alias) = self.topic_alias {
+                out.put_u8(0x23);
+                out.put_u16(alias);
+            }
+            if let Some(p) = self.properties {
+                put_property_fields(out, p);
             }
         }
         out.put_slice(self.payload);

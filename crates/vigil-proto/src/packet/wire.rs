@@ -21,6 +21,12 @@ impl Packet {
         version: ProtocolVersion,
         max_packet_size: u32,
     ) -> Result<Option<Packet>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        // Judged before the length: garbage is refused at its first byte,
+        // not after the body its "length" announces has arrived.
+        check_first_byte(first, version)?;
         let Some(header) = parse_fixed_header(buf)? else {
             return Ok(None);
         };
@@ -36,75 +42,29 @@ impl Packet {
         }
         let frame = buf.split_to(total).freeze();
         let mut r = Reader::new(frame.slice(header.header_len..));
-        let flags = header.flags;
-        let expect_flags = |want: u8| {
-            if flags == want {
-                Ok(())
-            } else {
-                Err(DecodeError::Malformed("invalid fixed header flags"))
-            }
-        };
         let packet = match header.packet_type {
-            1 => {
-                expect_flags(0)?;
-                Packet::Connect(Box::new(Connect::decode(&mut r)?))
-            }
-            2 => {
-                expect_flags(0)?;
-                Packet::ConnAck(ConnAck::decode(&mut r, version)?)
-            }
-            3 => Packet::Publish(Publish::decode(&mut r, flags, version)?),
-            4 => {
-                expect_flags(0)?;
-                Packet::PubAck(Ack::decode(&mut r, version, false)?)
-            }
-            5 => {
-                expect_flags(0)?;
-                Packet::PubRec(Ack::decode(&mut r, version, false)?)
-            }
-            6 => {
-                expect_flags(2)?;
-                Packet::PubRel(Ack::decode(&mut r, version, true)?)
-            }
-            7 => {
-                expect_flags(0)?;
-                Packet::PubComp(Ack::decode(&mut r, version, true)?)
-            }
-            8 => {
-                expect_flags(2)?;
-                Packet::Subscribe(Subscribe::decode(&mut r, version)?)
-            }
-            9 => {
-                expect_flags(0)?;
-                Packet::SubAck(SubAck::decode(&mut r, version)?)
-            }
-            10 => {
-                expect_flags(2)?;
-                Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?)
-            }
-            11 => {
-                expect_flags(0)?;
-                Packet::UnsubAck(UnsubAck::decode(&mut r, version)?)
-            }
-            12 | 13 => {
-                expect_flags(0)?;
+            1 => Packet::Connect(Box::new(Connect::decode(&mut r)?)),
+            2 => Packet::ConnAck(ConnAck::decode(&mut r, version)?),
+            3 => Packet::Publish(Publish::decode(&mut r, header.flags, version)?),
+            4 => Packet::PubAck(Ack::decode(&mut r, version, false)?),
+            5 => Packet::PubRec(Ack::decode(&mut r, version, false)?),
+            6 => Packet::PubRel(Ack::decode(&mut r, version, true)?),
+            7 => Packet::PubComp(Ack::decode(&mut r, version, true)?),
+            8 => Packet::Subscribe(Subscribe::decode(&mut r, version)?),
+            9 => Packet::SubAck(SubAck::decode(&mut r, version)?),
+            10 => Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
+            11 => Packet::UnsubAck(UnsubAck::decode(&mut r, version)?),
+            12 => {
                 r.finish()?;
-                if header.packet_type == 12 {
-                    Packet::PingReq
-                } else {
-                    Packet::PingResp
-                }
+                Packet::PingReq
             }
-            14 => {
-                expect_flags(0)?;
-                Packet::Disconnect(Disconnect::decode(&mut r, version)?)
+            13 => {
+                r.finish()?;
+                Packet::PingResp
             }
-            15 if version.is_v5() => {
-                expect_flags(0)?;
-                Packet::Auth(Auth::decode(&mut r)?)
-            }
-            15 => return Err(DecodeError::Malformed("AUTH exists only in MQTT 5")),
-            _ => return Err(DecodeError::Malformed("reserved packet type 0")),
+            14 => Packet::Disconnect(Disconnect::decode(&mut r, version)?),
+            // 15 in MQTT 5 only, and 0: refused by `check_first_byte`.
+            _ => Packet::Auth(Auth::decode(&mut r)?),
         };
         Ok(Some(packet))
     }
@@ -186,6 +146,33 @@ impl Packet {
             Packet::Disconnect(d) => d.body_len(version),
             Packet::Auth(a) => a.body_len(),
         }
+    }
+}
+
+/// Checks the first byte of a packet on its own: a reserved packet type
+/// (0, or 15 before MQTT 5) or flags the type does not allow (MQTT-2.1.3-1;
+/// PUBLISH: QoS 3, or DUP at QoS 0) is an error at once.
+pub(crate) fn check_first_byte(first: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
+    let flags = first & 0x0F;
+    let want = match first >> 4 {
+        0 => return Err(DecodeError::Malformed("reserved packet type 0")),
+        3 => {
+            if (flags >> 1) & 0x03 == 3 {
+                return Err(DecodeError::Malformed("PUBLISH QoS 3"));
+            }
+            if flags & 0x08 != 0 && flags & 0x06 == 0 {
+                return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
+            }
+            return Ok(());
+        }
+        6 | 8 | 10 => 0x02,
+        15 if !version.is_v5() => return Err(DecodeError::Malformed("AUTH exists only in MQTT 5")),
+        _ => 0x00,
+    };
+    if flags == want {
+        Ok(())
+    } else {
+        Err(DecodeError::Malformed("invalid fixed header flags"))
     }
 }
 

@@ -35,6 +35,8 @@ pub enum CloseReason {
     ServerShutdown,
     /// The client could not keep up with its deliveries.
     SlowConsumer,
+    /// An operator closed it (admin API): DISCONNECT 0x98 Administrative action.
+    Kicked,
     /// The client closed the socket without DISCONNECT.
     PeerClosed,
     /// A socket error.
@@ -63,6 +65,7 @@ impl CloseReason {
             CloseReason::TakenOver => "taken_over",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Kicked => "kicked",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Io(_) => "socket_error",
             CloseReason::StoreFailed(_) => "store_failed",
@@ -91,6 +94,7 @@ impl fmt::Display for CloseReason {
             CloseReason::TakenOver => write!(f, "session taken over by a new connection"),
             CloseReason::ServerShutdown => write!(f, "server shutting down"),
             CloseReason::SlowConsumer => write!(f, "client could not keep up with its deliveries"),
+            CloseReason::Kicked => write!(f, "kicked by an administrator"),
             CloseReason::PeerClosed => write!(f, "client closed the connection without DISCONNECT"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::StoreFailed(e) => write!(f, "message could not be stored: {e}"),

@@ -6,6 +6,12 @@ use crate::{Ack, Packet, Publish, QoS, ReasonCode, SubAck, UnsubAck};
 
 impl ServerConnection {
     pub(super) fn handle_publish(&mut self, mut p: Publish) {
+        if !p.properties.subscription_identifiers.is_empty() {
+            return self.protocol_error(
+                ReasonCode::PROTOCOL_ERROR,
+                "a client's PUBLISH carried a Subscription Identifier".into(),
+            );
+        }
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.config.topic_alias_maximum {
                 return self.protocol_error(
@@ -18,8 +24,9 @@ impl ServerConnection {
             }
             if p.topic.is_empty() {
                 match self
-                    .topic_aliases
-                    .get(usize::from(alias - 1))
+                    .aliases
+                    .as_ref()
+                    .and_then(|a| a.inbound.get(usize::from(alias - 1)))
                     .and_then(Option::as_ref)
                 {
                     Some(topic) => p.topic = topic.clone(),
@@ -32,10 +39,11 @@ impl ServerConnection {
                 }
             } else {
                 let slot = usize::from(alias - 1);
-                if self.topic_aliases.len() <= slot {
-                    self.topic_aliases.resize(slot + 1, None);
+                let inbound = &mut self.aliases.get_or_insert_with(Box::default).inbound;
+                if inbound.len() <= slot {
+                    inbound.resize(slot + 1, None);
                 }
-                self.topic_aliases[slot] = Some(p.topic.clone());
+                inbound[slot] = Some(p.topic.clone());
             }
         }
         if p.qos == QoS::AtMostOnce {

@@ -1,4 +1,4 @@
-//! Keep-alive negotiation (shared/docs/keepalive.md, broker rule 3) and the
+//! Keep-alive negotiation (docs/keepalive.md, broker rule 3) and the
 //! expiry deadline (rule 1: 1.5 × K after the last complete inbound packet).
 
 use std::time::{Duration, Instant};

@@ -3,16 +3,19 @@
 //! The tokio driver feeds it decoded packets and the current time, carries the
 //! broker's answers back in (`accept`, `publish_routed`, `send_suback`, ...),
 //! and writes out whatever `poll_transmit` yields. Control packets (CONNACK,
-//! acks, PINGRESP, DISCONNECT) always come out ahead of queued deliveries, so a
-//! PINGRESP never waits behind a backlog of messages (keepalive.md rule 2).
+//! acks, PINGRESP, DISCONNECT) always come out ahead of queued deliveries, so
+//! a PINGRESP never waits behind a backlog of messages (docs/keepalive.md,
+//! broker rule 2).
 //! One deadline (`poll_timeout`) covers the connect timeout and keep alive.
 
 mod close;
+mod denied;
 mod inbound;
 mod keep_alive;
 mod outbound;
 mod park;
 mod session_state;
+mod topic_aliases;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -46,6 +49,9 @@ pub struct ServerConfig {
     pub keep_alive: KeepAlivePolicy,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
+    /// Whether topics sent to MQTT 5 clients that allow Topic Alias
+    /// Maximum > 0 get aliases.
+    pub server_topic_aliases: bool,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +63,7 @@ impl Default for ServerConfig {
             max_inflight: 100,
             keep_alive: KeepAlivePolicy::default(),
             connect_timeout: Duration::from_secs(10),
+            server_topic_aliases: true,
         }
     }
 }
@@ -135,11 +142,20 @@ pub struct DropCounts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    AwaitingConnect { deadline: Instant },
+    AwaitingConnect {
+        deadline: Instant,
+    },
     Connecting,
     Connected,
-    Closed,
+    /// Over; `told_why`: the last packet queued says why (DISCONNECT, or a
+    /// CONNACK that refuses), so the driver lets the client read it.
+    Closed {
+        told_why: bool,
+    },
 }
+
+/// The first byte of every valid CONNECT: type 1, flags 0 (MQTT-3.1.0-1, MQTT-2.1.3-1).
+const CONNECT_FIRST_BYTE: u8 = 0x10;
 
 /// Packets a client may pipeline after CONNECT before the broker has answered.
 const MAX_HELD: usize = 64;
@@ -155,9 +171,12 @@ pub struct ServerConnection {
     session_expiry: u32,
     client_receive_maximum: u16,
     client_max_packet_size: u32,
-    /// The client's topic aliases, alias `n` at index `n - 1` (at most the
-    /// announced maximum; a Vec rather than a map: 24 bytes in every connection).
-    topic_aliases: Vec<Option<String>>,
+    /// Aliases the client allows us (its CONNECT's Topic Alias Maximum; 0
+    /// when it allows none or the feature is off).
+    client_topic_alias_max: u16,
+    /// Topic aliases both ways, allocated at the first alias either way
+    /// (8 bytes in every connection until then).
+    aliases: Option<Box<topic_aliases::TopicAliases>>,
     state: SessionState,
     inbound_qos1_unacked: u16,
     /// The in-flight window filled and has not yet drained to where it reopens.
@@ -206,7 +225,8 @@ impl ServerConnection {
             session_expiry: 0,
             client_receive_maximum: config.max_inflight,
             client_max_packet_size: u32::MAX,
-            topic_aliases: Vec::new(),
+            client_topic_alias_max: 0,
+            aliases: None,
             state: SessionState::default(),
             inbound_qos1_unacked: 0,
             window_full: false,
@@ -236,7 +256,15 @@ impl ServerConnection {
 
     /// True once the connection has ended; flush `poll_transmit` then close.
     pub fn is_closed(&self) -> bool {
-        self.phase == Phase::Closed
+        matches!(self.phase, Phase::Closed { .. })
+    }
+
+    /// True once closed with a packet that tells the client why (DISCONNECT
+    /// or a refusing CONNACK): the driver should half-close and drain the
+    /// client's bytes a little before closing, or the kernel answers them
+    /// with a reset that can destroy the reason before it is read.
+    pub fn told_why(&self) -> bool {
+        matches!(self.phase, Phase::Closed { told_why: true })
     }
 
     /// True once CONNACK accepted the client.
@@ -247,6 +275,19 @@ impl ServerConnection {
     /// Outbound messages dropped so far.
     pub fn drops(&self) -> DropCounts {
         self.drops
+    }
+
+    /// Decodes the next packet from the client's bytes at the front of `buf`
+    /// (`Ok(None)`: more bytes needed). Before CONNECT, a first byte that is
+    /// not CONNECT's (0x10) is refused as soon as it is read: an HTTP request
+    /// or a port scan is not held until the connect timeout.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        if let (Phase::AwaitingConnect { .. }, Some(&first)) = (self.phase, buf.first()) {
+            if first != CONNECT_FIRST_BYTE {
+                return Err(DecodeError::Protocol("first packet is not CONNECT"));
+            }
+        }
+        Packet::decode(buf, self.version, self.config.max_packet_size)
     }
 
     /// Bytes of a packet still arriving: activity for keep alive (rule 9).
@@ -260,7 +301,7 @@ impl ServerConnection {
     pub fn handle_packet(&mut self, now: Instant, packet: Packet) {
         self.handle_read_progress(now);
         match self.phase {
-            Phase::Closed => {}
+            Phase::Closed { .. } => {}
             Phase::AwaitingConnect { .. } => match packet {
                 Packet::Connect(c) => self.handle_connect(now, c),
                 other => self.close_silently(CloseReason::ProtocolError {
@@ -285,7 +326,7 @@ impl ServerConnection {
     /// The decoder failed: close with the matching reason code.
     pub fn handle_decode_error(&mut self, _now: Instant, err: &DecodeError) {
         match self.phase {
-            Phase::Closed => {}
+            Phase::Closed { .. } => {}
             Phase::AwaitingConnect { .. } => {
                 if let DecodeError::UnsupportedProtocol { .. } = err {
                     // Answer in the 3.1.1 format every client understands: return code 1.
@@ -326,7 +367,7 @@ impl ServerConnection {
         match self.phase {
             Phase::AwaitingConnect { deadline } => Some(deadline),
             Phase::Connecting | Phase::Connected => self.keep_alive.and_then(|k| k.deadline()),
-            Phase::Closed => None,
+            Phase::Closed { .. } => None,
         }
     }
 
@@ -335,10 +376,23 @@ impl ServerConnection {
         if let Some(packet) = self.urgent.pop_front() {
             return Some(packet);
         }
+        let limits = self.alias_limits();
         loop {
-            let packet = match self.deliveries.pop_front()? {
+            let publish = match self.deliveries.pop_front()? {
                 Transmit::Publish { at, outgoing } => {
-                    Packet::Publish(outgoing.to_publish(0, false, at))
+                    let alias = topic_aliases::delivery_alias(
+                        &mut self.aliases,
+                        limits,
+                        &outgoing,
+                        0,
+                        false,
+                        at,
+                    );
+                    let mut p = outgoing.to_publish(0, false, at);
+                    if let Some(alias) = alias {
+                        alias.apply(&mut p);
+                    }
+                    p
                 }
                 Transmit::Inflight { packet_id, dup, at } => {
                     // Gone only if the state was handed on meanwhile: the
@@ -346,11 +400,24 @@ impl ServerConnection {
                     let Some(entry) = self.state.inflight.get(packet_id) else {
                         continue;
                     };
-                    Packet::Publish(entry.outgoing.to_publish(packet_id, dup, at))
+                    let o = &entry.outgoing;
+                    let alias = topic_aliases::delivery_alias(
+                        &mut self.aliases,
+                        limits,
+                        o,
+                        packet_id,
+                        dup,
+                        at,
+                    );
+                    let mut p = o.to_publish(packet_id, dup, at);
+                    if let Some(alias) = alias {
+                        alias.apply(&mut p);
+                    }
+                    p
                 }
-                Transmit::PubRel(id) => Packet::PubRel(crate::Ack::new(id)),
+                Transmit::PubRel(id) => return Some(Packet::PubRel(crate::Ack::new(id))),
             };
-            return Some(packet);
+            return Some(Packet::Publish(publish));
         }
     }
 
@@ -361,21 +428,47 @@ impl ServerConnection {
         if let Some(packet) = self.urgent.pop_front() {
             return Some(packet.encode(self.version, out));
         }
+        let limits = self.alias_limits();
         loop {
             return Some(match self.deliveries.pop_front()? {
                 Transmit::Publish { at, outgoing } => {
-                    outgoing.encode(0, false, at, self.version, out)
+                    let alias = topic_aliases::delivery_alias(
+                        &mut self.aliases,
+                        limits,
+                        &outgoing,
+                        0,
+                        false,
+                        at,
+                    );
+                    outgoing.encode(0, false, at, self.version, alias, out)
                 }
                 Transmit::Inflight { packet_id, dup, at } => {
                     let Some(entry) = self.state.inflight.get(packet_id) else {
                         continue;
                     };
-                    entry.outgoing.encode(packet_id, dup, at, self.version, out)
+                    let o = &entry.outgoing;
+                    let alias = topic_aliases::delivery_alias(
+                        &mut self.aliases,
+                        limits,
+                        o,
+                        packet_id,
+                        dup,
+                        at,
+                    );
+                    o.encode(packet_id, dup, at, self.version, alias, out)
                 }
                 Transmit::PubRel(id) => {
                     Packet::PubRel(crate::Ack::new(id)).encode(self.version, out)
                 }
             });
+        }
+    }
+
+    fn alias_limits(&self) -> topic_aliases::AliasLimits {
+        topic_aliases::AliasLimits {
+            client_maximum: self.client_topic_alias_max,
+            max_packet_size: self.client_max_packet_size,
+            version: self.version,
         }
     }
 
@@ -421,7 +514,19 @@ impl ServerConnection {
         if self.version.is_v5() {
             ack.properties = self.connack_properties(accepted.assigned_client_id);
         }
-        self.urgent.push_back(Packet::ConnAck(ack));
+        let mut packet = Packet::ConnAck(ack);
+        if packet.encoded_len(self.version) > self.client_max_packet_size as usize {
+            // Too large for the client (MQTT-3.1.2-24): the "available"
+            // flags go first, their absence means the same (3.2.2.3).
+            if let Packet::ConnAck(ack) = &mut packet {
+                let p = &mut ack.properties;
+                p.retain_available = None;
+                p.wildcard_subscription_available = None;
+                p.subscription_identifier_available = None;
+                p.shared_subscription_available = None;
+            }
+        }
+        self.urgent.push_back(packet);
         self.phase = Phase::Connected;
         self.state = accepted.state;
         self.resend_inflight(now);
@@ -482,6 +587,16 @@ impl ServerConnection {
 
     fn handle_connect(&mut self, now: Instant, connect: Box<Connect>) {
         self.version = connect.protocol;
+        if connect.properties.authentication_method.is_some() {
+            // No enhanced authentication here: refused, and closed
+            // (MQTT-4.12.0-1), rather than accepted as if it had succeeded.
+            let code = ReasonCode::BAD_AUTHENTICATION_METHOD;
+            self.urgent.push_back(Packet::ConnAck(ConnAck {
+                reason: code,
+                ..ConnAck::default()
+            }));
+            return self.close_silently(CloseReason::ConnectRefused(code));
+        }
         let seconds = match self
             .config
             .keep_alive
@@ -521,6 +636,9 @@ impl ServerConnection {
             self.client_receive_maximum = props.receive_maximum.unwrap_or(u16::MAX);
             self.client_max_packet_size = props.maximum_packet_size.unwrap_or(u32::MAX);
             self.session_expiry = props.session_expiry_interval.unwrap_or(0);
+            if self.config.server_topic_aliases {
+                self.client_topic_alias_max = props.topic_alias_maximum.unwrap_or(0);
+            }
         }
         self.keep_alive = Some(KeepAliveTimer::new(seconds, now));
         self.phase = Phase::Connecting;
@@ -570,12 +688,23 @@ impl ServerConnection {
     }
 
     fn close_with(&mut self, code: ReasonCode, reason: CloseReason) {
-        if self.phase == Phase::Closed {
+        if self.is_closed() {
             return;
         }
-        if self.version.is_v5() && matches!(self.phase, Phase::Connected | Phase::Connecting) {
-            self.urgent
-                .push_back(Packet::Disconnect(Disconnect::new(code)));
+        match self.phase {
+            Phase::Connected if self.version.is_v5() => {
+                self.urgent
+                    .push_back(Packet::Disconnect(Disconnect::new(code)));
+            }
+            // No DISCONNECT before CONNACK (MQTT-3.14.0-1): a refusing
+            // CONNACK says why if the code is one CONNACK may carry.
+            Phase::Connecting if self.version.is_v5() && code.is_valid_in_connack() => {
+                self.urgent.push_back(Packet::ConnAck(ConnAck {
+                    reason: code,
+                    ..ConnAck::default()
+                }));
+            }
+            _ => {}
         }
         self.finish(reason, true, None);
     }
@@ -586,10 +715,15 @@ impl ServerConnection {
     }
 
     fn finish(&mut self, reason: CloseReason, publish_will: bool, session_expiry: Option<u32>) {
-        if self.phase == Phase::Closed {
+        if self.is_closed() {
             return;
         }
-        self.phase = Phase::Closed;
+        let told_why = match self.urgent.back() {
+            Some(Packet::Disconnect(_)) => true,
+            Some(Packet::ConnAck(ack)) => ack.reason.is_error(),
+            _ => false,
+        };
+        self.phase = Phase::Closed { told_why };
         self.deliveries.clear();
         self.events.push_back(ServerEvent::Closed(Closed {
             reason,
@@ -600,6 +734,12 @@ impl ServerConnection {
 }
 
 #[cfg(test)]
+mod alias_tests;
+#[cfg(test)]
+mod close_tests;
+#[cfg(test)]
 mod encode_tests;
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;

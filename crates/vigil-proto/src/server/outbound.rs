@@ -118,13 +118,37 @@ impl ServerConnection {
     /// On session resume: unacknowledged PUBLISHes again with DUP, PUBRELs again.
     pub(super) fn resend_inflight(&mut self, now: Instant) {
         let last = self.state.last_packet_id;
-        for (id, entry) in self.state.inflight.in_send_order(last) {
-            let transmit = match entry.stage {
-                InflightStage::AwaitingAck => Transmit::Inflight {
-                    packet_id: id,
-                    dup: true,
-                    at: now,
-                },
+        let order: Vec<(u16, InflightStage)> = self
+            .state
+            .inflight
+            .in_send_order(last)
+            .into_iter()
+            .map(|(id, e)| (id, e.stage))
+            .collect();
+        for (id, stage) in order {
+            let transmit = match stage {
+                InflightStage::AwaitingAck => {
+                    // The client may announce a smaller Maximum Packet Size
+                    // than the connection that first sent it: too large now
+                    // is discarded as if sent (MQTT-3.1.2-24/25), not sent.
+                    let fits = self
+                        .state
+                        .inflight
+                        .get(id)
+                        .is_some_and(|e| self.fits_client_maximum(&e.outgoing, id, now));
+                    if !fits {
+                        if let Some(e) = self.state.inflight.remove(id) {
+                            self.drops.too_large += 1;
+                            self.progress(e.outgoing.persisted, e.outgoing.qos, DeliveryStep::Done);
+                        }
+                        continue;
+                    }
+                    Transmit::Inflight {
+                        packet_id: id,
+                        dup: true,
+                        at: now,
+                    }
+                }
                 InflightStage::AwaitingComp => Transmit::PubRel(id),
             };
             self.deliveries.push_back(transmit);

@@ -12,10 +12,11 @@ use crate::ProtocolVersion;
 #[derive(Debug)]
 pub struct ParkedConnection {
     keep_alive: Option<KeepAliveTimer>,
-    /// The client's topic aliases (usually none).
-    topic_aliases: Box<[Option<String>]>,
+    /// Topic aliases both ways (usually none: no allocation).
+    aliases: Option<Box<super::topic_aliases::TopicAliases>>,
     client_max_packet_size: u32,
     session_expiry: u32,
+    client_topic_alias_max: u16,
     client_receive_maximum: u16,
     server_keep_alive: Option<u16>,
     last_packet_id: u16,
@@ -80,12 +81,13 @@ impl ServerConnection {
         if !self.can_park() {
             return None;
         }
-        self.phase = Phase::Closed;
+        self.phase = Phase::Closed { told_why: false };
         Some(ParkedConnection {
             keep_alive: self.keep_alive,
-            topic_aliases: std::mem::take(&mut self.topic_aliases).into_boxed_slice(),
+            aliases: self.aliases.take(),
             client_max_packet_size: self.client_max_packet_size,
             session_expiry: self.session_expiry,
+            client_topic_alias_max: self.client_topic_alias_max,
             client_receive_maximum: self.client_receive_maximum,
             server_keep_alive: self.server_keep_alive,
             last_packet_id: self.state.last_packet_id,
@@ -103,7 +105,8 @@ impl ServerConnection {
         conn.session_expiry = parked.session_expiry;
         conn.client_receive_maximum = parked.client_receive_maximum;
         conn.client_max_packet_size = parked.client_max_packet_size;
-        conn.topic_aliases = parked.topic_aliases.into_vec();
+        conn.client_topic_alias_max = parked.client_topic_alias_max;
+        conn.aliases = parked.aliases;
         conn.state = SessionState {
             last_packet_id: parked.last_packet_id,
             ..SessionState::default()

@@ -155,6 +155,7 @@ mod tests {
                 retain: false,
                 subscription_ids: vec![],
                 persisted: None,
+                shared: false,
             },
             stage: InflightStage::AwaitingAck,
         }

@@ -69,6 +69,7 @@ pub(super) fn outgoing(topic: &str, qos: QoS) -> Outgoing {
         retain: false,
         subscription_ids: vec![],
         persisted: None,
+        shared: false,
     }
 }
 

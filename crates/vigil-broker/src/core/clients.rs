@@ -1,0 +1,302 @@
+//! What an operator asks of the broker about its clients: who is connected
+//! (address, user, protocol, keep alive, since when), why a client id was
+//! disconnected, and "close this one". Kept beside the session registry and
+//! touched only at connect and disconnect, never per message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tracing::info;
+use vigil_proto::server::CloseReason;
+use vigil_proto::ProtocolVersion;
+
+use super::history::DisconnectRecord;
+use super::{Broker, Control, SessionRef};
+
+/// What the broker knows of one live connection.
+#[derive(Debug, Clone)]
+struct ConnMeta {
+    conn_id: u64,
+    peer: SocketAddr,
+    username: Option<String>,
+    protocol: ProtocolVersion,
+    keep_alive: Option<Duration>,
+    connected_at: Instant,
+    connected_unix_ms: u64,
+}
+
+/// The live connections by client id.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    live: Mutex<HashMap<Arc<str>, ConnMeta>>,
+}
+
+/// One client as the admin API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientInfo {
+    /// Client identifier.
+    pub client_id: String,
+    /// A connection has the session now.
+    pub connected: bool,
+    /// The client's address (None: offline session).
+    pub peer: Option<SocketAddr>,
+    /// User name of the connection.
+    pub username: Option<String>,
+    /// MQTT protocol level (3, 4 or 5).
+    pub protocol: Option<u8>,
+    /// Effective keep alive, seconds.
+    pub keep_alive_secs: Option<u64>,
+    /// When the connection was accepted (Unix ms).
+    pub connected_at_unix_ms: Option<u64>,
+    /// Messages waiting in its queue.
+    pub queued: usize,
+    /// Its subscriptions.
+    pub subscriptions: usize,
+    /// The session outlives the connection in the store.
+    pub durable: bool,
+    /// Its connection is idle and parked off its task.
+    pub parked: bool,
+}
+
+/// Filters of `GET /api/v1/clients`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFilter {
+    /// Client ids starting with this.
+    pub prefix: Option<String>,
+    /// This user name.
+    pub username: Option<String>,
+    /// Addresses whose text contains this.
+    pub address: Option<String>,
+    /// This protocol level.
+    pub protocol: Option<u8>,
+    /// Only connected clients (false: offline sessions too).
+    pub connected_only: bool,
+}
+
+/// What `Broker::kick` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kicked {
+    /// The live connection was told to close (DISCONNECT 0x98).
+    Connection,
+    /// No connection: the offline session was discarded.
+    SessionDiscarded,
+    /// No connection, and the session was kept (not asked to discard it).
+    NotConnected,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Broker {
+    /// Records the connection `conn_id` of `client_id` (after CONNACK).
+    pub(crate) fn note_connected(
+        &self,
+        client_id: &str,
+        conn_id: u64,
+        peer: SocketAddr,
+        username: Option<String>,
+        protocol: ProtocolVersion,
+        keep_alive: Option<Duration>,
+    ) {
+        let meta = ConnMeta {
+            conn_id,
+            peer,
+            username,
+            protocol,
+            keep_alive,
+            connected_at: Instant::now(),
+            connected_unix_ms: unix_ms(),
+        };
+        self.clients.live.lock().insert(Arc::from(client_id), meta);
+    }
+
+    /// Records why the connection `conn_id` of `session` ended, in the
+    /// client id's disconnect history, and forgets the connection.
+    pub(crate) fn note_disconnect(
+        &self,
+        session: &SessionRef,
+        conn_id: u64,
+        reason: &CloseReason,
+        keep_alive: Option<Duration>,
+        will: &'static str,
+        peer: SocketAddr,
+    ) {
+        let connected_at = {
+            let mut live = self.clients.live.lock();
+            match live.get(session.client_id()) {
+                // A takeover may already have put the new connection here.
+                Some(m) if m.conn_id == conn_id => {
+                    live.remove(session.client_id()).map(|m| m.connected_at)
+                }
+                _ => None,
+            }
+        };
+        let connected_for = connected_at.map_or(Duration::ZERO, |t| t.elapsed());
+        if let CloseReason::KeepAliveTimeout {
+            silent_for,
+            keep_alive,
+        } = reason
+        {
+            let deadline = *keep_alive * 3 / 2;
+            crate::observe::histogram::KEEPALIVE_LATENESS
+                .record(silent_for.saturating_sub(deadline));
+        }
+        let record =
+            DisconnectRecord::new(reason, keep_alive, will, peer.to_string(), connected_for);
+        self.history.record(session.client_id(), record);
+    }
+
+    /// The last disconnects of `client_id`, newest first.
+    pub fn disconnects(&self, client_id: &str) -> Option<Vec<DisconnectRecord>> {
+        self.history.of(client_id)
+    }
+
+    fn client_info(&self, session: &SessionRef, meta: Option<&ConnMeta>) -> ClientInfo {
+        let subscriptions = session.inner.lock().subscriptions.len();
+        ClientInfo {
+            client_id: session.client_id().to_owned(),
+            connected: session.is_online(),
+            peer: meta.map(|m| m.peer),
+            username: meta.and_then(|m| m.username.clone()),
+            protocol: meta.map(|m| m.protocol.level()),
+            keep_alive_secs: meta.and_then(|m| m.keep_alive.map(|k| k.as_secs())),
+            connected_at_unix_ms: meta.map(|m| m.connected_unix_ms),
+            queued: session.mailbox.len(),
+            subscriptions,
+            durable: session.is_durable(),
+            parked: session.is_online() && session.is_parked(),
+        }
+    }
+
+    /// The clients (sessions) matching `filter`, sorted by client id.
+    pub fn clients(&self, filter: &ClientFilter) -> Vec<ClientInfo> {
+        let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
+        let live = self.clients.live.lock().clone();
+        let mut out: Vec<ClientInfo> = sessions
+            .iter()
+            .filter(|s| {
+                filter
+                    .prefix
+                    .as_deref()
+                    .is_none_or(|p| s.client_id().starts_with(p))
+            })
+            .map(|s| self.client_info(s, live.get(s.client_id())))
+            .filter(|c| !filter.connected_only || c.connected)
+            .filter(|c| {
+                filter
+                    .username
+                    .as_deref()
+                    .is_none_or(|u| c.username.as_deref() == Some(u))
+            })
+            .filter(|c| {
+                filter
+                    .address
+                    .as_deref()
+                    .is_none_or(|a| c.peer.is_some_and(|p| p.to_string().contains(a)))
+            })
+            .filter(|c| filter.protocol.is_none_or(|p| c.protocol == Some(p)))
+            .collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+
+    /// One client (None: the broker holds no session for it).
+    pub fn client(&self, client_id: &str) -> Option<ClientInfo> {
+        let session = self.session(client_id)?;
+        let meta = self.clients.live.lock().get(client_id).cloned();
+        Some(self.client_info(&session, meta.as_ref()))
+    }
+
+    /// Closes `client_id`'s connection with DISCONNECT 0x98 (Administrative
+    /// action); with `discard_session` its session ends too instead of
+    /// waiting for its expiry. None: no such client.
+    pub fn kick(&self, client_id: &str, discard_session: bool) -> Option<Kicked> {
+        let session = self.session(client_id)?;
+        let mut inner = session.inner.lock();
+        if inner.ended {
+            return None;
+        }
+        if discard_session {
+            // Read by `disconnect` when the kicked connection hands back.
+            inner.expiry = 0;
+        }
+        match &inner.conn {
+            Some(conn) => {
+                info!(client = client_id, discard_session, "kicking client");
+                conn.control.send(Control::Kick);
+                Some(Kicked::Connection)
+            }
+            None if discard_session => {
+                info!(client = client_id, "discarding offline session");
+                self.end_session(&session, &mut inner);
+                Some(Kicked::SessionDiscarded)
+            }
+            None => Some(Kicked::NotConnected),
+        }
+    }
+
+    /// Seconds since the broker started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Unexpired retained messages whose topic matches `filter`, by topic.
+    pub fn retained_matching(&self, filter: &str) -> Vec<Arc<vigil_proto::message::Message>> {
+        let mut found = self.retained.matching(filter, Instant::now());
+        found.sort_by(|a, b| a.topic.cmp(&b.topic));
+        found
+    }
+
+    /// Live connections by MQTT protocol level (3, 4, 5), counted now.
+    pub fn connections_by_protocol(&self) -> [(u8, usize); 3] {
+        let mut counts = [(3, 0), (4, 0), (5, 0)];
+        for meta in self.clients.live.lock().values() {
+            let level = meta.protocol.level();
+            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == level) {
+                slot.1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// Messages waiting in every session's queue.
+    pub fn queued_total(&self) -> usize {
+        let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
+        sessions.iter().map(|s| s.mailbox.len()).sum()
+    }
+
+    /// Subscriptions over all sessions, and how many of them are shared.
+    pub fn subscription_counts(&self) -> (usize, usize) {
+        let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
+        sessions.iter().fold((0, 0), |(all, shared), s| {
+            let inner = s.inner.lock();
+            let n = inner
+                .subscriptions
+                .keys()
+                .filter(|f| f.starts_with("$share/"))
+                .count();
+            (all + inner.subscriptions.len(), shared + n)
+        })
+    }
+
+    /// Subscriptions over all sessions (filter, client id).
+    pub fn all_subscriptions(&self) -> Vec<(String, String)> {
+        let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
+        let mut out: Vec<(String, String)> = sessions
+            .iter()
+            .flat_map(|s| {
+                s.subscriptions()
+                    .into_iter()
+                    .map(|f| (f, s.client_id().to_owned()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}

@@ -1,0 +1,313 @@
+//! Listeners: each bound socket with what it speaks (MQTT or WebSocket,
+//! with or without TLS) and its own connection limit, and the accept loop
+//! that deals its connections to the workers. Every transport ends in the
+//! same `connection::serve`; a TLS or WebSocket handshake runs first on the
+//! connection's own task (never on the accepting one), bounded by the
+//! connect timeout, so a storm of stalled handshakes delays nobody else.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+use vigil_proto::server::ServerConfig;
+
+use crate::config::{ListenerEntry, ListenerProtocol};
+use crate::connection::{LiveSlot, ParkingLot};
+use crate::core::Broker;
+use crate::transport::tls::{self, TlsError, TlsSource};
+use crate::transport::{ws, Framed, Transport};
+
+/// Why a listener could not be started.
+#[derive(Debug, Error)]
+pub enum ListenError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A certificate, key or CA file could not be used.
+    #[error("listener {listener}: {source}")]
+    Tls {
+        /// The listener (kind and address).
+        listener: String,
+        /// The file and the cause.
+        source: TlsError,
+    },
+}
+
+/// What a listener's connections speak before MQTT.
+#[derive(Debug, Clone)]
+enum Wire {
+    Mqtt,
+    Ws { path: Arc<str> },
+}
+
+/// A bound listener, not yet accepting.
+#[derive(Debug)]
+pub struct BoundListener {
+    pub(crate) socket: TcpListener,
+    wire: Wire,
+    tls: Option<Arc<TlsSource>>,
+    max_connections: usize,
+    name: Arc<str>,
+    pub(crate) live: Arc<AtomicUsize>,
+}
+
+impl BoundListener {
+    /// Binds `entry`'s address and loads its certificate (TLS) first, so a
+    /// bad certificate stops the start with the file named.
+    pub async fn bind(entry: &ListenerEntry) -> Result<BoundListener, ListenError> {
+        let addr = entry.addr();
+        let tls = match &entry.tls {
+            Some(settings) => {
+                let alpn: &[&[u8]] = match entry.protocol {
+                    ListenerProtocol::Mqtt => &[b"mqtt"],
+                    // Browsers offer http/1.1 (and h2) for a wss:// URL.
+                    ListenerProtocol::Ws => &[b"http/1.1"],
+                };
+                let source =
+                    TlsSource::load(settings, alpn).map_err(|source| ListenError::Tls {
+                        listener: format!("{} {addr}", entry.kind()),
+                        source,
+                    })?;
+                Some(Arc::new(source))
+            }
+            None => None,
+        };
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ListenError::Bind { addr, source })?;
+        let mut bound = BoundListener::plain(socket, entry.max_connections);
+        bound.wire = match entry.protocol {
+            ListenerProtocol::Mqtt => Wire::Mqtt,
+            ListenerProtocol::Ws => Wire::Ws {
+                path: entry.path.as_str().into(),
+            },
+        };
+        bound.tls = tls;
+        bound.name = format!("{} {}", entry.kind(), bound.local_addr().unwrap_or(addr)).into();
+        Ok(bound)
+    }
+
+    /// A plain MQTT listener on a socket bound beforehand.
+    pub fn plain(socket: TcpListener, max_connections: usize) -> BoundListener {
+        let name = match socket.local_addr() {
+            Ok(a) => format!("mqtt {a}"),
+            Err(_) => "mqtt".into(),
+        };
+        BoundListener {
+            socket,
+            wire: Wire::Mqtt,
+            tls: None,
+            max_connections,
+            name: name.into(),
+            live: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Its kind and address, as logs name it (`mqtt+tls 0.0.0.0:8883`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its TLS certificate source, if it is a TLS listener.
+    pub fn tls(&self) -> Option<&Arc<TlsSource>> {
+        self.tls.as_ref()
+    }
+
+    /// Connections beyond this are refused.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+}
+
+/// What every accept loop shares.
+pub(crate) struct Dealer {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) config: ServerConfig,
+    pub(crate) workers: Vec<tokio::runtime::Handle>,
+    pub(crate) lots: Vec<Arc<ParkingLot>>,
+    pub(crate) next_worker: AtomicUsize,
+}
+
+/// Accepts connections on `listener` until the task is aborted.
+pub(crate) async fn accept_loop(listener: BoundListener, dealer: Arc<Dealer>) {
+    loop {
+        let (stream, peer) = match listener.socket.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                warn!(listener = %listener.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if listener.live.load(Ordering::Acquire) >= listener.max_connections {
+            warn!(listener = %listener.name, %peer, max = listener.max_connections, "connection refused: max_connections reached");
+            continue;
+        }
+        listener.live.fetch_add(1, Ordering::AcqRel);
+        let slot = Some(LiveSlot(listener.live.clone()));
+        let _ = stream.set_nodelay(true);
+        // Backstop for peers that vanish without FIN while keep alive is 0.
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(120))
+            .with_interval(Duration::from_secs(30));
+        let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        dealer.deal(&listener, stream, peer, slot);
+    }
+}
+
+impl Dealer {
+    /// Starts the connection's task on the next worker (or this runtime).
+    fn deal(
+        &self,
+        listener: &BoundListener,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Option<LiveSlot>,
+    ) {
+        let broker = self.broker.clone();
+        let config = self.config;
+        let plain = matches!(listener.wire, Wire::Mqtt) && listener.tls.is_none();
+        if self.workers.is_empty() {
+            let lot = self.lots.first().cloned();
+            if plain {
+                tokio::spawn(crate::connection::serve(
+                    stream, peer, broker, config, slot, lot,
+                ));
+            } else {
+                tokio::spawn(handshake_then_serve(
+                    listener.secure(),
+                    stream,
+                    peer,
+                    broker,
+                    config,
+                    slot,
+                ));
+            }
+            return;
+        }
+        let n = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let worker = &self.workers[n];
+        // The socket moves to the worker's I/O driver and the task's timer
+        // to its clock (both taken from the runtime entered here): its
+        // readiness wakes that worker's thread only.
+        let _worker = worker.enter();
+        let stream = match stream.into_std().and_then(TcpStream::from_std) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(listener = %listener.name, %peer, error = %e, "connection dropped: cannot hand it to a worker");
+                return;
+            }
+        };
+        if plain {
+            let lot = self.lots.get(n).cloned();
+            worker.spawn(crate::connection::serve(
+                stream, peer, broker, config, slot, lot,
+            ));
+        } else {
+            worker.spawn(handshake_then_serve(
+                listener.secure(),
+                stream,
+                peer,
+                broker,
+                config,
+                slot,
+            ));
+        }
+    }
+}
+
+/// What a TLS or WebSocket connection's handshake needs.
+struct Secure {
+    listener: Arc<str>,
+    tls: Option<Arc<TlsSource>>,
+    ws_path: Option<Arc<str>>,
+}
+
+impl BoundListener {
+    fn secure(&self) -> Secure {
+        Secure {
+            listener: self.name.clone(),
+            tls: self.tls.clone(),
+            ws_path: match &self.wire {
+                Wire::Mqtt => None,
+                Wire::Ws { path } => Some(path.clone()),
+            },
+        }
+    }
+}
+
+/// The task of a TLS and/or WebSocket connection: the handshake, bounded by
+/// the connect timeout, then the same driver as a plain one. TLS and
+/// WebSocket connections are never parked (see `transport`).
+async fn handshake_then_serve(
+    secure: Secure,
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: ServerConfig,
+    slot: Option<LiveSlot>,
+) {
+    // Boxed, and so freed once done: inline, the handshake's state (a
+    // rustls connection mid-handshake, ~1.5 KB) would size the task for
+    // the connection's whole life.
+    let handshake = Box::pin(handshake(&secure, stream, config.max_packet_size));
+    let transport = match tokio::time::timeout(config.connect_timeout, handshake).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(why)) => {
+            warn!(listener = %secure.listener, %peer, reason = %why, "connection closed during its handshake");
+            return;
+        }
+        Err(_) => {
+            warn!(listener = %secure.listener, %peer, timeout_s = config.connect_timeout.as_secs_f64(), "connection closed: handshake not finished within the connect timeout");
+            return;
+        }
+    };
+    if let Some(identity) = transport.peer_identity() {
+        debug!(listener = %secure.listener, %peer, %identity, "client certificate accepted");
+    }
+    crate::connection::serve(transport, peer, broker, config, slot, None).await;
+}
+
+async fn handshake(
+    secure: &Secure,
+    stream: TcpStream,
+    max_packet_size: u32,
+) -> Result<Transport, String> {
+    let framed = match (&secure.tls, &secure.ws_path) {
+        (Some(source), None) => {
+            let (tls, identity) = tls::accept(source, stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            Framed::new(Box::new(tls), identity)
+        }
+        (Some(source), Some(path)) => {
+            let (tls, identity) = tls::accept(source, stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ws = ws::accept(tls, path, max_packet_size).await?;
+            Framed::new(Box::new(ws::WsBytes::new(ws)), identity)
+        }
+        (None, Some(path)) => {
+            let ws = ws::accept(stream, path, max_packet_size).await?;
+            Framed::new(Box::new(ws::WsBytes::new(ws)), None)
+        }
+        (None, None) => return Ok(Transport::Tcp(stream)),
+    };
+    Ok(Transport::Framed(Box::new(framed)))
+}

@@ -1,0 +1,291 @@
+//! The `$SYS` topics: retained messages under Mosquitto's names (so existing
+//! dashboards work) and vigil's own under `$SYS/broker/vigil/`, published
+//! every `[sys] interval` seconds from one task. Only values that changed
+//! since the last round are published: the retained ones also go to the
+//! store, and an idle broker should not write to its disk every interval.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use vigil_proto::message::Message;
+use vigil_proto::QoS;
+
+use crate::core::{Broker, Counters};
+
+/// One round's readings of the broker, the inputs of every `$SYS` value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reading {
+    /// Seconds since start.
+    pub uptime: u64,
+    /// Clients connected now.
+    pub connected: u64,
+    /// Sessions held, connected or not.
+    pub sessions: u64,
+    /// Connections accepted since start.
+    pub connects: u64,
+    /// PUBLISH packets received from clients.
+    pub received: u64,
+    /// Deliveries queued to subscribers.
+    pub sent: u64,
+    /// Deliveries dropped, for any cause.
+    pub dropped: u64,
+    /// Sessions ended by their expiry.
+    pub expired: u64,
+    /// Subscriptions (shared ones included).
+    pub subscriptions: u64,
+    /// Shared subscriptions.
+    pub shared_subscriptions: u64,
+    /// Retained topics.
+    pub retained: u64,
+    /// Messages waiting in session queues.
+    pub queued: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+}
+
+impl Reading {
+    /// Reads `broker` now.
+    pub fn of(broker: &Broker) -> Reading {
+        let c = broker.counters();
+        let (subscriptions, shared) = broker.subscription_counts();
+        Reading {
+            uptime: broker.uptime().as_secs(),
+            connected: Counters::get(&c.connections_current),
+            sessions: broker.session_count() as u64,
+            connects: Counters::get(&c.connections_total),
+            received: Counters::get(&c.messages_in),
+            sent: Counters::get(&c.messages_out),
+            dropped: Counters::get(&c.dropped_qos0)
+                + Counters::get(&c.dropped_queue_full)
+                + Counters::get(&c.dropped_expired)
+                + Counters::get(&c.dropped_too_large),
+            expired: Counters::get(&c.sessions_expired),
+            subscriptions: subscriptions as u64,
+            shared_subscriptions: shared as u64,
+            retained: broker.retained_count() as u64,
+            queued: broker.queued_total() as u64,
+            bytes_in: crate::observe::traffic::totals().0,
+            bytes_out: crate::observe::traffic::totals().1,
+        }
+    }
+}
+
+/// Per-minute rates averaged over 1, 5 and 15 minutes, as Mosquitto's `load/`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    per_min: [f64; 3],
+}
+
+const WINDOWS: [(&str, f64); 3] = [("1min", 60.0), ("5min", 300.0), ("15min", 900.0)];
+
+impl Load {
+    /// Folds in `delta` events seen over `secs` seconds.
+    fn update(&mut self, delta: u64, secs: f64) {
+        let rate = delta as f64 * 60.0 / secs.max(0.001);
+        for (avg, (_, window)) in self.per_min.iter_mut().zip(WINDOWS) {
+            let keep = (-secs / window).exp();
+            *avg = *avg * keep + rate * (1.0 - keep);
+        }
+    }
+}
+
+/// The `$SYS` values of one round, and what the previous round published.
+#[derive(Debug, Default)]
+pub struct SysState {
+    last: Option<Reading>,
+    maximum: u64,
+    loads: HashMap<&'static str, Load>,
+    published: HashMap<String, String>,
+}
+
+impl SysState {
+    /// The topics and values of a round read as `now`, `secs` after the last.
+    pub fn values(&mut self, now: Reading, secs: f64, broker: &Broker) -> Vec<(String, String)> {
+        self.maximum = self.maximum.max(now.connected);
+        let last = self.last.replace(now).unwrap_or(now);
+        let mut v: Vec<(String, String)> = Vec::with_capacity(64);
+        let mut put = |topic: &str, value: String| v.push((format!("$SYS/broker/{topic}"), value));
+        put(
+            "version",
+            format!("vigil version {}", env!("CARGO_PKG_VERSION")),
+        );
+        put("uptime", format!("{} seconds", now.uptime));
+        put("clients/connected", now.connected.to_string());
+        put("clients/active", now.connected.to_string());
+        put(
+            "clients/disconnected",
+            now.sessions.saturating_sub(now.connected).to_string(),
+        );
+        put(
+            "clients/inactive",
+            now.sessions.saturating_sub(now.connected).to_string(),
+        );
+        put("clients/total", now.sessions.to_string());
+        put("clients/maximum", self.maximum.to_string());
+        put("clients/expired", now.expired.to_string());
+        put("messages/received", now.received.to_string());
+        put("messages/sent", now.sent.to_string());
+        put("publish/messages/received", now.received.to_string());
+        put("publish/messages/sent", now.sent.to_string());
+        put("publish/messages/dropped", now.dropped.to_string());
+        put("subscriptions/count", now.subscriptions.to_string());
+        put(
+            "shared_subscriptions/count",
+            now.shared_subscriptions.to_string(),
+        );
+        put("retained messages/count", now.retained.to_string());
+        put("store/messages/count", now.queued.to_string());
+        put("bytes/received", now.bytes_in.to_string());
+        put("bytes/sent", now.bytes_out.to_string());
+        for (name, delta) in [
+            (
+                "messages/received",
+                now.received.saturating_sub(last.received),
+            ),
+            ("messages/sent", now.sent.saturating_sub(last.sent)),
+            (
+                "publish/received",
+                now.received.saturating_sub(last.received),
+            ),
+            ("publish/sent", now.sent.saturating_sub(last.sent)),
+            ("connections", now.connects.saturating_sub(last.connects)),
+            ("bytes/received", now.bytes_in.saturating_sub(last.bytes_in)),
+            ("bytes/sent", now.bytes_out.saturating_sub(last.bytes_out)),
+        ] {
+            let load = self.loads.entry(name).or_default();
+            load.update(delta, secs);
+            for (avg, (window, _)) in load.per_min.iter().zip(WINDOWS) {
+                put(&format!("load/{name}/{window}"), format!("{avg:.2}"));
+            }
+        }
+        let c = broker.counters();
+        for (reason, counter) in disconnect_counters(c) {
+            put(
+                &format!("vigil/disconnects/{reason}"),
+                Counters::get(counter).to_string(),
+            );
+        }
+        let lateness = crate::observe::histogram::KEEPALIVE_LATENESS.snapshot();
+        put("vigil/keepalive/closes", lateness.count.to_string());
+        if lateness.count > 0 {
+            put(
+                "vigil/keepalive/lateness/average",
+                format!("{:.6}", lateness.sum / lateness.count as f64),
+            );
+        }
+        put(
+            "vigil/wills/published",
+            Counters::get(&c.wills_published).to_string(),
+        );
+        put(
+            "vigil/connections/parked",
+            Counters::get(&c.connections_parked).to_string(),
+        );
+        v
+    }
+
+    /// Of `values`, those that differ from what was last published (and
+    /// remembers them as published).
+    pub fn changed(&mut self, values: Vec<(String, String)>) -> Vec<(String, String)> {
+        values
+            .into_iter()
+            .filter(|(topic, value)| {
+                if self.published.get(topic) == Some(value) {
+                    return false;
+                }
+                self.published.insert(topic.clone(), value.clone());
+                true
+            })
+            .collect()
+    }
+}
+
+/// Each disconnect counter with its `CloseReason` label.
+pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 10] {
+    [
+        ("client_disconnect", &c.disconnect_client),
+        ("keep_alive_timeout", &c.disconnect_keep_alive),
+        ("taken_over", &c.disconnect_taken_over),
+        ("protocol_error", &c.disconnect_protocol_error),
+        ("peer_closed", &c.disconnect_peer_closed),
+        ("socket_error", &c.disconnect_socket_error),
+        ("server_shutdown", &c.disconnect_shutdown),
+        ("before_connack", &c.disconnect_before_connack),
+        ("slow_consumer", &c.disconnect_slow_consumer),
+        ("kicked", &c.disconnect_kicked),
+    ]
+}
+
+/// Publishes one retained `$SYS` message as the broker.
+fn publish(broker: &Broker, topic: String, value: String) {
+    broker.publish(
+        None,
+        Message {
+            topic,
+            payload: Bytes::from(value),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: None,
+            expires_at: None,
+        },
+    );
+    // The broker's own messages are not messages received from clients.
+    broker
+        .counters()
+        .messages_in
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The `$SYS` publisher's thread; dropping this stops it.
+#[derive(Debug)]
+pub struct SysPublisher {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SysPublisher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Publishes the `$SYS` topics every `interval` from a thread of its own: a
+/// round reads every session, which must not hold up an MQTT worker (the
+/// first of them also runs the broker's own tasks).
+pub fn start(broker: Arc<Broker>, interval: Duration) -> std::io::Result<SysPublisher> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("vigil-sys".into())
+        .spawn(move || {
+            let mut state = SysState::default();
+            let mut last = std::time::Instant::now();
+            loop {
+                let now = std::time::Instant::now();
+                let secs = now
+                    .duration_since(last)
+                    .as_secs_f64()
+                    .max(interval.as_secs_f64());
+                last = now;
+                let values = state.values(Reading::of(&broker), secs, &broker);
+                for (topic, value) in state.changed(values) {
+                    publish(&broker, topic, value);
+                }
+                // A message or a hang-up both mean stop.
+                match stopped.recv_timeout(interval) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            }
+        })?;
+    Ok(SysPublisher {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
