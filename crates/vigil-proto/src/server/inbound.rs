@@ -110,7 +110,7 @@ impl ServerConnection {
         if self.is_closed() {
             return;
         }
-        self.urgent.push_back(Packet::SubAck(SubAck {
+        self.send_answer(Packet::SubAck(SubAck {
             packet_id,
             reasons,
             ..SubAck::default()
@@ -127,10 +127,27 @@ impl ServerConnection {
         } else {
             Vec::new()
         };
-        self.urgent.push_back(Packet::UnsubAck(UnsubAck {
+        self.send_answer(Packet::UnsubAck(UnsubAck {
             packet_id,
             reasons,
             ..UnsubAck::default()
         }));
+    }
+
+    /// Queues an answer the client must get, unless it is larger than the
+    /// client's Maximum Packet Size (MQTT-3.1.2-24): it carries no Reason
+    /// String or User Property to leave out, and dropping it would leave the
+    /// client waiting forever, so the connection ends with the cause instead.
+    fn send_answer(&mut self, packet: Packet) {
+        let len = packet.encoded_len(self.version);
+        if len > self.client_max_packet_size as usize {
+            let detail = format!(
+                "its {:?} of {len} bytes exceeds the client's Maximum Packet Size of {} bytes",
+                packet.packet_type(),
+                self.client_max_packet_size
+            );
+            return self.protocol_error(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, detail);
+        }
+        self.urgent.push_back(packet);
     }
 }

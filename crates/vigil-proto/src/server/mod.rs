@@ -526,6 +526,21 @@ impl ServerConnection {
                 p.shared_subscription_available = None;
             }
         }
+        let len = packet.encoded_len(self.version);
+        if len > self.client_max_packet_size as usize {
+            // What is left (assigned client id, keep alive, limits) changes
+            // what the client must do, so it cannot be cut: no CONNACK at
+            // all is the only answer that breaks no rule.
+            self.phase = Phase::Connected;
+            self.state = accepted.state;
+            return self.close_silently(CloseReason::ProtocolError {
+                reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                detail: format!(
+                    "its CONNACK of {len} bytes exceeds the client's Maximum Packet Size of {} bytes",
+                    self.client_max_packet_size
+                ),
+            });
+        }
         self.urgent.push_back(packet);
         self.phase = Phase::Connected;
         self.state = accepted.state;
@@ -622,7 +637,12 @@ impl ServerConnection {
                 });
             }
         };
-        if connect.client_id.is_empty() && !connect.clean_start && !self.version.is_v5() {
+        // MQTT 3.1 has no server-assigned identifiers: its client id must be
+        // 1 to 23 characters, and an empty one is refused with code 2.
+        let v31_empty = connect.client_id.is_empty() && self.version == ProtocolVersion::V3_1;
+        if v31_empty
+            || (connect.client_id.is_empty() && !connect.clean_start && !self.version.is_v5())
+        {
             self.urgent.push_back(Packet::ConnAck(ConnAck {
                 reason: ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
                 ..ConnAck::default()

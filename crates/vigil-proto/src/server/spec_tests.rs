@@ -229,3 +229,79 @@ fn the_connack_fits_a_small_client_maximum() {
     );
     assert_eq!(accept(Some(24)), full, "stripped only when needed");
 }
+
+/// MQTT-3.1.2-24 where nothing can be left out: a CONNACK that is still too
+/// large is not sent, and the connection closes saying why in the log.
+#[test]
+fn a_connack_that_cannot_fit_is_not_sent_and_the_close_names_the_cause() {
+    let t0 = Instant::now();
+    let mut c = ServerConnection::new(ServerConfig::default(), t0);
+    c.handle_packet(
+        t0,
+        connect_v5(Properties {
+            maximum_packet_size: Some(10),
+            ..Properties::default()
+        }),
+    );
+    c.poll_event();
+    c.accept(t0, Accepted::default());
+    assert_eq!(drain(&mut c), vec![]);
+    assert!(c.is_closed());
+    match c.poll_event() {
+        Some(ServerEvent::Closed(closed)) => {
+            let text = format!("{:?}", closed.reason);
+            assert!(text.contains("CONNACK of 16 bytes"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// MQTT-3.1.2-24 for SUBACK and UNSUBACK: never sent over the client's
+/// Maximum Packet Size; the client is told why instead of left waiting.
+#[test]
+fn a_suback_over_the_clients_maximum_is_not_sent() {
+    let t0 = Instant::now();
+    let mut c = ServerConnection::new(ServerConfig::default(), t0);
+    c.handle_packet(
+        t0,
+        connect_v5(Properties {
+            maximum_packet_size: Some(30),
+            ..Properties::default()
+        }),
+    );
+    c.poll_event();
+    c.accept(t0, Accepted::default());
+    drain(&mut c);
+    // 2 + 2 + 1 + 25 codes = 30 bytes: fits exactly.
+    c.send_suback(1, vec![ReasonCode::GRANTED_QOS_1; 25]);
+    assert!(matches!(drain(&mut c).as_slice(), [Packet::SubAck(_)]));
+    // 31 bytes: does not.
+    c.send_unsuback(2, vec![ReasonCode::SUCCESS; 26]);
+    assert_eq!(
+        drain(&mut c),
+        vec![Packet::Disconnect(crate::Disconnect::new(
+            ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR
+        ))]
+    );
+    assert!(c.is_closed());
+}
+
+/// MQTT 3.1 (protocol level 3) has no assigned identifiers: an empty client
+/// id is refused with CONNACK return code 2, even with a clean session.
+#[test]
+fn an_empty_client_id_is_refused_on_mqtt_3_1() {
+    let t0 = Instant::now();
+    let mut c = ServerConnection::new(ServerConfig::default(), t0);
+    c.handle_packet(
+        t0,
+        Packet::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V3_1,
+            clean_start: true,
+            keep_alive: 10,
+            client_id: String::new(),
+            ..Connect::default()
+        })),
+    );
+    assert!(c.is_closed());
+    assert_eq!(encoded(&mut c), [0x20, 0x02, 0x00, 0x02]);
+}
