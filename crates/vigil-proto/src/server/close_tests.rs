@@ -57,10 +57,10 @@ fn before_connect_only_connects_first_byte_is_accepted() {
     let c = ServerConnection::new(ServerConfig::default(), t0);
     // An HTTP request is refused at its first byte, 'G'.
     let mut buf = bytes::BytesMut::from(&b"G"[..]);
-    assert_eq!(
+    assert!(matches!(
         c.decode(&mut buf),
-        Err(DecodeError::Protocol("first packet is not CONNECT"))
-    );
+        Err(DecodeError::Protocol(why)) if why.contains("HTTP request")
+    ));
     // A PINGREQ, well-formed, is not a CONNECT either.
     let mut buf = bytes::BytesMut::from(&[0xC0u8, 0x00][..]);
     assert!(c.decode(&mut buf).is_err());

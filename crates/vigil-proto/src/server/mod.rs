@@ -154,6 +154,20 @@ enum Phase {
     },
 }
 
+/// Names what a connection that did not start with CONNECT most likely is,
+/// so the log line tells the operator which listener the client wanted.
+fn first_byte_diagnosis(first: u8) -> &'static str {
+    match first {
+        // A TLS record of type handshake: the ClientHello.
+        0x16 => "first byte 0x16 starts a TLS ClientHello: TLS sent to a plain MQTT listener",
+        // GET, POST, PUT, HEAD, OPTIONS, DELETE, CONNECT (as text), PATCH.
+        b'G' | b'P' | b'H' | b'O' | b'D' | b'C' => {
+            "first bytes look like an HTTP request: HTTP or WebSocket sent to a plain MQTT listener"
+        }
+        _ => "first packet is not CONNECT",
+    }
+}
+
 /// The first byte of every valid CONNECT: type 1, flags 0 (MQTT-3.1.0-1, MQTT-2.1.3-1).
 const CONNECT_FIRST_BYTE: u8 = 0x10;
 
@@ -284,7 +298,7 @@ impl ServerConnection {
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         if let (Phase::AwaitingConnect { .. }, Some(&first)) = (self.phase, buf.first()) {
             if first != CONNECT_FIRST_BYTE {
-                return Err(DecodeError::Protocol("first packet is not CONNECT"));
+                return Err(DecodeError::Protocol(first_byte_diagnosis(first)));
             }
         }
         Packet::decode(buf, self.version, self.config.max_packet_size)

@@ -305,3 +305,17 @@ fn an_empty_client_id_is_refused_on_mqtt_3_1() {
     assert!(c.is_closed());
     assert_eq!(encoded(&mut c), [0x20, 0x02, 0x00, 0x02]);
 }
+
+/// A TLS ClientHello or an HTTP request on a plain port is refused at its
+/// first byte with an error that says what the client sent.
+#[test]
+fn the_first_byte_refusal_names_tls_and_http() {
+    let c = ServerConnection::new(ServerConfig::default(), Instant::now());
+    let refuse = |bytes: &[u8]| {
+        let mut buf = BytesMut::from(bytes);
+        c.decode(&mut buf).unwrap_err().to_string()
+    };
+    assert!(refuse(&[0x16, 0x03, 0x01]).contains("TLS ClientHello"));
+    assert!(refuse(b"GET /mqtt HTTP/1.1\r\n").contains("HTTP request"));
+    assert!(refuse(&[0x30, 0x00]).contains("not CONNECT"));
+}
