@@ -441,3 +441,65 @@ async fn an_expired_or_mismatched_certificate_stops_the_start_naming_the_file() 
     .to_string();
     assert!(err.contains(missing.to_str().unwrap()), "{err}");
 }
+
+/// rumqttc over TLS, a client we did not write, with its own rustls: QoS 1
+/// from one rumqttc client to another through a TLS listener.
+#[tokio::test]
+async fn rumqttc_publishes_and_subscribes_over_tls() {
+    use rumqttc::{
+        AsyncClient, Event, MqttOptions, Packet as RPacket, TlsConfiguration, Transport,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("rumqttc ca");
+    let (cert, key) = ca.server(1).write(dir.path(), "server");
+    let b = start(
+        &[entry(ListenerProtocol::Mqtt, Some(tls(cert, key)))],
+        |_| {},
+    )
+    .await;
+    let options = |id: &str| {
+        let mut o = MqttOptions::new(id, "127.0.0.1", b.addrs[0].port());
+        o.set_keep_alive(Duration::from_secs(5));
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: ca.cert.pem().into_bytes(),
+            alpn: None,
+            client_auth: None,
+        }));
+        o
+    };
+    let (sub, mut sub_ev) = AsyncClient::new(options("rumqttc-tls-sub"), 16);
+    sub.subscribe("tls/rumqttc", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Event::Incoming(RPacket::SubAck(_)) = sub_ev.poll().await.expect("sub over TLS")
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("SUBACK over TLS");
+    let (publisher, mut pub_ev) = AsyncClient::new(options("rumqttc-tls-pub"), 16);
+    tokio::spawn(async move { while pub_ev.poll().await.is_ok() {} });
+    for i in 0..10u8 {
+        publisher
+            .publish("tls/rumqttc", rumqttc::QoS::AtLeastOnce, false, vec![i])
+            .await
+            .unwrap();
+    }
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            if let Event::Incoming(RPacket::Publish(p)) = sub_ev.poll().await.expect("sub over TLS")
+            {
+                got.push(p.payload[0]);
+            }
+        }
+        got
+    })
+    .await
+    .expect("10 messages over TLS");
+    assert_eq!(got, (0..10).collect::<Vec<u8>>());
+}
