@@ -272,3 +272,73 @@ async fn websocket_pings_are_not_mqtt_activity_and_a_silent_client_is_closed_on_
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A WebSocket handshake that never finishes (nothing sent, or half an HTTP
+/// upgrade request) is closed at the connect timeout with a log line, and a
+/// connected client's PINGRESP is not delayed meanwhile.
+#[tokio::test]
+async fn stalled_websocket_handshakes_time_out_and_delay_no_one() {
+    let (logs, _guard) = Logs::capture();
+    let b = start(&[entry(ListenerProtocol::Ws, None)], |c| {
+        c.listener.connect_timeout = 1;
+    })
+    .await;
+    let addr = b.addrs[0];
+    let mut live = ws(addr, Some("mqtt")).await;
+    assert_eq!(live.connect("live", 30).await, ReasonCode::SUCCESS);
+    let mut stalled = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /mqtt HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n")
+                .await
+                .unwrap();
+        }
+        stalled.push(s);
+    }
+    for _ in 0..5 {
+        let sent = Instant::now();
+        live.send(Packet::PingReq).await;
+        assert_eq!(
+            live.recv_within(Duration::from_secs(5)).await,
+            Some(Packet::PingResp)
+        );
+        assert!(
+            sent.elapsed() < Duration::from_millis(500),
+            "PINGRESP took {:?}",
+            sent.elapsed()
+        );
+    }
+    let started = Instant::now();
+    for mut s in stalled {
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a stalled WebSocket handshake was not closed"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed before the connect timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    logs.wait_for(&[
+        &format!("ws {addr}"),
+        "handshake not finished within the connect timeout",
+    ])
+    .await;
+    live.send(Packet::PingReq).await;
+    assert_eq!(
+        live.recv_within(Duration::from_secs(5)).await,
+        Some(Packet::PingResp)
+    );
+}
