@@ -288,6 +288,7 @@ impl Driver {
                         session_present: grant.session_present,
                         assigned_client_id: (assigned && v5).then_some(client_id),
                         state: grant.state,
+                        auth_data: None,
                     },
                 );
                 self.broker.note_connected(
