@@ -11,8 +11,12 @@ use bytes::Bytes;
 use super::{CloseReason, Phase, ServerConnection, ServerEvent};
 use crate::{Auth, Packet, Properties, ReasonCode};
 
+/// What the broker keeps with an exchange between two AUTH packets (its
+/// method's state). Kept here rather than in the broker's connection task,
+/// where it would cost every idle connection another pointer.
+pub type AuthState = Box<dyn std::any::Any + Send>;
+
 /// A connection's enhanced authentication, from a CONNECT that named a method.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct EnhancedAuth {
     /// The Authentication Method of CONNECT; every AUTH must repeat it.
     pub(super) method: String,
@@ -23,6 +27,18 @@ pub(super) struct EnhancedAuth {
     /// The connect timeout, which runs on until CONNACK: a client that
     /// stops mid-exchange is closed by it.
     pub(super) connect_deadline: Instant,
+    /// The broker's state for the exchange in progress.
+    pub(super) state: Option<AuthState>,
+}
+
+impl std::fmt::Debug for EnhancedAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnhancedAuth")
+            .field("method", &self.method)
+            .field("awaiting_client", &self.awaiting_client)
+            .field("reauthenticating", &self.reauthenticating)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EnhancedAuth {
@@ -36,6 +52,19 @@ impl ServerConnection {
     /// The Authentication Method this connection authenticated with, if any.
     pub fn auth_method(&self) -> Option<&str> {
         self.auth.as_deref().map(|a| a.method.as_str())
+    }
+
+    /// Keeps the broker's state for the exchange until the client's next
+    /// AUTH (ignored on a connection without enhanced authentication).
+    pub fn set_auth_state(&mut self, state: AuthState) {
+        if let Some(auth) = self.auth.as_deref_mut() {
+            auth.state = Some(state);
+        }
+    }
+
+    /// Takes what `set_auth_state` kept.
+    pub fn take_auth_state(&mut self) -> Option<AuthState> {
+        self.auth.as_deref_mut()?.state.take()
     }
 
     /// True while a re-authentication is under way.

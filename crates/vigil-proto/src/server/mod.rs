@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 pub use close::CloseReason;
+pub use enhanced_auth::AuthState;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
 pub use park::{ParkedConnection, PINGREQ, PINGRESP};
 pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
@@ -627,6 +628,7 @@ impl ServerConnection {
                 awaiting_client: false,
                 reauthenticating: false,
                 connect_deadline: deadline,
+                state: None,
             }));
         } else if method.is_some() {
             // No enhanced authentication here: refused, and closed
