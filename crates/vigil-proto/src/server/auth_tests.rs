@@ -306,11 +306,12 @@ fn a_failed_reauthentication_disconnects_with_its_code() {
         auth(ReasonCode::CONTINUE_AUTHENTICATION, METHOD, b"bad proof"),
     );
     let _ = c.poll_event();
+    // 0x86 is a CONNACK code only (MQTT 5 section 3.14.2.1): 0x87 goes out.
     c.reauth_failed(ReasonCode::BAD_USER_NAME_OR_PASSWORD, "wrong proof".into());
     let (out, _) = closed_with(&mut c);
     assert!(matches!(
         out.last(),
-        Some(Packet::Disconnect(d)) if d.reason == ReasonCode::BAD_USER_NAME_OR_PASSWORD
+        Some(Packet::Disconnect(d)) if d.reason == ReasonCode::NOT_AUTHORIZED
     ));
 }
 

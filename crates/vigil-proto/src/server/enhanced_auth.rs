@@ -102,9 +102,16 @@ impl ServerConnection {
         self.urgent.push_back(packet);
     }
 
-    /// A re-authentication failed: DISCONNECT with `reason` (0x86 for bad
-    /// credentials) and close.
+    /// A re-authentication failed: DISCONNECT with `reason` and close. A
+    /// code DISCONNECT may not carry (0x86 Bad User Name or Password, 0x8A
+    /// Banned: CONNACK only) goes out as 0x87 Not authorized, which every
+    /// client's decoder accepts.
     pub fn reauth_failed(&mut self, reason: ReasonCode, detail: String) {
+        let reason = if reason.is_valid_in_disconnect() {
+            reason
+        } else {
+            ReasonCode::NOT_AUTHORIZED
+        };
         self.close_with(reason, CloseReason::ProtocolError { reason, detail });
     }
 
