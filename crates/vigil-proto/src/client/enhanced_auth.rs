@@ -259,5 +259,18 @@ mod tests {
         );
         c.handle_packet(Instant::now(), Packet::ConnAck(ConnAck::default()));
         assert!(!c.is_connected());
+        // MQTT 3.1.1 has no AUTH: the connection fails rather than log in
+        // without credentials.
+        let mut c = session(b"pencil");
+        c.config.version = crate::ProtocolVersion::V3_1_1;
+        c.set_auth_nonce("n".into());
+        c.start(Instant::now());
+        assert!(c.poll_transmit().is_none());
+        assert!(matches!(
+            c.poll_event(),
+            Some(ClientEvent::Closed(
+                ClientCloseReason::AuthenticationFailed(_)
+            ))
+        ));
     }
 }

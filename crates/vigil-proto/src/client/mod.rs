@@ -271,10 +271,9 @@ impl ClientSession {
         self.last_sent = None;
         self.keep_alive = Duration::from_secs(u64::from(self.config.keep_alive));
         self.scram = None;
-        let scram = if self.config.version.is_v5() {
-            self.begin_scram()
-        } else {
-            Ok(None)
+        let scram = match (&self.config.scram, self.config.version.is_v5()) {
+            (Some(_), false) => Err("SCRAM login needs MQTT 5 (AUTH packets)".to_string()),
+            _ => self.begin_scram(),
         };
         let c = &self.config;
         let mut properties = Properties::default();
