@@ -57,6 +57,7 @@ impl ServerOptions {
                 },
                 connect_timeout: config.connect_timeout(),
                 server_topic_aliases: config.limits.server_topic_aliases,
+                enhanced_auth: true,
             },
             core: CoreConfig {
                 mailbox: MailboxLimits {

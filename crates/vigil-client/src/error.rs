@@ -25,6 +25,10 @@ pub enum ClientError {
     /// The broker refused the CONNECT.
     #[error("CONNACK refused: {0}")]
     ConnackRefused(ReasonCode),
+    /// The SCRAM exchange failed on the client's side: the broker could not
+    /// prove it holds the credential, or sent a malformed message.
+    #[error("SCRAM authentication failed: {0}")]
+    AuthenticationFailed(String),
     /// The broker closed the connection with DISCONNECT.
     #[error("connection closed by broker: {reason}{}", reason_string.as_deref().map(|s| format!(" ({s})")).unwrap_or_default())]
     ClosedByBroker {
@@ -116,17 +120,18 @@ impl ClientError {
     /// authorized, banned, an identifier or protocol the broker rejects):
     /// the client stops reconnecting after one.
     pub fn is_permanent_refusal(&self) -> bool {
-        matches!(
-            self,
-            ClientError::ConnackRefused(
-                ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
-                    | ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
-                    | ReasonCode::BAD_USER_NAME_OR_PASSWORD
-                    | ReasonCode::NOT_AUTHORIZED
-                    | ReasonCode::BANNED
-                    | ReasonCode::BAD_AUTHENTICATION_METHOD
+        matches!(self, ClientError::AuthenticationFailed(_))
+            || matches!(
+                self,
+                ClientError::ConnackRefused(
+                    ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+                        | ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+                        | ReasonCode::BAD_USER_NAME_OR_PASSWORD
+                        | ReasonCode::NOT_AUTHORIZED
+                        | ReasonCode::BANNED
+                        | ReasonCode::BAD_AUTHENTICATION_METHOD
+                )
             )
-        )
     }
 
     /// True if the error says the connection is gone (as opposed to a refusal
@@ -218,6 +223,7 @@ impl From<ClientCloseReason> for ClientError {
             ClientCloseReason::Transport(s) => {
                 ClientError::io("transport failed", io::Error::other(s))
             }
+            ClientCloseReason::AuthenticationFailed(s) => ClientError::AuthenticationFailed(s),
             ClientCloseReason::ClosedWithoutDisconnect {
                 since_last_sent,
                 keep_alive,

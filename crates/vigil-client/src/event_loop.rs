@@ -74,6 +74,8 @@ pub(crate) struct EventLoop {
     last_error: Option<Arc<ClientError>>,
     stop: Option<oneshot::Sender<()>>,
     stopping: bool,
+    /// Waits for the re-authentication under way.
+    reauth_waiter: Option<RequestWaiter>,
 }
 
 impl EventLoop {
@@ -103,6 +105,7 @@ impl EventLoop {
             last_error: None,
             stop: None,
             stopping: false,
+            reauth_waiter: None,
         }
     }
 
@@ -190,6 +193,9 @@ impl EventLoop {
         let (mut rd, mut wr) = tokio::io::split(stream);
         self.closed = None;
         self.io_error = None;
+        // A fresh SCRAM nonce per connection, from the OS's CSPRNG
+        // (rand's thread generator is seeded from it and is a CSPRNG).
+        self.session.set_auth_nonce(scram_nonce());
         self.session.start(Instant::now());
         let mut rbuf = BytesMut::with_capacity(8192);
         let mut wbuf = BytesMut::new();
@@ -377,6 +383,11 @@ impl EventLoop {
                         let _ = w.send(Ok(reasons));
                     }
                 }
+                ClientEvent::Reauthenticated => {
+                    if let Some(w) = self.reauth_waiter.take() {
+                        let _ = w.send(Ok(Vec::new()));
+                    }
+                }
                 ClientEvent::Closed(reason) => self.closed = Some(reason),
             }
         }
@@ -477,6 +488,20 @@ impl EventLoop {
                 self.request_waiters.insert(token, waiter);
                 self.session.unsubscribe(token, filters);
             }
+            Command::Reauthenticate(waiter) => {
+                if self.reauth_waiter.is_some() {
+                    let _ = waiter.send(Err(ClientError::ProtocolViolation(
+                        "a re-authentication is already under way".into(),
+                    )));
+                    return;
+                }
+                self.session.set_auth_nonce(scram_nonce());
+                if self.session.reauthenticate() {
+                    self.reauth_waiter = Some(waiter);
+                } else {
+                    let _ = waiter.send(Err(self.not_connected()));
+                }
+            }
             Command::Disconnect(done) => {
                 self.stopping = true;
                 self.stop = Some(done);
@@ -540,6 +565,9 @@ impl EventLoop {
         for (_, w) in self.request_waiters.drain() {
             let _ = w.send(Err(lost.clone()));
         }
+        if let Some(w) = self.reauth_waiter.take() {
+            let _ = w.send(Err(error.clone()));
+        }
         // Messages parked for the application stay: they were received. If the
         // broker resends one on resume, QoS 2 is filtered by the session's
         // inbound set; a QoS 1 duplicate is what QoS 1 allows.
@@ -568,6 +596,9 @@ impl EventLoop {
     }
 
     fn fail_everything(&mut self, error: ClientError) {
+        if let Some(w) = self.reauth_waiter.take() {
+            let _ = w.send(Err(error.clone()));
+        }
         for (_, w) in self.publish_waiters.drain() {
             w.finish(Err(error.clone()));
         }
@@ -575,6 +606,16 @@ impl EventLoop {
             let _ = w.send(Err(error.clone()));
         }
     }
+}
+
+/// 24 random alphanumerics (143 bits): printable, no commas.
+fn scram_nonce() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
 }
 
 fn to_event(p: Publish) -> Event {

@@ -154,6 +154,7 @@ pub(crate) enum Command {
         oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>,
     ),
     Disconnect(oneshot::Sender<()>),
+    Reauthenticate(oneshot::Sender<Result<Vec<ReasonCode>, ClientError>>),
 }
 
 /// A handle to a running client; clone it freely. The connection stops when
@@ -172,6 +173,7 @@ impl std::fmt::Debug for Command {
             Command::Subscribe(..) => "Subscribe",
             Command::Unsubscribe(..) => "Unsubscribe",
             Command::Disconnect(..) => "Disconnect",
+            Command::Reauthenticate(..) => "Reauthenticate",
         })
     }
 }
@@ -279,6 +281,17 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Disconnect(tx)).await?;
         rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Runs the SCRAM exchange again on the open connection (MQTT 5 AUTH
+    /// 0x19) and returns once the broker proved itself again. Messages keep
+    /// flowing meanwhile. Fails with `ClientError::NotConnected` if the
+    /// connection did not log in with SCRAM or is down, and with the broker's
+    /// DISCONNECT if it refuses.
+    pub async fn reauthenticate(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Reauthenticate(tx)).await?;
+        rx.await.map_err(|_| ClientError::Closed)?.map(|_| ())
     }
 
     /// QoS 0 messages dropped because the application did not keep up.

@@ -115,6 +115,24 @@ impl ConnectOptionsBuilder {
         self
     }
 
+    /// Log in with SCRAM (MQTT 5 enhanced authentication: `Mechanism::Sha256`
+    /// is `SCRAM-SHA-256`) instead of sending the password. The connect fails
+    /// with `ClientError::AuthenticationFailed` if the broker cannot prove it
+    /// holds the credential. Needs MQTT 5.
+    pub fn scram(
+        mut self,
+        mechanism: vigil_proto::scram::Mechanism,
+        username: impl Into<String>,
+        password: impl Into<Bytes>,
+    ) -> Self {
+        self.options.session.scram = Some(vigil_proto::client::ScramLogin {
+            mechanism,
+            username: username.into(),
+            password: password.into(),
+        });
+        self
+    }
+
     /// Inbound QoS 1/2 messages accepted unacknowledged (MQTT 5 Receive Maximum, default 100).
     pub fn receive_maximum(mut self, n: u16) -> Self {
         self.options.session.receive_maximum = n;

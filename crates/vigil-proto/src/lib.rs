@@ -22,6 +22,7 @@ pub mod properties;
 mod properties_codec;
 pub mod qos;
 pub mod reason;
+pub mod scram;
 pub mod server;
 pub mod topic;
 

@@ -70,6 +70,11 @@ impl ReasonCode {
         )
     }
 
+    /// True if DISCONNECT may carry this code (MQTT 5 section 3.14.2.1).
+    pub fn is_valid_in_disconnect(self) -> bool {
+        crate::packet::disconnect::DISCONNECT_CODES.contains(&self.0)
+    }
+
     /// The spec's name for the code, in words, for logs and error messages.
     /// For 0x00 it says "success"; callers that mean a disconnect say so themselves.
     pub fn describe(self) -> &'static str {

@@ -29,6 +29,10 @@ pub(crate) struct ConnectArgs {
     /// Password.
     #[arg(short = 'P', long = "pw")]
     pub(crate) password: Option<String>,
+    /// Log in with MQTT 5 enhanced authentication: SCRAM-SHA-256 or
+    /// SCRAM-SHA-512, as -u with -P (needs -V 5; the password is not sent).
+    #[arg(long = "auth-method", value_name = "METHOD")]
+    pub(crate) auth_method: Option<String>,
     /// Protocol version: 5, 311 or 31 (also mqttv5, mqttv311, mqttv31).
     #[arg(short = 'V', long = "protocol-version", default_value = "311")]
     pub(crate) protocol_version: String,
@@ -84,8 +88,25 @@ impl ConnectArgs {
         s.session_expiry =
             self.session_expiry
                 .unwrap_or(if self.keep_session { u32::MAX } else { 0 });
-        s.username = self.username.clone();
-        s.password = self.password.clone().map(Bytes::from);
+        if let Some(method) = &self.auth_method {
+            let Some(mechanism) = vigil_proto::scram::Mechanism::from_name(method) else {
+                bail!("unknown --auth-method {method:?}: use SCRAM-SHA-256 or SCRAM-SHA-512");
+            };
+            if !version.is_v5() {
+                bail!("--auth-method needs MQTT 5 (-V 5)");
+            }
+            let (Some(user), Some(pw)) = (&self.username, &self.password) else {
+                bail!("--auth-method needs -u USER and -P PASSWORD");
+            };
+            s.scram = Some(vigil_proto::client::ScramLogin {
+                mechanism,
+                username: user.clone(),
+                password: Bytes::from(pw.clone()),
+            });
+        } else {
+            s.username = self.username.clone();
+            s.password = self.password.clone().map(Bytes::from);
+        }
         s.connect_timeout = Duration::from_secs(10);
         if let Some(topic) = &self.will_topic {
             s.will = Some(Will {

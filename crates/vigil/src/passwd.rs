@@ -30,10 +30,12 @@ pub(crate) struct PasswdArgs {
     #[arg(short = 'U', id = "update", conflicts_with = "delete")]
     update: bool,
     /// Hash to write: argon2id (Mosquitto 2.1's default), sha512-pbkdf2
-    /// (what Mosquitto 2.0 reads; 101 iterations), sha512 (1.6 and earlier).
+    /// (what Mosquitto 2.0 reads; 101 iterations), sha512 (1.6 and earlier),
+    /// scram-sha-256 / scram-sha-512 (MQTT 5 SCRAM logins, and plain ones;
+    /// 4096 iterations; vigil only).
     #[arg(short = 'H', value_enum, default_value = "argon2id")]
     hash: HashArg,
-    /// Iterations: PBKDF2 rounds for sha512-pbkdf2, time cost for argon2id.
+    /// Iterations: PBKDF2 rounds for sha512-pbkdf2 and scram-*, time cost for argon2id.
     #[arg(short = 'I', value_name = "N")]
     iterations: Option<u32>,
     /// The password file.
@@ -54,6 +56,12 @@ enum HashArg {
     Sha512Pbkdf2,
     /// `$6$salt$hash`.
     Sha512,
+    /// `$scram-sha-256$i=N$salt$StoredKey$ServerKey` (MQTT 5 SCRAM-SHA-256).
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    /// `$scram-sha-512$...` (MQTT 5 SCRAM-SHA-512).
+    #[value(name = "scram-sha-512")]
+    ScramSha512,
 }
 
 impl From<HashArg> for HashKind {
@@ -62,6 +70,8 @@ impl From<HashArg> for HashKind {
             HashArg::Argon2id => HashKind::Argon2id,
             HashArg::Sha512Pbkdf2 => HashKind::Sha512Pbkdf2,
             HashArg::Sha512 => HashKind::Sha512,
+            HashArg::ScramSha256 => HashKind::ScramSha256,
+            HashArg::ScramSha512 => HashKind::ScramSha512,
         }
     }
 }

@@ -97,6 +97,75 @@ fn serve(port: u16, extra: &[&str], log: &Path) -> Killed {
     Killed(child)
 }
 
+/// `vigil passwd -H scram-sha-256|scram-sha-512` entries log in with
+/// `vigil pub --auth-method` (MQTT 5 SCRAM) and with a plain password.
+#[test]
+fn scram_entries_from_vigil_passwd_log_in_with_auth_method_and_plain_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let f = file.to_str().unwrap();
+    ok(&vigil(&[
+        "passwd",
+        "-c",
+        "-H",
+        "scram-sha-256",
+        "-b",
+        f,
+        "dave",
+        "dave pw",
+    ]));
+    ok(&vigil(&[
+        "passwd",
+        "-H",
+        "scram-sha-512",
+        "-I",
+        "5000",
+        "-b",
+        f,
+        "erin",
+        "erin pw",
+    ]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("dave:$scram-sha-256$i=4096$"), "{text}");
+    assert!(text.contains("erin:$scram-sha-512$i=5000$"), "{text}");
+    let port = free_port();
+    let log = dir.path().join("log");
+    let _broker = serve(port, &["--password-file", f], &log);
+    let scram = |method: &str, user: &str, pw: &str| {
+        vigil(&[
+            "pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            "5",
+            "--auth-method",
+            method,
+            "-u",
+            user,
+            "-P",
+            pw,
+            "-t",
+            "auth/t",
+            "-m",
+            "x",
+        ])
+    };
+    ok(&scram("SCRAM-SHA-256", "dave", "dave pw"));
+    ok(&scram("SCRAM-SHA-512", "erin", "erin pw"));
+    let bad = scram("SCRAM-SHA-256", "dave", "erin pw");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("0x86") || err.contains("bad user name or password"),
+        "{err}"
+    );
+    // The same entries take a plain password (MQTT 3.1.1 has no AUTH).
+    ok(&publish_as(port, "311", "dave", "dave pw"));
+    ok(&publish_as(port, "5", "erin", "erin pw"));
+}
+
 #[test]
 fn a_public_bind_without_authentication_refuses_to_start() {
     // Refused before anything is bound, so no port is opened to the network.

@@ -79,8 +79,8 @@ pub enum ReloadError {
 }
 
 #[derive(Debug, Default, Clone)]
-struct Gates {
-    authenticator: Option<Arc<dyn Authenticator>>,
+pub(super) struct Gates {
+    pub(super) authenticator: Option<Arc<dyn Authenticator>>,
     authorizer: Option<Arc<dyn Authorizer>>,
 }
 
@@ -100,7 +100,7 @@ struct Tracked {
 /// The broker's authentication and authorization gate.
 #[derive(Debug)]
 pub struct Auth {
-    gates: RwLock<Gates>,
+    pub(super) gates: RwLock<Gates>,
     allow_anonymous: bool,
     revoke_on_reload: bool,
     password_file: Option<PathBuf>,
@@ -115,18 +115,18 @@ pub struct Auth {
     /// Key of the cache's password hash, random per process: the cache
     /// never holds anything a stolen memory dump could test guesses against
     /// offline faster than the password file itself.
-    cache_key: [u8; 32],
+    pub(super) cache_key: [u8; 32],
     /// Whether successes are cached at all (`login_cache`).
     cache_enabled: bool,
     /// Bounds the hashing in flight to the machine's cores.
     hashing: tokio::sync::Semaphore,
-    counters: AuthCounters,
+    pub(super) counters: AuthCounters,
     live: Mutex<HashMap<u64, Tracked>>,
     /// Second of the last publish-denied warning (the rest go to debug).
     last_publish_warning: AtomicU64,
     /// Second of the last banned-address warning (the rest go to debug).
     last_ban_warning: AtomicU64,
-    failures: Mutex<FailureTracker>,
+    pub(super) failures: Mutex<FailureTracker>,
 }
 
 impl Auth {
@@ -280,58 +280,92 @@ impl Auth {
         peer: SocketAddr,
     ) -> Result<Arc<Login>, ReasonCode> {
         let username = connect.username.as_deref();
-        if let Some(until) = self.failures.lock().banned_until(peer.ip(), Instant::now()) {
-            self.counters.connect_banned.fetch_add(1, Relaxed);
-            let left = until.saturating_duration_since(Instant::now()).as_secs();
-            if once_a_second(&self.last_ban_warning) {
-                warn!(client = %client_id, username = username.unwrap_or(""), %peer, seconds_left = left, "connection refused: too many failed logins from this address (further refusals this second at debug level)");
-            } else {
-                debug!(client = %client_id, %peer, "connection refused: address banned");
-            }
-            return Err(ReasonCode::BANNED);
-        }
+        self.check_banned(client_id, username, peer)?;
         let login = self
             .authenticate(client_id, username, connect.password.as_deref(), peer)
             .await;
         let login = match login {
             Ok(l) => l,
-            Err(code) => {
-                let counter = if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD {
-                    &self.counters.connect_bad_credentials
-                } else {
-                    &self.counters.connect_not_authorized
-                };
-                counter.fetch_add(1, Relaxed);
-                warn!(client = %client_id, username = username.unwrap_or(""), %peer, reason = %code, "authentication failed");
-                if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD
-                    && self.failures.lock().failed(peer.ip(), Instant::now())
-                {
-                    self.counters.addresses_banned.fetch_add(1, Relaxed);
-                    warn!(%peer, "too many failed logins: this address is refused for a while (auth.failure_ban)");
-                }
-                return Err(code);
-            }
+            Err(code) => return Err(self.refused(code, client_id, username, peer)),
         };
         if login.credential.is_some() || login.expires_at.is_some() {
             self.failures.lock().succeeded(peer.ip());
         }
-        if let Some(will) = &connect.will {
-            let client = ClientRef {
-                client_id,
-                username: login.username.as_deref(),
-            };
-            let allowed = match &login.acl {
-                Some(acl) => acl.may_publish(&will.topic),
-                None => self.may_publish(&client, &will.topic),
-            };
-            if !allowed {
-                self.counters.connect_will_denied.fetch_add(1, Relaxed);
-                warn!(client = %client_id, username = username.unwrap_or(""), %peer, topic = %will.topic, "connection refused: the ACL does not let this client publish its will");
-                return Err(ReasonCode::NOT_AUTHORIZED);
-            }
-        }
+        self.check_will(connect, &login, client_id, peer)?;
         self.counters.connect_allowed.fetch_add(1, Relaxed);
         Ok(login)
+    }
+
+    /// Refuses (CONNACK 0x8A) an address banned after repeated failures.
+    pub(super) fn check_banned(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        peer: SocketAddr,
+    ) -> Result<(), ReasonCode> {
+        let Some(until) = self.failures.lock().banned_until(peer.ip(), Instant::now()) else {
+            return Ok(());
+        };
+        self.counters.connect_banned.fetch_add(1, Relaxed);
+        let left = until.saturating_duration_since(Instant::now()).as_secs();
+        if once_a_second(&self.last_ban_warning) {
+            warn!(client = %client_id, username = username.unwrap_or(""), %peer, seconds_left = left, "connection refused: too many failed logins from this address (further refusals this second at debug level)");
+        } else {
+            debug!(client = %client_id, %peer, "connection refused: address banned");
+        }
+        Err(ReasonCode::BANNED)
+    }
+
+    /// Counts, logs (never the password) and remembers against the address
+    /// a failed login; returns `code`.
+    pub(super) fn refused(
+        &self,
+        code: ReasonCode,
+        client_id: &str,
+        username: Option<&str>,
+        peer: SocketAddr,
+    ) -> ReasonCode {
+        let counter = if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD {
+            &self.counters.connect_bad_credentials
+        } else {
+            &self.counters.connect_not_authorized
+        };
+        counter.fetch_add(1, Relaxed);
+        warn!(client = %client_id, username = username.unwrap_or(""), %peer, reason = %code, "authentication failed");
+        if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD
+            && self.failures.lock().failed(peer.ip(), Instant::now())
+        {
+            self.counters.addresses_banned.fetch_add(1, Relaxed);
+            warn!(%peer, "too many failed logins: this address is refused for a while (auth.failure_ban)");
+        }
+        code
+    }
+
+    /// Refuses (0x87) a will whose topic the login may not publish to.
+    pub(super) fn check_will(
+        &self,
+        connect: &Connect,
+        login: &Login,
+        client_id: &str,
+        peer: SocketAddr,
+    ) -> Result<(), ReasonCode> {
+        let Some(will) = &connect.will else {
+            return Ok(());
+        };
+        let client = ClientRef {
+            client_id,
+            username: login.username.as_deref(),
+        };
+        let allowed = match &login.acl {
+            Some(acl) => acl.may_publish(&will.topic),
+            None => self.may_publish(&client, &will.topic),
+        };
+        if allowed {
+            return Ok(());
+        }
+        self.counters.connect_will_denied.fetch_add(1, Relaxed);
+        warn!(client = %client_id, username = login.username.as_deref().unwrap_or(""), %peer, topic = %will.topic, "connection refused: the ACL does not let this client publish its will");
+        Err(ReasonCode::NOT_AUTHORIZED)
     }
 
     async fn authenticate(

@@ -1,12 +1,16 @@
 //! Password hashes as Mosquitto writes them: `$7$` (PBKDF2-HMAC-SHA512),
 //! `$6$` (one SHA-512 over password then salt; not crypt(3)'s sha512-crypt)
-//! and `$argon2id$` in PHC form. Verification compares in constant time.
+//! and `$argon2id$` in PHC form; and vigil's own SCRAM entries,
+//! `$scram-sha-256$i=N$salt$StoredKey$ServerKey` (and `$scram-sha-512$`),
+//! which serve MQTT 5 SCRAM logins and plain password logins alike.
+//! Verification compares in constant time.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
+use vigil_proto::scram::{self, Mechanism, StoredCredential};
 
 /// Length of the SHA-512 output Mosquitto stores for `$6$` and `$7$`.
 const HASH_LEN: usize = 64;
@@ -41,6 +45,9 @@ pub enum PasswordHash {
     },
     /// `$argon2id$v=19$m=..,t=..,p=..$salt$hash`, kept in its PHC text form.
     Argon2id(String),
+    /// `$scram-sha-256$i=N$salt$StoredKey$ServerKey` (or `-512`): what a
+    /// SCRAM server keeps (RFC 5802 section 3), base64 fields.
+    Scram(StoredCredential),
 }
 
 impl std::fmt::Debug for PasswordHash {
@@ -51,6 +58,7 @@ impl std::fmt::Debug for PasswordHash {
             PasswordHash::Sha512 { .. } => "PasswordHash::Sha512",
             PasswordHash::Pbkdf2 { .. } => "PasswordHash::Pbkdf2",
             PasswordHash::Argon2id(_) => "PasswordHash::Argon2id",
+            PasswordHash::Scram(_) => "PasswordHash::Scram",
         })
     }
 }
@@ -64,13 +72,19 @@ pub enum HashKind {
     Sha512Pbkdf2,
     /// `$6$` (Mosquitto 1.6 and earlier).
     Sha512,
+    /// `$scram-sha-256$` (MQTT 5 SCRAM-SHA-256 logins, and plain ones).
+    ScramSha256,
+    /// `$scram-sha-512$` (MQTT 5 SCRAM-SHA-512 logins, and plain ones).
+    ScramSha512,
 }
 
 /// Why a stored hash could not be read.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HashError {
     /// Not one of the known forms.
-    #[error("unknown password hash format (expected $6$, $7$ or $argon2id$)")]
+    #[error(
+        "unknown password hash format (expected $6$, $7$, $argon2id$, $scram-sha-256$ or $scram-sha-512$)"
+    )]
     UnknownFormat,
     /// A known form with a bad field.
     #[error("malformed {0} hash: {1}")]
@@ -117,6 +131,9 @@ impl PasswordHash {
                 hash,
             });
         }
+        if let Some(scram) = parse_scram(text)? {
+            return Ok(PasswordHash::Scram(scram));
+        }
         if text.starts_with("$argon2id$") {
             let phc = argon2::PasswordHash::new(text)
                 .map_err(|_| HashError::Malformed("$argon2id$", "not a valid PHC string"))?;
@@ -155,6 +172,7 @@ impl PasswordHash {
                 pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
                 out.as_slice().ct_eq(hash).into()
             }
+            PasswordHash::Scram(credential) => credential.verify_password(password),
             PasswordHash::Argon2id(phc) => {
                 use argon2::PasswordVerifier;
                 // Parsed and checked when the file was read.
@@ -170,8 +188,9 @@ impl PasswordHash {
     }
 
     /// A new hash of `password` with a random salt. `iterations` applies to
-    /// `Sha512Pbkdf2` (default 101, as `mosquitto_passwd` 2.0) and is the
-    /// time cost of `Argon2id` (default: the argon2 crate's, t=2, m=19 MiB).
+    /// `Sha512Pbkdf2` (default 101, as `mosquitto_passwd` 2.0) and to the
+    /// SCRAM kinds (default 4096, RFC 7677's minimum), and is the time cost
+    /// of `Argon2id` (default: the argon2 crate's, t=2, m=19 MiB).
     pub fn generate(
         kind: HashKind,
         password: &[u8],
@@ -179,6 +198,24 @@ impl PasswordHash {
     ) -> Result<PasswordHash, HashError> {
         let salt: [u8; SALT_LEN] = rand::random();
         match kind {
+            HashKind::ScramSha256 | HashKind::ScramSha512 => {
+                let mechanism = if kind == HashKind::ScramSha256 {
+                    Mechanism::Sha256
+                } else {
+                    Mechanism::Sha512
+                };
+                let iterations = iterations.unwrap_or(scram::DEFAULT_ITERATIONS);
+                if iterations == 0 || iterations > scram::MAX_ITERATIONS {
+                    return Err(HashError::Malformed(
+                        mechanism_tag(mechanism),
+                        "iterations outside 1..=10000000",
+                    ));
+                }
+                let salt: [u8; SCRAM_SALT_LEN] = rand::random();
+                Ok(PasswordHash::Scram(StoredCredential::derive(
+                    mechanism, password, &salt, iterations,
+                )))
+            }
             HashKind::Sha512 => Ok(PasswordHash::Sha512 {
                 hash: sha512_salted(password, &salt).to_vec(),
                 salt: salt.to_vec(),
@@ -241,8 +278,87 @@ impl PasswordHash {
                 STANDARD.encode(hash)
             ),
             PasswordHash::Argon2id(phc) => phc.clone(),
+            PasswordHash::Scram(c) => format!(
+                "{}i={}${}${}${}",
+                mechanism_tag(c.mechanism),
+                c.iterations,
+                STANDARD.encode(&c.salt),
+                STANDARD.encode(&c.stored_key),
+                STANDARD.encode(&c.server_key)
+            ),
         }
     }
+
+    /// The SCRAM credential for `mechanism`, if this entry is one.
+    pub fn scram(&self, mechanism: Mechanism) -> Option<&StoredCredential> {
+        match self {
+            PasswordHash::Scram(c) if c.mechanism == mechanism => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Salt bytes `vigil passwd` writes for SCRAM entries.
+const SCRAM_SALT_LEN: usize = 16;
+
+/// The prefix of a SCRAM entry.
+fn mechanism_tag(m: Mechanism) -> &'static str {
+    match m {
+        Mechanism::Sha256 => "$scram-sha-256$",
+        Mechanism::Sha512 => "$scram-sha-512$",
+    }
+}
+
+/// `$scram-sha-256$i=N$salt$StoredKey$ServerKey`; None if `text` is not a
+/// SCRAM entry at all.
+fn parse_scram(text: &str) -> Result<Option<StoredCredential>, HashError> {
+    let Some((mechanism, rest)) = [Mechanism::Sha256, Mechanism::Sha512]
+        .into_iter()
+        .find_map(|m| text.strip_prefix(mechanism_tag(m)).map(|rest| (m, rest)))
+    else {
+        return Ok(None);
+    };
+    let tag = mechanism_tag(mechanism);
+    let mut parts = rest.split('$');
+    let (Some(iterations), Some(salt), Some(stored_key), Some(server_key), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(HashError::Malformed(
+            tag,
+            "expected i=iterations$salt$StoredKey$ServerKey",
+        ));
+    };
+    let iterations: u32 = iterations
+        .strip_prefix("i=")
+        .and_then(|i| i.parse().ok())
+        .ok_or(HashError::Malformed(tag, "expected i=iterations"))?;
+    if iterations == 0 || iterations > scram::MAX_ITERATIONS {
+        return Err(HashError::Malformed(tag, "iterations outside 1..=10000000"));
+    }
+    let salt = decode(salt, tag, "salt is not base64")?;
+    if salt.is_empty() || salt.len() > 1024 {
+        return Err(HashError::Malformed(tag, "salt is empty or too long"));
+    }
+    let stored_key = decode(stored_key, tag, "StoredKey is not base64")?;
+    let server_key = decode(server_key, tag, "ServerKey is not base64")?;
+    let len = mechanism.output_len();
+    if stored_key.len() != len || server_key.len() != len {
+        return Err(HashError::Malformed(
+            tag,
+            "StoredKey or ServerKey has the wrong length",
+        ));
+    }
+    Ok(Some(StoredCredential {
+        mechanism,
+        salt,
+        iterations,
+        stored_key,
+        server_key,
+    }))
 }
 
 fn sha512_salted(password: &[u8], salt: &[u8]) -> [u8; HASH_LEN] {
@@ -351,6 +467,46 @@ mod tests {
         assert!(a.encode().starts_with("$7$101$"), "{}", a.encode());
     }
 
+    /// RFC 7677's user "user", password "pencil", salt and 4096 iterations;
+    /// StoredKey and ServerKey computed independently with Python:
+    /// sp = hashlib.pbkdf2_hmac("sha256", b"pencil", salt, 4096);
+    /// ck = hmac.new(sp, b"Client Key", "sha256").digest();
+    /// StoredKey = sha256(ck); ServerKey = hmac.new(sp, b"Server Key", "sha256").
+    const PENCIL_256: &str = "$scram-sha-256$i=4096$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+    /// The same with sha512.
+    const PENCIL_512: &str = "$scram-sha-512$i=4096$W22ZaJ0SNY7soEsUEjb6gQ==$6AAub3065EYRmyFpM2RNwqK+eGnrkYuEWbXn19LsEmBqzu8QaCXNc1FwpnX9NhH2hK/60dzj9DoO5DvVkOHbvg==$jZHbYjC1aHh0/hKbxyBuGFjDrgjgKTT1esA7awWiKcRZ0o/0b1yWEebBeSVkkCFewf91nLDfKF24mvD5nmE6rA==";
+
+    #[test]
+    fn scram_entries_parse_and_verify_plain_passwords() {
+        for (text, m) in [
+            (PENCIL_256, Mechanism::Sha256),
+            (PENCIL_512, Mechanism::Sha512),
+        ] {
+            let h = PasswordHash::parse(text).unwrap();
+            let c = h.scram(m).expect("a SCRAM entry of its mechanism");
+            assert_eq!(c.iterations, 4096);
+            assert_eq!(STANDARD.encode(&c.salt), "W22ZaJ0SNY7soEsUEjb6gQ==");
+            assert!(h.verify(b"pencil"), "{m:?}");
+            assert!(!h.verify(b"Pencil"), "{m:?}");
+            assert_eq!(h.encode(), text);
+        }
+        assert!(PasswordHash::parse(PENCIL_256)
+            .unwrap()
+            .scram(Mechanism::Sha512)
+            .is_none());
+        for kind in [HashKind::ScramSha256, HashKind::ScramSha512] {
+            let h = PasswordHash::generate(kind, b"pw", None).unwrap();
+            let text = h.encode();
+            assert!(text.contains("$i=4096$"), "{text}");
+            assert_eq!(PasswordHash::parse(&text).unwrap(), h);
+            assert!(h.verify(b"pw"));
+            assert!(!h.verify(b"pW"));
+        }
+        let h = PasswordHash::generate(HashKind::ScramSha256, b"pw", Some(5)).unwrap();
+        assert!(h.encode().starts_with("$scram-sha-256$i=5$"));
+        assert!(PasswordHash::generate(HashKind::ScramSha256, b"pw", Some(0)).is_err());
+    }
+
     #[test]
     fn bad_hashes_are_errors_not_panics() {
         for bad in [
@@ -367,6 +523,14 @@ mod tests {
             "$7$99999999999$c2FsdA==$c2FsdA==",
             "$7$101$$",
             "$argon2id$",
+            "$scram-sha-256$",
+            "$scram-sha-256$4096$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+            "$scram-sha-256$i=0$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+            "$scram-sha-256$i=99999999$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+            "$scram-sha-256$i=4096$$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+            "$scram-sha-512$i=4096$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
+            "$scram-sha-256$i=4096$W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=$x",
+            "$scram-sha-256$i=4096$W22ZaJ0SNY7soEsUEjb6gQ==$!!$wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=",
             "$argon2id$v=19$m=4096,t=2,p=1$c2FsdA",
             "$argon2id$v=19$m=99999999,t=2,p=1$c2FsdHNhbHQ$QwZ6rKcwyvKCxf353dxIELxPUSdpLqn4czKf/25AFcU",
         ] {

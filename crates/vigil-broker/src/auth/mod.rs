@@ -17,6 +17,7 @@ mod hash;
 mod hooks;
 mod jwt;
 mod password_file;
+mod scram;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ pub(crate) use hooks::{
 };
 pub use jwt::{JwtAlgorithm, JwtAuth, JwtConfig, TokenAcl, TokenField};
 pub use password_file::{split_line, PasswordFile, PasswordFileError, PasswordFileText};
+pub use scram::ScramExchange;
 
 use vigil_proto::ReasonCode;
 
@@ -110,6 +112,19 @@ pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
         let _ = login;
         true
     }
+
+    /// The SCRAM credential `username` logs in with under `mechanism`, and
+    /// the text [`Login::credential`] gets for it (None: no such user, or
+    /// no credential for this mechanism; the exchange then runs against a
+    /// decoy and fails like a wrong password).
+    fn scram_credential(
+        &self,
+        mechanism: vigil_proto::scram::Mechanism,
+        username: &str,
+    ) -> Option<(vigil_proto::scram::StoredCredential, String)> {
+        let _ = (mechanism, username);
+        None
+    }
 }
 
 /// Decides what a connected client may do. Answers must be quick: they are
@@ -159,6 +174,15 @@ impl Authenticator for PasswordFile {
             _ => true,
         }
     }
+
+    fn scram_credential(
+        &self,
+        mechanism: vigil_proto::scram::Mechanism,
+        username: &str,
+    ) -> Option<(vigil_proto::scram::StoredCredential, String)> {
+        let entry = self.get(username)?;
+        Some((entry.scram(mechanism)?.clone(), entry.encode()))
+    }
 }
 
 /// The password file and JWT side by side: a password that has a JWT's
@@ -194,6 +218,16 @@ impl Authenticator for Chain {
             Some(p) => p.still_valid(login),
             None => login.credential.is_none(),
         }
+    }
+
+    fn scram_credential(
+        &self,
+        mechanism: vigil_proto::scram::Mechanism,
+        username: &str,
+    ) -> Option<(vigil_proto::scram::StoredCredential, String)> {
+        self.passwords
+            .as_ref()?
+            .scram_credential(mechanism, username)
     }
 }
 

@@ -1,7 +1,10 @@
 //! What the connection does with the state machine's requests: each one is a
 //! call into the broker core whose answer goes back into the state machine.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use tracing::{error, info, warn};
 use vigil_proto::message::Outgoing;
@@ -10,6 +13,7 @@ use vigil_proto::{Connect, QoS, ReasonCode};
 use vigil_store::Ticket;
 
 use super::{Attached, Driver};
+use crate::auth::Login;
 use crate::core::{ConnectRequest, SessionRef, WakeInbox, Wakes};
 
 /// What answering the events of one read gathers.
@@ -26,8 +30,10 @@ struct ReadBatch {
 }
 
 /// What an event leaves to await.
-enum Wait {
-    Connect(Box<Connect>),
+pub(super) enum Wait {
+    /// A CONNECT; with the login and server-final of the enhanced
+    /// authentication exchange it began, once that succeeded.
+    Connect(Box<Connect>, Option<Box<(Arc<Login>, Bytes)>>),
     /// Room in full subscriber queues, then the ack.
     Room {
         blocked: Vec<(SessionRef, Outgoing)>,
@@ -77,7 +83,7 @@ impl Driver {
                 while let Some(wait) = next {
                     match wait {
                         // This future is boxed already: what it awaits needs no box of its own.
-                        Wait::Connect(c) => self.on_connect(c).await,
+                        Wait::Connect(c, authenticated) => self.on_connect(c, authenticated).await,
                         Wait::Room { blocked, ack } => {
                             // Backpressure: no ack and no further reads until the
                             // subscribers that are behind have room for this message.
@@ -130,7 +136,14 @@ impl Driver {
         match event {
             ServerEvent::Connect(c) => {
                 batch.wakes.wake_all();
-                return Some(Wait::Connect(c));
+                return Some(Wait::Connect(c, None));
+            }
+            ServerEvent::Auth(a) => {
+                let wait = self.on_auth(*a);
+                if wait.is_some() {
+                    batch.wakes.wake_all();
+                }
+                return wait;
             }
             ServerEvent::Publish(p) => {
                 let a = self.attached.as_ref()?;
@@ -237,7 +250,21 @@ impl Driver {
         }
     }
 
-    async fn on_connect(&mut self, c: Box<Connect>) {
+    async fn on_connect(
+        &mut self,
+        c: Box<Connect>,
+        authenticated: Option<Box<(Arc<Login>, Bytes)>>,
+    ) {
+        if authenticated.is_none() && c.properties.authentication_method.is_some() {
+            return self.start_enhanced_auth(c);
+        }
+        let (scram_login, auth_data) = match authenticated {
+            Some(done) => {
+                let (login, data) = *done;
+                (Some(login), Some(data))
+            }
+            None => (None, None),
+        };
         let v5 = c.protocol.is_v5();
         let assigned = c.client_id.is_empty();
         let client_id = if assigned {
@@ -252,12 +279,13 @@ impl Driver {
         } else {
             u32::MAX
         };
-        let login = match self.broker.auth() {
-            Some(auth) => match auth.check_connect(&c, &client_id, self.peer).await {
+        let login = match (self.broker.auth(), scram_login) {
+            (_, Some(login)) => Some(login),
+            (Some(auth), None) => match auth.check_connect(&c, &client_id, self.peer).await {
                 Ok(login) => Some(login),
                 Err(code) => return self.conn.refuse(code),
             },
-            None => None,
+            (None, None) => None,
         };
         let request = ConnectRequest {
             client_id: client_id.clone(),
@@ -288,6 +316,7 @@ impl Driver {
                         session_present: grant.session_present,
                         assigned_client_id: (assigned && v5).then_some(client_id),
                         state: grant.state,
+                        auth_data,
                     },
                 );
                 self.broker.note_connected(

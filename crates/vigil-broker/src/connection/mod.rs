@@ -9,6 +9,7 @@
 //! once flushed. (Reading straight into a 4 KiB heap buffer per wake-up cost
 //! ~3.6 KB of resident memory per idle connection in malloc's arenas.)
 
+mod enhanced_auth;
 mod events;
 mod parking;
 

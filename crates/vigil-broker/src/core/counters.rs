@@ -43,7 +43,8 @@ pub struct Counters {
     pub disconnect_socket_error: AtomicU64,
     /// Disconnects: server shutdown.
     pub disconnect_shutdown: AtomicU64,
-    /// Disconnects: no CONNECT in time, or CONNECT refused.
+    /// Disconnects: no CONNECT (or no end of its authentication) in time,
+    /// or CONNECT refused.
     pub disconnect_before_connack: AtomicU64,
     /// Disconnects: slow consumer.
     pub disconnect_slow_consumer: AtomicU64,
@@ -76,9 +77,9 @@ impl Counters {
             CloseReason::PeerClosed => &self.disconnect_peer_closed,
             CloseReason::Io(_) | CloseReason::StoreFailed(_) => &self.disconnect_socket_error,
             CloseReason::ServerShutdown => &self.disconnect_shutdown,
-            CloseReason::ConnectTimeout | CloseReason::ConnectRefused(_) => {
-                &self.disconnect_before_connack
-            }
+            CloseReason::ConnectTimeout
+            | CloseReason::AuthTimeout
+            | CloseReason::ConnectRefused(_) => &self.disconnect_before_connack,
             CloseReason::SlowConsumer => &self.disconnect_slow_consumer,
             CloseReason::Kicked => &self.disconnect_kicked,
         };

@@ -72,7 +72,7 @@ pub fn reason_code(reason: &CloseReason) -> ReasonCode {
     match reason {
         CloseReason::ClientDisconnect(r) | CloseReason::ConnectRefused(r) => *r,
         CloseReason::KeepAliveTimeout { .. } => ReasonCode::KEEP_ALIVE_TIMEOUT,
-        CloseReason::ConnectTimeout => ReasonCode::MAXIMUM_CONNECT_TIME,
+        CloseReason::ConnectTimeout | CloseReason::AuthTimeout => ReasonCode::MAXIMUM_CONNECT_TIME,
         CloseReason::ProtocolError { reason, .. } => *reason,
         CloseReason::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
         CloseReason::ServerShutdown => ReasonCode::SERVER_SHUTTING_DOWN,

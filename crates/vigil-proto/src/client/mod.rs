@@ -8,13 +8,17 @@
 //! ping timeout the connection is declared dead with the numbers attached.
 //! Server Keep Alive from CONNACK replaces the requested value.
 
+mod enhanced_auth;
 mod flows;
+
+pub use enhanced_auth::ScramLogin;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::scram::ScramClient;
 use crate::{
     ConnAck, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
 };
@@ -52,6 +56,9 @@ pub struct ClientConfig {
     /// Receive Maximum. It is the whole window at MQTT 3.1.1, where the broker
     /// announces none (and may close a client that exceeds what it allows).
     pub max_inflight: u16,
+    /// Log in with SCRAM (MQTT 5 enhanced authentication) instead of a
+    /// password; the driver gives each exchange a nonce (`set_auth_nonce`).
+    pub scram: Option<ScramLogin>,
 }
 
 impl Default for ClientConfig {
@@ -70,6 +77,7 @@ impl Default for ClientConfig {
             receive_maximum: 100,
             max_packet_size: None,
             max_inflight: 100,
+            scram: None,
         }
     }
 }
@@ -101,6 +109,9 @@ pub enum ClientCloseReason {
     Requested,
     /// The transport failed.
     Transport(String),
+    /// The SCRAM exchange failed on our side: the server's signature was
+    /// wrong (it does not hold the credential) or its message was malformed.
+    AuthenticationFailed(String),
     /// The broker closed the connection without DISCONNECT (MQTT 3.1.1 has
     /// none; some brokers just close). The numbers say whether the broker
     /// probably expired this client's keep alive.
@@ -151,6 +162,9 @@ pub enum ClientEvent {
         /// One code per filter (MQTT 5).
         reasons: Vec<ReasonCode>,
     },
+    /// A re-authentication (`reauthenticate`) succeeded: the server proved
+    /// itself again.
+    Reauthenticated,
     /// The connection ended.
     Closed(ClientCloseReason),
 }
@@ -197,6 +211,10 @@ pub struct ClientSession {
     pub(crate) transmit: VecDeque<Packet>,
     pub(crate) qos0_transmitted: Vec<u64>,
     pub(crate) events: VecDeque<ClientEvent>,
+    /// The SCRAM exchange in progress (boxed: most clients never log in so).
+    scram: Option<Box<ScramClient>>,
+    /// The nonce for the next SCRAM exchange.
+    auth_nonce: Option<String>,
 }
 
 impl ClientSession {
@@ -220,6 +238,8 @@ impl ClientSession {
             transmit: VecDeque::new(),
             qos0_transmitted: Vec::new(),
             events: VecDeque::new(),
+            scram: None,
+            auth_nonce: None,
         }
     }
 
@@ -250,8 +270,24 @@ impl ClientSession {
         self.ping_outstanding = None;
         self.last_sent = None;
         self.keep_alive = Duration::from_secs(u64::from(self.config.keep_alive));
+        self.scram = None;
+        let scram = match (&self.config.scram, self.config.version.is_v5()) {
+            (Some(_), false) => Err("SCRAM login needs MQTT 5 (AUTH packets)".to_string()),
+            _ => self.begin_scram(),
+        };
         let c = &self.config;
         let mut properties = Properties::default();
+        match scram {
+            Ok(Some((mechanism, first))) => {
+                properties.authentication_method = Some(mechanism.name().to_string());
+                properties.authentication_data = Some(Bytes::from(first));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                self.phase = Phase::AwaitingConnAck { deadline: now };
+                return self.close(ClientCloseReason::AuthenticationFailed(why));
+            }
+        }
         if c.version.is_v5() {
             properties.session_expiry_interval = (c.session_expiry > 0).then_some(c.session_expiry);
             properties.receive_maximum =
@@ -365,6 +401,9 @@ impl ClientSession {
         match (self.phase, packet) {
             (Phase::Closed | Phase::Idle, _) => {}
             (Phase::AwaitingConnAck { .. }, Packet::ConnAck(ack)) => self.handle_connack(now, ack),
+            (Phase::AwaitingConnAck { .. } | Phase::Connected, Packet::Auth(a)) => {
+                self.handle_auth(a)
+            }
             (Phase::AwaitingConnAck { .. }, other) => {
                 self.violation(format!("expected CONNACK, got {:?}", other.packet_type()))
             }
@@ -375,6 +414,9 @@ impl ClientSession {
     fn handle_connack(&mut self, now: Instant, ack: ConnAck) {
         if ack.reason.is_error() {
             return self.close(ClientCloseReason::Refused(ack.reason));
+        }
+        if !self.check_server_final(ack.properties.authentication_data.as_ref()) {
+            return;
         }
         let p = &ack.properties;
         let keep_alive = p.server_keep_alive.unwrap_or(self.config.keep_alive);

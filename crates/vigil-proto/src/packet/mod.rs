@@ -5,7 +5,7 @@ mod ack;
 mod auth;
 mod connack;
 mod connect;
-mod disconnect;
+pub(crate) mod disconnect;
 mod publish;
 mod subscribe;
 mod unsubscribe;

@@ -20,6 +20,8 @@ pub enum CloseReason {
     },
     /// No CONNECT within the connect timeout.
     ConnectTimeout,
+    /// An enhanced authentication exchange did not end within the connect timeout.
+    AuthTimeout,
     /// CONNECT refused with this code.
     ConnectRefused(ReasonCode),
     /// The client broke the protocol; the code was sent (MQTT 5) before closing.
@@ -60,6 +62,7 @@ impl CloseReason {
             CloseReason::ClientDisconnect(_) => "client_disconnect",
             CloseReason::KeepAliveTimeout { .. } => "keep_alive_timeout",
             CloseReason::ConnectTimeout => "connect_timeout",
+            CloseReason::AuthTimeout => "auth_timeout",
             CloseReason::ConnectRefused(_) => "connect_refused",
             CloseReason::ProtocolError { .. } => "protocol_error",
             CloseReason::TakenOver => "taken_over",
@@ -87,6 +90,10 @@ impl fmt::Display for CloseReason {
                 keep_alive.as_secs()
             ),
             CloseReason::ConnectTimeout => write!(f, "no CONNECT within the connect timeout"),
+            CloseReason::AuthTimeout => write!(
+                f,
+                "authentication exchange not finished within the connect timeout"
+            ),
             CloseReason::ConnectRefused(r) => write!(f, "CONNECT refused: {r}"),
             CloseReason::ProtocolError { reason, detail } => {
                 write!(f, "protocol error ({reason}): {detail}")

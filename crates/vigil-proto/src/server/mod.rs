@@ -10,6 +10,7 @@
 
 mod close;
 mod denied;
+mod enhanced_auth;
 mod inbound;
 mod keep_alive;
 mod outbound;
@@ -20,9 +21,10 @@ mod topic_aliases;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub use close::CloseReason;
+pub use enhanced_auth::AuthState;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
 pub use park::{ParkedConnection, PINGREQ, PINGRESP};
 pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
@@ -52,6 +54,9 @@ pub struct ServerConfig {
     /// Whether topics sent to MQTT 5 clients that allow Topic Alias
     /// Maximum > 0 get aliases.
     pub server_topic_aliases: bool,
+    /// Whether a CONNECT with an Authentication Method goes to the broker
+    /// (which runs the exchange); false refuses it with CONNACK 0x8C.
+    pub enhanced_auth: bool,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             keep_alive: KeepAlivePolicy::default(),
             connect_timeout: Duration::from_secs(10),
             server_topic_aliases: true,
+            enhanced_auth: false,
         }
     }
 }
@@ -84,6 +90,12 @@ pub enum ServerEvent {
     /// The client sent PUBREL for inbound QoS 2 message `packet_id`: it is no
     /// longer guarded against re-delivery.
     Released(u16),
+    /// The client's AUTH in an enhanced authentication exchange: 0x18 goes
+    /// on with the exchange CONNECT (or a re-authentication) began, 0x19
+    /// starts a re-authentication. Answer with `auth_continue`, then
+    /// `accept` / `refuse` before CONNACK, `reauth_succeeded` /
+    /// `reauth_failed` after.
+    Auth(Box<crate::Auth>),
 }
 
 /// A stored delivery's step through the outbound handshake.
@@ -129,6 +141,9 @@ pub struct Accepted {
     pub assigned_client_id: Option<String>,
     /// The resumed session state (default for a new session).
     pub state: SessionState,
+    /// Authentication Data for CONNACK, when the CONNECT named a method
+    /// (such as SCRAM's server-final).
+    pub auth_data: Option<Bytes>,
 }
 
 /// Messages dropped on the way out, by cause.
@@ -201,6 +216,9 @@ pub struct ServerConnection {
     events: VecDeque<ServerEvent>,
     progress: Vec<DeliveryProgress>,
     drops: DropCounts,
+    /// Enhanced authentication, if CONNECT named a method (boxed: most
+    /// connections never have one).
+    auth: Option<Box<enhanced_auth::EnhancedAuth>>,
 }
 
 /// A delivery waiting for the wire. The PUBLISH is built only when it is
@@ -250,6 +268,7 @@ impl ServerConnection {
             events: VecDeque::new(),
             progress: Vec::new(),
             drops: DropCounts::default(),
+            auth: None,
         }
     }
 
@@ -316,13 +335,14 @@ impl ServerConnection {
         self.handle_read_progress(now);
         match self.phase {
             Phase::Closed { .. } => {}
-            Phase::AwaitingConnect { .. } => match packet {
-                Packet::Connect(c) => self.handle_connect(now, c),
+            Phase::AwaitingConnect { deadline } => match packet {
+                Packet::Connect(c) => self.handle_connect(now, c, deadline),
                 other => self.close_silently(CloseReason::ProtocolError {
                     reason: ReasonCode::PROTOCOL_ERROR,
                     detail: format!("first packet was {:?}, not CONNECT", other.packet_type()),
                 }),
             },
+            Phase::Connecting if self.auth.is_some() => self.handle_auth_before_connack(packet),
             Phase::Connecting => {
                 if self.held.len() >= MAX_HELD {
                     self.protocol_error(
@@ -362,6 +382,9 @@ impl ServerConnection {
             Phase::AwaitingConnect { deadline } if now >= deadline => {
                 self.close_silently(CloseReason::ConnectTimeout);
             }
+            Phase::Connecting if self.auth_deadline().is_some_and(|d| now >= d) => {
+                self.close_silently(CloseReason::AuthTimeout);
+            }
             Phase::Connecting | Phase::Connected => {
                 let Some(k) = self.keep_alive else { return };
                 if k.deadline().is_some_and(|d| now >= d) {
@@ -380,7 +403,13 @@ impl ServerConnection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::AwaitingConnect { deadline } => Some(deadline),
-            Phase::Connecting | Phase::Connected => self.keep_alive.and_then(|k| k.deadline()),
+            Phase::Connecting | Phase::Connected => {
+                let keep_alive = self.keep_alive.and_then(|k| k.deadline());
+                match (keep_alive, self.auth_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             Phase::Closed { .. } => None,
         }
     }
@@ -527,6 +556,11 @@ impl ServerConnection {
         };
         if self.version.is_v5() {
             ack.properties = self.connack_properties(accepted.assigned_client_id);
+            if let Some(auth) = self.auth.as_deref_mut() {
+                auth.awaiting_client = false;
+                ack.properties.authentication_method = Some(auth.method.clone());
+                ack.properties.authentication_data = accepted.auth_data;
+            }
         }
         let mut packet = Packet::ConnAck(ack);
         if packet.encoded_len(self.version) > self.client_max_packet_size as usize {
@@ -614,9 +648,18 @@ impl ServerConnection {
         }
     }
 
-    fn handle_connect(&mut self, now: Instant, connect: Box<Connect>) {
+    fn handle_connect(&mut self, now: Instant, connect: Box<Connect>, deadline: Instant) {
         self.version = connect.protocol;
-        if connect.properties.authentication_method.is_some() {
+        let method = connect.properties.authentication_method.as_ref();
+        if let (Some(method), true) = (method, self.config.enhanced_auth) {
+            self.auth = Some(Box::new(enhanced_auth::EnhancedAuth {
+                method: method.clone(),
+                awaiting_client: false,
+                reauthenticating: false,
+                connect_deadline: deadline,
+                state: None,
+            }));
+        } else if method.is_some() {
             // No enhanced authentication here: refused, and closed
             // (MQTT-4.12.0-1), rather than accepted as if it had succeeded.
             let code = ReasonCode::BAD_AUTHENTICATION_METHOD;
@@ -690,6 +733,7 @@ impl ServerConnection {
             Packet::Unsubscribe(u) => self.events.push_back(ServerEvent::Unsubscribe(u)),
             Packet::PingReq => self.urgent.push_back(Packet::PingResp),
             Packet::Disconnect(d) => self.handle_disconnect(d),
+            Packet::Auth(a) => self.handle_auth_connected(a),
             Packet::Connect(_) => {
                 self.protocol_error(ReasonCode::PROTOCOL_ERROR, "second CONNECT".into())
             }
@@ -769,6 +813,8 @@ impl ServerConnection {
 
 #[cfg(test)]
 mod alias_tests;
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod close_tests;
 #[cfg(test)]

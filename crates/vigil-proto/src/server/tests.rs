@@ -663,6 +663,7 @@ fn resumed_session_resends_unacknowledged_with_dup() {
             session_present: true,
             assigned_client_id: None,
             state,
+            auth_data: None,
         },
     );
     let out = drain(&mut second);
