@@ -97,6 +97,18 @@ pub(crate) fn render(broker: &Broker) -> String {
     for (reason, counter) in disconnect_counters(c) {
         o.sample("vigil_disconnects_total", &[("reason", reason)], g(counter));
     }
+    o.one(
+        "vigil_accepts_delayed_total",
+        "counter",
+        "Connections whose accept waited for the listener's max_connection_rate.",
+        g(&c.accepts_delayed),
+    );
+    o.one(
+        "vigil_publish_throttled_total",
+        "counter",
+        "Times a client went over max_publish_rate / max_publish_bytes_rate and vigil paused reading it.",
+        g(&c.publish_throttled),
+    );
     let (received, sent) = vigil_broker::observe::traffic::publishes();
     o.family(
         "vigil_messages_received_total",

@@ -40,6 +40,11 @@ pub struct AuthCounters {
     pub connect_not_authorized: AtomicU64,
     /// CONNACK 0x87 / 5: the will's topic may not be published to.
     pub connect_will_denied: AtomicU64,
+    /// CONNACK 0x87 / 5: a listener that logs clients in by certificate
+    /// (`use_identity_as_username`) found no identity in this one's.
+    pub connect_no_identity: AtomicU64,
+    /// Logins by client certificate (`use_identity_as_username`).
+    pub connect_by_certificate: AtomicU64,
     /// CONNACK 0x8A / 5: the address is banned after repeated failures.
     pub connect_banned: AtomicU64,
     /// Addresses banned after repeated failures.
@@ -273,13 +278,28 @@ impl Auth {
     /// Decides on a CONNECT: the login to attach, or the CONNACK refusal.
     /// Checks the will against the ACL too. Hashing runs on the blocking
     /// pool; every refusal is logged (never the password) and counted.
+    ///
+    /// `cert_user`: the identity of the client's verified certificate on a
+    /// listener with `use_identity_as_username`. It is the login, as
+    /// Mosquitto does it: the CONNECT's user name and password are not
+    /// checked (a password sent anyway is ignored), and the address ban
+    /// does not apply (a verified certificate cannot be guessed, and a ban
+    /// earned by a guesser behind the same NAT would lock devices out).
     pub async fn check_connect(
         &self,
         connect: &Connect,
         client_id: &str,
         peer: SocketAddr,
+        cert_user: Option<&str>,
     ) -> Result<Arc<Login>, ReasonCode> {
         let username = connect.username.as_deref();
+        if let Some(user) = cert_user {
+            let login = Arc::new(Login::named(Some(user.to_string())));
+            self.check_will(connect, client_id, peer, &login)?;
+            self.counters.connect_by_certificate.fetch_add(1, Relaxed);
+            self.counters.connect_allowed.fetch_add(1, Relaxed);
+            return Ok(login);
+        }
         if let Some(until) = self.failures.lock().banned_until(peer.ip(), Instant::now()) {
             self.counters.connect_banned.fetch_add(1, Relaxed);
             let left = until.saturating_duration_since(Instant::now()).as_secs();
@@ -315,23 +335,36 @@ impl Auth {
         if login.credential.is_some() || login.expires_at.is_some() {
             self.failures.lock().succeeded(peer.ip());
         }
-        if let Some(will) = &connect.will {
-            let client = ClientRef {
-                client_id,
-                username: login.username.as_deref(),
-            };
-            let allowed = match &login.acl {
-                Some(acl) => acl.may_publish(&will.topic),
-                None => self.may_publish(&client, &will.topic),
-            };
-            if !allowed {
-                self.counters.connect_will_denied.fetch_add(1, Relaxed);
-                warn!(client = %client_id, username = username.unwrap_or(""), %peer, topic = %will.topic, "connection refused: the ACL does not let this client publish its will");
-                return Err(ReasonCode::NOT_AUTHORIZED);
-            }
-        }
+        self.check_will(connect, client_id, peer, &login)?;
         self.counters.connect_allowed.fetch_add(1, Relaxed);
         Ok(login)
+    }
+
+    /// Refuses (0x87) a CONNECT whose will `login` may not publish.
+    fn check_will(
+        &self,
+        connect: &Connect,
+        client_id: &str,
+        peer: SocketAddr,
+        login: &Login,
+    ) -> Result<(), ReasonCode> {
+        let Some(will) = &connect.will else {
+            return Ok(());
+        };
+        let client = ClientRef {
+            client_id,
+            username: login.username.as_deref(),
+        };
+        let allowed = match &login.acl {
+            Some(acl) => acl.may_publish(&will.topic),
+            None => self.may_publish(&client, &will.topic),
+        };
+        if allowed {
+            return Ok(());
+        }
+        self.counters.connect_will_denied.fetch_add(1, Relaxed);
+        warn!(client = %client_id, username = client.username.unwrap_or(""), %peer, topic = %will.topic, "connection refused: the ACL does not let this client publish its will");
+        Err(ReasonCode::NOT_AUTHORIZED)
     }
 
     async fn authenticate(

@@ -63,6 +63,11 @@ pub struct Counters {
     pub shared_undeliverable: AtomicU64,
     /// Disconnects: kicked by an operator (admin API).
     pub disconnect_kicked: AtomicU64,
+    /// Times a client went over `max_publish_rate` / `max_publish_bytes_rate`
+    /// and vigil stopped reading it for a while.
+    pub publish_throttled: AtomicU64,
+    /// Connections whose accept waited for `max_connection_rate`.
+    pub accepts_delayed: AtomicU64,
 }
 
 impl Counters {

@@ -15,6 +15,7 @@ mod keep_alive;
 mod outbound;
 mod park;
 mod session_state;
+mod throttle;
 mod topic_aliases;
 
 use std::collections::VecDeque;
@@ -26,8 +27,10 @@ pub use close::CloseReason;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
 pub use park::{ParkedConnection, PINGREQ, PINGRESP};
 pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
+pub use throttle::{PublishRateLimit, TokenBucket, BURST};
 
 use keep_alive::KeepAliveTimer;
+use throttle::PublishThrottle;
 
 use crate::{
     ConnAck, Connect, DecodeError, Disconnect, EncodeError, Packet, Properties, ProtocolVersion,
@@ -187,6 +190,8 @@ pub struct ServerConnection {
     events: VecDeque<ServerEvent>,
     progress: Vec<DeliveryProgress>,
     drops: DropCounts,
+    /// Publish rate limits (boxed: most brokers set none).
+    throttle: Option<Box<PublishThrottle>>,
 }
 
 /// A delivery waiting for the wire. The PUBLISH is built only when it is
@@ -236,7 +241,26 @@ impl ServerConnection {
             events: VecDeque::new(),
             progress: Vec::new(),
             drops: DropCounts::default(),
+            throttle: None,
         }
+    }
+
+    /// Holds the client to `limit` from `now` (full buckets): over it,
+    /// [`ServerConnection::reading_paused`] tells the driver to stop
+    /// reading. Not part of [`ServerConfig`], which every connection
+    /// carries inline: most brokers set no limit and pay nothing for it.
+    pub fn limit_publish_rate(&mut self, limit: PublishRateLimit, now: Instant) {
+        self.throttle = PublishThrottle::new(limit, now);
+    }
+
+    /// True while the client is over its publish rate: the driver must not
+    /// read its socket, nor decode what it already read, until
+    /// `handle_timeout` at `poll_timeout` ends the pause. Keep alive does not
+    /// run meanwhile (docs/keepalive.md, broker rule 11).
+    pub fn reading_paused(&self) -> bool {
+        self.throttle
+            .as_ref()
+            .is_some_and(|t| t.paused_until().is_some())
     }
 
     /// The protocol version (known once CONNECT arrived; V5 before).
@@ -344,13 +368,19 @@ impl ServerConnection {
 
     /// Fires whatever deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.throttle.as_mut().is_some_and(|t| t.resume_if_due(now)) {
+            if let Some(k) = &mut self.keep_alive {
+                k.reading_resumed(now);
+            }
+        }
+        let paused = self.reading_paused();
         match self.phase {
             Phase::AwaitingConnect { deadline } if now >= deadline => {
                 self.close_silently(CloseReason::ConnectTimeout);
             }
             Phase::Connecting | Phase::Connected => {
                 let Some(k) = self.keep_alive else { return };
-                if k.deadline().is_some_and(|d| now >= d) {
+                if k.deadline_reading(paused).is_some_and(|d| now >= d) {
                     let reason = CloseReason::KeepAliveTimeout {
                         silent_for: k.silent_for(now),
                         keep_alive: k.keep_alive(),
@@ -366,7 +396,15 @@ impl ServerConnection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::AwaitingConnect { deadline } => Some(deadline),
-            Phase::Connecting | Phase::Connected => self.keep_alive.and_then(|k| k.deadline()),
+            Phase::Connecting | Phase::Connected => {
+                let resume = self.throttle.as_ref().and_then(|t| t.paused_until());
+                let paused = resume.is_some();
+                let keep_alive = self.keep_alive.and_then(|k| k.deadline_reading(paused));
+                match (resume, keep_alive) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             Phase::Closed { .. } => None,
         }
     }
@@ -647,7 +685,12 @@ impl ServerConnection {
 
     fn handle_connected(&mut self, now: Instant, packet: Packet) {
         match packet {
-            Packet::Publish(p) => self.handle_publish(p),
+            Packet::Publish(p) => {
+                if let Some(t) = &mut self.throttle {
+                    t.charge(now, p.encoded_len(self.version));
+                }
+                self.handle_publish(p)
+            }
             Packet::PubAck(a) => self.handle_puback(now, a),
             Packet::PubRec(a) => self.handle_pubrec(now, a),
             Packet::PubRel(a) => self.handle_pubrel(a),

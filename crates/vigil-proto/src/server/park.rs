@@ -21,6 +21,8 @@ pub struct ParkedConnection {
     server_keep_alive: Option<u16>,
     last_packet_id: u16,
     version: ProtocolVersion,
+    /// The publish buckets as they were: a park must not refill them.
+    throttle: Option<Box<super::throttle::PublishThrottle>>,
 }
 
 impl ParkedConnection {
@@ -73,6 +75,7 @@ impl ServerConnection {
             && self.state.pending.is_empty()
             && self.state.inbound_qos2.is_empty()
             && self.drops == super::DropCounts::default()
+            && !self.reading_paused()
     }
 
     /// Takes the connection's state in compact form if `can_park`; the
@@ -92,6 +95,7 @@ impl ServerConnection {
             server_keep_alive: self.server_keep_alive,
             last_packet_id: self.state.last_packet_id,
             version: self.version,
+            throttle: self.throttle.take(),
         })
     }
 
@@ -107,6 +111,7 @@ impl ServerConnection {
         conn.client_max_packet_size = parked.client_max_packet_size;
         conn.client_topic_alias_max = parked.client_topic_alias_max;
         conn.aliases = parked.aliases;
+        conn.throttle = parked.throttle;
         conn.state = SessionState {
             last_packet_id: parked.last_packet_id,
             ..SessionState::default()
