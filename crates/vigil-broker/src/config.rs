@@ -152,6 +152,16 @@ impl ListenerEntry {
         SocketAddr::new(self.bind, self.port)
     }
 
+    /// True when the listener itself authenticates every client: mutual TLS
+    /// whose verified certificate is the login (`require_client_cert` and
+    /// `use_identity_as_username`). Such a listener needs no password file
+    /// or `allow_anonymous` to listen on a public address.
+    pub fn logs_in_by_certificate(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.require_client_cert && t.use_identity_as_username)
+    }
+
     /// `mqtt`, `mqtt+tls`, `ws` or `ws+tls`, for logs.
     pub fn kind(&self) -> &'static str {
         match (self.protocol, self.tls.is_some()) {
@@ -853,6 +863,8 @@ tls = { cert = "server.crt", key = "server.key" }
                 .unwrap()
                 .use_identity_as_username
         );
+        assert!(ok.listeners[0].logs_in_by_certificate());
+        assert!(!ListenerEntry::mqtt(default_bind(), 1883).logs_in_by_certificate());
         let err = parse("[[listeners]]\nport = 1\nprotocol = \"quic\"\n").unwrap_err();
         assert!(err.to_string().starts_with("vigil.toml:3:"), "{err}");
         let err = parse("[[listeners]]\nport = 1\n[listeners.tls]\ncert = \"c\"\nkey = \"k\"\nmin_version = \"1.1\"\n").unwrap_err();

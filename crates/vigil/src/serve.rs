@@ -150,7 +150,13 @@ impl ServeArgs {
         config
             .validate(std::path::Path::new("<flags>"))
             .context("the command-line flags contradict the configuration")?;
-        for entry in config.effective_listeners() {
+        // A listener whose client certificate is the login authenticates
+        // every client itself: it needs no password file to be public.
+        for entry in config
+            .effective_listeners()
+            .into_iter()
+            .filter(|e| !e.logs_in_by_certificate())
+        {
             config
                 .auth
                 .check_listener(entry.addr())
