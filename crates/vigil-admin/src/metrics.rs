@@ -13,7 +13,8 @@ use vigil_broker::observe::sys::disconnect_counters;
 /// MQTT 5 reason code of each disconnect label, for the help text.
 const REASON_CODES: &str = "client_disconnect=client's code, keep_alive_timeout=0x8D, \
 taken_over=0x8E, protocol_error=0x81/0x82/0x95.., peer_closed=none, socket_error=none, \
-server_shutdown=0x8B, before_connack=CONNACK code, slow_consumer=0x97, kicked=0x98";
+server_shutdown=0x8B, before_connack=CONNACK code, slow_consumer=0x97, kicked=0x98, \
+revoked=0x87, login_expired=0xA0";
 
 struct Out(String);
 
@@ -51,6 +52,44 @@ impl Out {
     fn one(&mut self, name: &str, kind: &str, help: &str, value: u64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
+    }
+}
+
+/// The authentication gate's refusals, by reason (only with `[auth]`).
+fn auth_families(o: &mut Out, a: &vigil_broker::auth::AuthCounters) {
+    let g = Counters::get;
+    o.family(
+        "vigil_auth_failures_total",
+        "counter",
+        "CONNECTs refused by authentication, by reason: bad_credentials=0x86, \
+not_authorized=0x87 (no credentials, or refused), will_denied=0x87 (the ACL refuses the will's topic), \
+banned=0x8A (too many failures from the address), no_cert_identity=0x87 (use_identity_as_username, \
+certificate without the identity).",
+    );
+    for (reason, counter) in [
+        ("bad_credentials", &a.connect_bad_credentials),
+        ("not_authorized", &a.connect_not_authorized),
+        ("will_denied", &a.connect_will_denied),
+        ("banned", &a.connect_banned),
+        ("no_cert_identity", &a.connect_no_identity),
+    ] {
+        o.sample(
+            "vigil_auth_failures_total",
+            &[("reason", reason)],
+            g(counter),
+        );
+    }
+    o.family(
+        "vigil_auth_denied_total",
+        "counter",
+        "Operations the ACL refused: subscribe (SUBACK 0x87), publish (PUBACK 0x87), delivery (withheld).",
+    );
+    for (what, counter) in [
+        ("subscribe", &a.subscribe_denied),
+        ("publish", &a.publish_denied),
+        ("delivery", &a.delivery_denied),
+    ] {
+        o.sample("vigil_auth_denied_total", &[("what", what)], g(counter));
     }
 }
 
@@ -96,6 +135,21 @@ pub(crate) fn render(broker: &Broker) -> String {
     );
     for (reason, counter) in disconnect_counters(c) {
         o.sample("vigil_disconnects_total", &[("reason", reason)], g(counter));
+    }
+    o.one(
+        "vigil_accepts_delayed_total",
+        "counter",
+        "Connections whose accept waited for the listener's max_connection_rate.",
+        g(&c.accepts_delayed),
+    );
+    o.one(
+        "vigil_publish_throttled_total",
+        "counter",
+        "Times a client went over max_publish_rate / max_publish_bytes_rate and vigil paused reading it.",
+        g(&c.publish_throttled),
+    );
+    if let Some(auth) = broker.auth() {
+        auth_families(&mut o, auth.counters());
     }
     let (received, sent) = vigil_broker::observe::traffic::publishes();
     o.family(

@@ -637,3 +637,90 @@ async fn a_slow_request_does_not_hold_the_listener() {
     // And MQTT is served meanwhile and after.
     let _c = Mqtt::connect(r.mqtt, "still-served", 60).await;
 }
+
+/// Lets in only the password "ok".
+#[derive(Debug)]
+struct OnlyOk;
+
+impl vigil_broker::auth::Authenticator for OnlyOk {
+    fn authenticate(
+        &self,
+        c: &vigil_broker::auth::Credentials<'_>,
+    ) -> Result<vigil_broker::auth::Login, ReasonCode> {
+        match c.password {
+            Some(b"ok") => Ok(vigil_broker::auth::Login::named(
+                c.username.map(str::to_owned),
+            )),
+            _ => Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_failures_are_counted_by_reason_and_revocations_have_their_own_disconnect_label() {
+    let r = start(None).await;
+    let auth = Arc::new(vigil_broker::auth::Auth::new(
+        Some(Arc::new(OnlyOk)),
+        None,
+        false,
+    ));
+    assert!(r.broker.set_auth(auth));
+    let connack = |user: Option<&'static str>, password: Option<&'static [u8]>| {
+        let addr = r.mqtt;
+        async move {
+            let mut m = Mqtt {
+                s: TcpStream::connect(addr).await.unwrap(),
+                buf: BytesMut::new(),
+            };
+            m.send(Packet::Connect(Box::new(Connect {
+                protocol: V5,
+                clean_start: true,
+                client_id: "c".into(),
+                username: user.map(Into::into),
+                password: password.map(bytes::Bytes::from_static),
+                ..Connect::default()
+            })))
+            .await;
+            match m.recv().await {
+                Some(Packet::ConnAck(a)) => a.reason,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        connack(Some("u"), Some(b"wrong")).await,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
+    assert_eq!(
+        connack(Some("u"), Some(b"bad")).await,
+        ReasonCode::BAD_USER_NAME_OR_PASSWORD
+    );
+    assert_eq!(connack(None, None).await, ReasonCode::NOT_AUTHORIZED);
+    assert_eq!(connack(Some("u"), Some(b"ok")).await, ReasonCode::SUCCESS);
+    let (status, text) = http(r.admin.local_addr(), "GET", "/metrics", None, b"").await;
+    assert_eq!(status, 200);
+    let m = parse_prometheus(&text);
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k}"));
+    assert_eq!(
+        get("vigil_auth_failures_total{reason=\"bad_credentials\"}"),
+        2.0
+    );
+    assert_eq!(
+        get("vigil_auth_failures_total{reason=\"not_authorized\"}"),
+        1.0
+    );
+    assert_eq!(get("vigil_auth_failures_total{reason=\"banned\"}"), 0.0);
+    assert_eq!(
+        get("vigil_auth_failures_total{reason=\"no_cert_identity\"}"),
+        0.0
+    );
+    assert_eq!(get("vigil_auth_denied_total{what=\"subscribe\"}"), 0.0);
+    // Revocation and token expiry are disconnect reasons of their own.
+    assert_eq!(get("vigil_disconnects_total{reason=\"revoked\"}"), 0.0);
+    assert_eq!(
+        get("vigil_disconnects_total{reason=\"login_expired\"}"),
+        0.0
+    );
+    assert_eq!(get("vigil_accepts_delayed_total"), 0.0);
+    assert_eq!(get("vigil_publish_throttled_total"), 0.0);
+}

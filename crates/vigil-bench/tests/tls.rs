@@ -39,6 +39,7 @@ async fn conn_and_fan_in_run_over_tls_wss_and_websocket() {
         require_client_cert: false,
         min_version: Default::default(),
         identity: Default::default(),
+        use_identity_as_username: false,
     };
     let mut listeners = Vec::new();
     for (protocol, tls) in [

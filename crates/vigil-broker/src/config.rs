@@ -50,6 +50,10 @@ pub struct ListenerConfig {
     pub port: u16,
     /// Connections beyond this are refused at accept (default 100 000).
     pub max_connections: usize,
+    /// New connections accepted per second at most (token bucket holding a
+    /// second's worth); the rest wait in the kernel's accept queue (default
+    /// 0: no limit).
+    pub max_connection_rate: u32,
     /// Seconds a new TCP connection may take to send CONNECT (default 10).
     pub connect_timeout: u64,
     /// Worker threads, each serving its share of the connections for their
@@ -107,6 +111,11 @@ pub struct ListenerEntry {
     /// Connections on this listener beyond this are refused at accept (default 100 000).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// New connections accepted per second at most on this listener (token
+    /// bucket holding a second's worth); the rest wait in the kernel's
+    /// accept queue (default 0: no limit).
+    #[serde(default)]
+    pub max_connection_rate: u32,
     /// TLS on this listener (`mqtt` + tls: MQTT over TLS; `ws` + tls: WSS).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -133,6 +142,7 @@ impl ListenerEntry {
             protocol: ListenerProtocol::Mqtt,
             path: default_ws_path(),
             max_connections: default_max_connections(),
+            max_connection_rate: 0,
             tls: None,
         }
     }
@@ -140,6 +150,16 @@ impl ListenerEntry {
     /// The socket address to listen on.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+
+    /// True when the listener itself authenticates every client: mutual TLS
+    /// whose verified certificate is the login (`require_client_cert` and
+    /// `use_identity_as_username`). Such a listener needs no password file
+    /// or `allow_anonymous` to listen on a public address.
+    pub fn logs_in_by_certificate(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|t| t.require_client_cert && t.use_identity_as_username)
     }
 
     /// `mqtt`, `mqtt+tls`, `ws` or `ws+tls`, for logs.
@@ -187,6 +207,25 @@ pub struct TlsConfig {
     /// e-mail or URI subject alternative name).
     #[serde(default)]
     pub identity: TlsIdentity,
+    /// Log clients in by their certificate (Mosquitto's option of the same
+    /// name): the identity above becomes the user name for the ACL and for
+    /// authentication, no password is needed and one sent is ignored.
+    /// Needs `require_client_cert` (default false).
+    #[serde(default)]
+    pub use_identity_as_username: bool,
+}
+
+impl TlsConfig {
+    /// Why `use_identity_as_username` cannot work with these settings, if it
+    /// cannot: a listener that let clients in without a certificate would
+    /// have no user name for them, or take the one they claim.
+    pub fn identity_problem(&self) -> Option<String> {
+        (self.use_identity_as_username && !self.require_client_cert).then(|| {
+            "tls.use_identity_as_username needs tls.require_client_cert = true (and tls.ca): \
+             without a verified client certificate there is no identity to use as the user name"
+                .to_string()
+        })
+    }
 }
 
 /// Which name of a client certificate identifies the client.
@@ -240,6 +279,13 @@ pub struct LimitsConfig {
     /// Whether vigil assigns topic aliases to what it sends MQTT 5 clients
     /// that allow them (Topic Alias Maximum > 0 in CONNECT; default true).
     pub server_topic_aliases: bool,
+    /// PUBLISH packets a second one client may send; over it vigil stops
+    /// reading that client for a while instead of dropping anything
+    /// (default 0: no limit).
+    pub max_publish_rate: u32,
+    /// PUBLISH bytes (whole packets) a second one client may send, enforced
+    /// the same way (default 0: no limit).
+    pub max_publish_bytes_rate: u32,
 }
 
 /// Per-session bounds.
@@ -302,6 +348,7 @@ impl Default for ListenerConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 1883,
             max_connections: 100_000,
+            max_connection_rate: 0,
             connect_timeout: 10,
             workers: 0,
             park_idle_after_ms: 1000,
@@ -328,6 +375,8 @@ impl Default for LimitsConfig {
             topic_alias_maximum: 64,
             max_inflight: 100,
             server_topic_aliases: true,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
         }
     }
 }
@@ -398,6 +447,7 @@ impl BrokerConfig {
         }
         let mut plain = ListenerEntry::mqtt(self.listener.bind, self.listener.port);
         plain.max_connections = self.listener.max_connections;
+        plain.max_connection_rate = self.listener.max_connection_rate;
         vec![plain]
     }
 
@@ -431,7 +481,7 @@ impl BrokerConfig {
             // when there is no `[[listeners]]`: silently ignoring them would
             // leave a port the user asked for closed.
             let table: toml::Table = toml::from_str(text).unwrap_or_default();
-            let set: Vec<&str> = ["bind", "port", "max_connections"]
+            let set: Vec<&str> = ["bind", "port", "max_connections", "max_connection_rate"]
                 .into_iter()
                 .filter(|k| {
                     table
@@ -505,6 +555,9 @@ impl BrokerConfig {
                     return Err(invalid(format!(
                         "{name}: tls.require_client_cert needs tls.ca, the CA client certificates are checked against"
                     )));
+                }
+                if let Some(problem) = tls.identity_problem() {
+                    return Err(invalid(format!("{name}: {problem}")));
                 }
             }
         }
@@ -789,6 +842,29 @@ tls = { cert = "server.crt", key = "server.key" }
             err.to_string().contains("require_client_cert needs tls.ca"),
             "{err}"
         );
+        let err = parse(
+            "[[listeners]]\nport = 8883\n[listeners.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"ca\"\nuse_identity_as_username = true\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "listeners[0] (mqtt+tls port 8883): tls.use_identity_as_username needs tls.require_client_cert = true"
+            ),
+            "{err}"
+        );
+        let ok = parse(
+            "[[listeners]]\nport = 8883\n[listeners.tls]\ncert = \"c\"\nkey = \"k\"\nca = \"ca\"\nrequire_client_cert = true\nuse_identity_as_username = true\n",
+        )
+        .unwrap();
+        assert!(
+            ok.listeners[0]
+                .tls
+                .as_ref()
+                .unwrap()
+                .use_identity_as_username
+        );
+        assert!(ok.listeners[0].logs_in_by_certificate());
+        assert!(!ListenerEntry::mqtt(default_bind(), 1883).logs_in_by_certificate());
         let err = parse("[[listeners]]\nport = 1\nprotocol = \"quic\"\n").unwrap_err();
         assert!(err.to_string().starts_with("vigil.toml:3:"), "{err}");
         let err = parse("[[listeners]]\nport = 1\n[listeners.tls]\ncert = \"c\"\nkey = \"k\"\nmin_version = \"1.1\"\n").unwrap_err();

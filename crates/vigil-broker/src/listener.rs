@@ -14,11 +14,11 @@ use socket2::{SockRef, TcpKeepalive};
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
-use vigil_proto::server::ServerConfig;
+use vigil_proto::server::{ServerConfig, TokenBucket};
 
 use crate::config::{ListenerEntry, ListenerProtocol};
 use crate::connection::{LiveSlot, ParkingLot};
-use crate::core::Broker;
+use crate::core::{Broker, Counters};
 use crate::transport::tls::{self, TlsError, TlsSource};
 use crate::transport::{ws, Framed, Transport};
 
@@ -32,6 +32,14 @@ pub enum ListenError {
         addr: SocketAddr,
         /// The cause.
         source: std::io::Error,
+    },
+    /// Settings that cannot work together.
+    #[error("listener {listener}: {message}")]
+    Invalid {
+        /// The listener (kind and address).
+        listener: String,
+        /// What is wrong, naming the keys.
+        message: String,
     },
     /// A certificate, key or CA file could not be used.
     #[error("listener {listener}: {source}")]
@@ -56,7 +64,11 @@ pub struct BoundListener {
     pub(crate) socket: TcpListener,
     wire: Wire,
     tls: Option<Arc<TlsSource>>,
+    /// Client certificates log clients in (`use_identity_as_username`).
+    identity_as_username: bool,
     max_connections: usize,
+    /// New connections a second (0: no limit), `max_connection_rate`.
+    max_connection_rate: u32,
     name: Arc<str>,
     pub(crate) live: Arc<AtomicUsize>,
 }
@@ -66,6 +78,12 @@ impl BoundListener {
     /// bad certificate stops the start with the file named.
     pub async fn bind(entry: &ListenerEntry) -> Result<BoundListener, ListenError> {
         let addr = entry.addr();
+        if let Some(message) = entry.tls.as_ref().and_then(|t| t.identity_problem()) {
+            return Err(ListenError::Invalid {
+                listener: format!("{} {addr}", entry.kind()),
+                message,
+            });
+        }
         let tls = match &entry.tls {
             Some(settings) => {
                 let alpn: &[&[u8]] = match entry.protocol {
@@ -86,6 +104,7 @@ impl BoundListener {
             .await
             .map_err(|source| ListenError::Bind { addr, source })?;
         let mut bound = BoundListener::plain(socket, entry.max_connections);
+        bound.max_connection_rate = entry.max_connection_rate;
         bound.wire = match entry.protocol {
             ListenerProtocol::Mqtt => Wire::Mqtt,
             ListenerProtocol::Ws => Wire::Ws {
@@ -93,6 +112,10 @@ impl BoundListener {
             },
         };
         bound.tls = tls;
+        bound.identity_as_username = entry
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.use_identity_as_username);
         bound.name = format!("{} {}", entry.kind(), bound.local_addr().unwrap_or(addr)).into();
         Ok(bound)
     }
@@ -107,10 +130,18 @@ impl BoundListener {
             socket,
             wire: Wire::Mqtt,
             tls: None,
+            identity_as_username: false,
             max_connections,
+            max_connection_rate: 0,
             name: name.into(),
             live: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Accepts at most `rate` new connections a second (0: no limit).
+    pub fn with_connection_rate(mut self, rate: u32) -> BoundListener {
+        self.max_connection_rate = rate;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -144,7 +175,14 @@ pub(crate) struct Dealer {
 }
 
 /// Accepts connections on `listener` until the task is aborted.
+///
+/// With `max_connection_rate`, a connection accepted when the bucket is
+/// empty is held until it has a token, and the loop accepts nothing
+/// meanwhile: the others wait in the kernel's accept queue (a full queue
+/// makes clients' SYNs wait and retry), none is refused.
 pub(crate) async fn accept_loop(listener: BoundListener, dealer: Arc<Dealer>) {
+    let mut rate = (listener.max_connection_rate > 0)
+        .then(|| TokenBucket::new(listener.max_connection_rate, std::time::Instant::now()));
     loop {
         let (stream, peer) = match listener.socket.accept().await {
             Ok(a) => a,
@@ -155,6 +193,15 @@ pub(crate) async fn accept_loop(listener: BoundListener, dealer: Arc<Dealer>) {
                 continue;
             }
         };
+        if let Some(bucket) = &mut rate {
+            let now = std::time::Instant::now();
+            if let Some(at) = bucket.ready_at(now, 1) {
+                Counters::add(&dealer.broker.counters().accepts_delayed, 1);
+                debug!(listener = %listener.name, %peer, wait_ms = at.duration_since(now).as_millis() as u64, "accept delayed: max_connection_rate");
+                tokio::time::sleep_until(at.into()).await;
+            }
+            bucket.take(std::time::Instant::now(), 1);
+        }
         if listener.live.load(Ordering::Acquire) >= listener.max_connections {
             warn!(listener = %listener.name, %peer, max = listener.max_connections, "connection refused: max_connections reached");
             continue;
@@ -237,6 +284,7 @@ struct Secure {
     listener: Arc<str>,
     tls: Option<Arc<TlsSource>>,
     ws_path: Option<Arc<str>>,
+    identity_as_username: bool,
 }
 
 impl BoundListener {
@@ -244,6 +292,7 @@ impl BoundListener {
         Secure {
             listener: self.name.clone(),
             tls: self.tls.clone(),
+            identity_as_username: self.identity_as_username,
             ws_path: match &self.wire {
                 Wire::Mqtt => None,
                 Wire::Ws { path } => Some(path.clone()),
@@ -294,14 +343,22 @@ async fn handshake(
             let (tls, identity) = tls::accept(source, stream)
                 .await
                 .map_err(|e| e.to_string())?;
-            Framed::new(Box::new(tls), identity)
+            let mut framed = Framed::new(Box::new(tls), identity);
+            if secure.identity_as_username {
+                framed.use_identity_as_username();
+            }
+            framed
         }
         (Some(source), Some(path)) => {
             let (tls, identity) = tls::accept(source, stream)
                 .await
                 .map_err(|e| e.to_string())?;
             let ws = ws::accept(tls, path, max_packet_size).await?;
-            Framed::new(Box::new(ws::WsBytes::new(ws)), identity)
+            let mut framed = Framed::new(Box::new(ws::WsBytes::new(ws)), identity);
+            if secure.identity_as_username {
+                framed.use_identity_as_username();
+            }
+            framed
         }
         (None, Some(path)) => {
             let ws = ws::accept(stream, path, max_packet_size).await?;

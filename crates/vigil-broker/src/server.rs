@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::{error, info};
-use vigil_proto::server::{KeepAlivePolicy, ServerConfig};
+use vigil_proto::server::{KeepAlivePolicy, PublishRateLimit, ServerConfig};
 
 use vigil_store::{Durability, Store};
 
@@ -26,6 +26,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Connections beyond this are closed at accept.
     pub max_connections: usize,
+    /// New connections accepted per second at most (0: no limit).
+    pub max_connection_rate: u32,
     /// Per-connection protocol limits.
     pub connection: ServerConfig,
     /// Broker core limits.
@@ -44,6 +46,7 @@ impl ServerOptions {
         ServerOptions {
             listen: config.listen_addr(),
             max_connections: config.listener.max_connections,
+            max_connection_rate: config.listener.max_connection_rate,
             connection: ServerConfig {
                 max_packet_size: config.limits.max_packet_size,
                 receive_maximum: config.limits.receive_maximum,
@@ -69,6 +72,10 @@ impl ServerOptions {
                 overflow: OverflowConfig {
                     policy: config.sessions.slow_consumer,
                     wait: Duration::from_millis(config.sessions.slow_consumer_wait_ms),
+                },
+                publish_rate: PublishRateLimit {
+                    messages: config.limits.max_publish_rate,
+                    bytes: config.limits.max_publish_bytes_rate,
                 },
             },
             park_idle_after: match config.listener.park_idle_after_ms {
@@ -117,12 +124,14 @@ impl Server {
         broker: Arc<Broker>,
     ) -> Server {
         let max = options.max_connections;
-        Server::with_listeners(vec![BoundListener::plain(listener, max)], options, broker)
+        let plain =
+            BoundListener::plain(listener, max).with_connection_rate(options.max_connection_rate);
+        Server::with_listeners(vec![plain], options, broker)
     }
 
     /// A server on listeners bound beforehand (`BoundListener::bind`, one per
-    /// `[[listeners]]` entry); `options.listen` and `max_connections` are not
-    /// used, each listener has its own.
+    /// `[[listeners]]` entry); `options.listen`, `max_connections` and
+    /// `max_connection_rate` are not used, each listener has its own.
     pub fn with_listeners(
         listeners: Vec<BoundListener>,
         options: ServerOptions,

@@ -360,6 +360,24 @@ async fn reload_revokes_removed_users_and_keeps_the_old_files_when_a_new_one_is_
     logged_in(&b, "a3", V5, "alice", "new pw").await;
     assert!(auth.counters().revoked.load(Relaxed) >= 3);
     assert_eq!(auth.counters().reload_failures.load(Relaxed), 1);
+    // The disconnects are counted and recorded as revocations, with 0x87,
+    // for /metrics and `vigil ctl why`.
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.broker.disconnects("a").is_none() {
+        assert!(std::time::Instant::now() < deadline, "not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in ["a", "e"] {
+        let r = &b.broker.disconnects(id).unwrap()[0];
+        assert_eq!(r.reason, "revoked", "{id}");
+        assert_eq!(r.reason_code, 0x87, "{id}");
+        assert_eq!(r.detail, "credentials revoked by a reload", "{id}");
+    }
+    assert!(vigil_broker::core::Counters::get(&b.broker.counters().disconnect_revoked) >= 3);
+    assert_eq!(
+        vigil_broker::core::Counters::get(&b.broker.counters().disconnect_protocol_error),
+        0
+    );
 }
 
 #[tokio::test]

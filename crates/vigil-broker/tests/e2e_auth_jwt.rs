@@ -121,6 +121,20 @@ async fn a_token_that_expires_while_connected_ends_the_connection_with_0xa0() {
         "3.1.1: closed without a word"
     );
     assert_eq!(auth.counters().expired.load(Relaxed), 2);
+    // Counted and recorded as expired logins, with 0xA0.
+    let deadline = std::time::Instant::now() + WAIT;
+    while b.broker.disconnects("d3").is_none() || b.broker.disconnects("d5").is_none() {
+        assert!(std::time::Instant::now() < deadline, "not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in ["d5", "d3"] {
+        let r = &b.broker.disconnects(id).unwrap()[0];
+        assert_eq!((r.reason, r.reason_code), ("login_expired", 0xA0), "{id}");
+    }
+    assert_eq!(
+        vigil_broker::core::Counters::get(&b.broker.counters().disconnect_login_expired),
+        2
+    );
     // The long-lived token's connection is untouched.
     stays.send(Packet::PingReq).await;
     assert_eq!(stays.recv_within(WAIT).await, Some(Packet::PingResp));

@@ -40,6 +40,7 @@ async fn publish_and_subscribe_over_tls_websocket_and_wss() {
         require_client_cert: false,
         min_version: Default::default(),
         identity: Default::default(),
+        use_identity_as_username: false,
     };
     let entry = |protocol, tls: Option<TlsConfig>| {
         let mut e = ListenerEntry::mqtt("127.0.0.1".parse().unwrap(), 0);

@@ -51,6 +51,14 @@ pub(crate) struct ServeArgs {
     /// Largest packet accepted from a client, bytes.
     #[arg(long, value_name = "BYTES")]
     max_packet_size: Option<u32>,
+    /// PUBLISH packets a second one client may send; over it vigil stops
+    /// reading the client (TCP slows it down), nothing is dropped [default: no limit].
+    #[arg(long, value_name = "N")]
+    max_publish_rate: Option<u32>,
+    /// PUBLISH bytes a second one client may send, enforced the same way
+    /// [default: no limit].
+    #[arg(long, value_name = "BYTES")]
+    max_publish_bytes_rate: Option<u32>,
     /// Store backend.
     #[arg(long, value_enum)]
     store: Option<StoreArg>,
@@ -142,7 +150,13 @@ impl ServeArgs {
         config
             .validate(std::path::Path::new("<flags>"))
             .context("the command-line flags contradict the configuration")?;
-        for entry in config.effective_listeners() {
+        // A listener whose client certificate is the login authenticates
+        // every client itself: it needs no password file to be public.
+        for entry in config
+            .effective_listeners()
+            .into_iter()
+            .filter(|e| !e.logs_in_by_certificate())
+        {
             config
                 .auth
                 .check_listener(entry.addr())
@@ -184,6 +198,12 @@ impl ServeArgs {
         }
         if let Some(size) = self.max_packet_size {
             config.limits.max_packet_size = size;
+        }
+        if let Some(n) = self.max_publish_rate {
+            config.limits.max_publish_rate = n;
+        }
+        if let Some(n) = self.max_publish_bytes_rate {
+            config.limits.max_publish_bytes_rate = n;
         }
         if let Some(store) = self.store {
             config.store.backend = match store {
@@ -252,7 +272,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         for entry in config.effective_listeners() {
             listeners.push(BoundListener::bind(&entry).await.map_err(|e| match e {
                 ListenError::Bind { addr, source } => bind_error(addr, source),
-                tls @ ListenError::Tls { .. } => anyhow::Error::new(tls),
+                other => anyhow::Error::new(other),
             })?);
         }
         let broker = open_broker(options.core, &config.store, args.salvage_store)

@@ -327,3 +327,48 @@ fn a_vigil_passwd_sha512_pbkdf2_file_is_accepted_by_mosquitto() {
     ok(&publish_as(port, "5", "carol", "carol pw"));
     assert!(!publish_as(port, "311", "alice", "wrong").status.success());
 }
+
+#[test]
+fn a_public_listener_that_logs_clients_in_by_certificate_needs_no_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+    let port = free_port();
+    let config = |identity: bool| {
+        let path = dir.path().join(format!("vigil-{identity}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[store]\nbackend = \"memory\"\n\n[[listeners]]\nbind = \"0.0.0.0\"\nport = {port}\n\
+                 [listeners.tls]\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n\
+                 ca = \"{d}/ca.pem\"\nrequire_client_cert = true\nuse_identity_as_username = {identity}\n",
+                d = dir.path().display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // Mutual TLS alone does not name the client (it may claim any user
+    // name): without a password file the safe default still refuses.
+    let out = vigil(&["serve", "--config", config(false).to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--password-file"), "{err}");
+    // With the certificate as the login, every client is authenticated.
+    let child = Command::new(BIN)
+        .args(["serve", "--config", config(true).to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _broker = Killed(child);
+    wait_listening(port);
+}

@@ -40,6 +40,11 @@ pub struct AuthCounters {
     pub connect_not_authorized: AtomicU64,
     /// CONNACK 0x87 / 5: the will's topic may not be published to.
     pub connect_will_denied: AtomicU64,
+    /// CONNACK 0x87 / 5: a listener that logs clients in by certificate
+    /// (`use_identity_as_username`) found no identity in this one's.
+    pub connect_no_identity: AtomicU64,
+    /// Logins by client certificate (`use_identity_as_username`).
+    pub connect_by_certificate: AtomicU64,
     /// CONNACK 0x8A / 5: the address is banned after repeated failures.
     pub connect_banned: AtomicU64,
     /// Addresses banned after repeated failures.
@@ -273,13 +278,28 @@ impl Auth {
     /// Decides on a CONNECT: the login to attach, or the CONNACK refusal.
     /// Checks the will against the ACL too. Hashing runs on the blocking
     /// pool; every refusal is logged (never the password) and counted.
+    ///
+    /// `cert_user`: the identity of the client's verified certificate on a
+    /// listener with `use_identity_as_username`. It is the login, as
+    /// Mosquitto does it: the CONNECT's user name and password are not
+    /// checked (a password sent anyway is ignored), and the address ban
+    /// does not apply (a verified certificate cannot be guessed, and a ban
+    /// earned by a guesser behind the same NAT would lock devices out).
     pub async fn check_connect(
         &self,
         connect: &Connect,
         client_id: &str,
         peer: SocketAddr,
+        cert_user: Option<&str>,
     ) -> Result<Arc<Login>, ReasonCode> {
         let username = connect.username.as_deref();
+        if let Some(user) = cert_user {
+            let login = Arc::new(Login::named(Some(user.to_string())));
+            self.check_will(connect, &login, client_id, peer)?;
+            self.counters.connect_by_certificate.fetch_add(1, Relaxed);
+            self.counters.connect_allowed.fetch_add(1, Relaxed);
+            return Ok(login);
+        }
         self.check_banned(client_id, username, peer)?;
         let login = self
             .authenticate(client_id, username, connect.password.as_deref(), peer)

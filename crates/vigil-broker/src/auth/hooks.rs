@@ -84,25 +84,13 @@ pub(crate) fn merge_suback(granted: Vec<ReasonCode>, denied: &[usize]) -> Vec<Re
 /// Closes a connection whose credentials a reload revoked: MQTT 5 gets
 /// DISCONNECT 0x87 first.
 pub(crate) fn close_revoked(conn: &mut ServerConnection) {
-    conn.close(
-        ReasonCode::NOT_AUTHORIZED,
-        CloseReason::ProtocolError {
-            reason: ReasonCode::NOT_AUTHORIZED,
-            detail: "credentials revoked by a reload of the password file".into(),
-        },
-    );
+    conn.close(ReasonCode::NOT_AUTHORIZED, CloseReason::Revoked);
 }
 
 /// Closes a connection whose login (a JWT) expired: MQTT 5 gets DISCONNECT
 /// 0xA0 "Maximum connect time" first.
 pub(crate) fn close_expired(conn: &mut ServerConnection) {
-    conn.close(
-        ReasonCode::MAXIMUM_CONNECT_TIME,
-        CloseReason::ProtocolError {
-            reason: ReasonCode::MAXIMUM_CONNECT_TIME,
-            detail: "the login's token expired".into(),
-        },
-    );
+    conn.close(ReasonCode::MAXIMUM_CONNECT_TIME, CloseReason::LoginExpired);
 }
 
 #[cfg(test)]

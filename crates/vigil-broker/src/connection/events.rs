@@ -15,6 +15,7 @@ use vigil_store::Ticket;
 use super::{Attached, Driver};
 use crate::auth::Login;
 use crate::core::{ConnectRequest, SessionRef, WakeInbox, Wakes};
+use crate::transport::CertLogin;
 
 /// What answering the events of one read gathers.
 #[derive(Default)]
@@ -279,13 +280,31 @@ impl Driver {
         } else {
             u32::MAX
         };
+        let cert_user = match self.stream.cert_login() {
+            CertLogin::Off => None,
+            CertLogin::User(user) => Some(user.to_string()),
+            CertLogin::NoIdentity => {
+                warn!(client = %client_id, peer = %self.peer, "connection refused: use_identity_as_username is set but the client certificate has no identity of the configured kind (tls.identity)");
+                if let Some(auth) = self.broker.auth() {
+                    auth.counters()
+                        .connect_no_identity
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return self.conn.refuse(ReasonCode::NOT_AUTHORIZED);
+            }
+        };
         let login = match (self.broker.auth(), scram_login) {
+            // Logged in by the SCRAM exchange before this CONNECT went on.
             (_, Some(login)) => Some(login),
-            (Some(auth), None) => match auth.check_connect(&c, &client_id, self.peer).await {
+            (Some(auth), None) => match auth
+                .check_connect(&c, &client_id, self.peer, cert_user.as_deref())
+                .await
+            {
                 Ok(login) => Some(login),
                 Err(code) => return self.conn.refuse(code),
             },
-            (None, None) => None,
+            // No gate: the certificate still names the client.
+            (None, None) => cert_user.map(|user| Arc::new(Login::named(Some(user)))),
         };
         let request = ConnectRequest {
             client_id: client_id.clone(),
@@ -323,7 +342,9 @@ impl Driver {
                     grant.session.client_id(),
                     grant.conn_id,
                     self.peer,
-                    c.username.clone(),
+                    login
+                        .as_ref()
+                        .map_or_else(|| c.username.clone(), |l| l.username.clone()),
                     c.protocol,
                     self.conn.keep_alive(),
                 );

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 use vigil_proto::server::{CloseReason, Closed, ServerConfig, ServerConnection};
 
-use crate::core::{Broker, Control, ControlSignal, DisconnectInfo, SessionRef};
+use crate::core::{Broker, Control, ControlSignal, Counters, DisconnectInfo, SessionRef};
 use crate::transport::Transport;
 
 /// Stop pulling deliveries into the write buffer beyond this many bytes, so a
@@ -91,10 +91,16 @@ pub(crate) fn serve(
     slot: Option<LiveSlot>,
     lot: Option<Arc<ParkingLot>>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let now = Instant::now();
+    let mut conn = ServerConnection::new(config, now);
+    let limit = broker.publish_rate();
+    if limit.is_set() {
+        conn.limit_publish_rate(limit, now);
+    }
     let driver = Driver {
         stream: stream.into(),
         peer,
-        conn: ServerConnection::new(config, Instant::now()),
+        conn,
         broker,
         attached: None,
         control: None,
@@ -258,7 +264,8 @@ impl Driver {
                 // seen before its keep-alive deadline is judged.
                 // `poll_*_ready` in place of `readable()`/`writable()`: those futures are
                 // 152 bytes each, and this wait is where every idle connection sits.
-                ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)) => match ready {
+                // Not while over the publish rate: TCP backpressure instead.
+                ready = std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)), if !self.conn.reading_paused() => match ready {
                     Ok(()) => self.read(),
                     Err(e) => self.conn.handle_transport_closed(CloseReason::Io(e.to_string())),
                 },
@@ -273,7 +280,18 @@ impl Driver {
                 _ = &mut self.timer, if self.timer_at.is_some() => {
                     self.timer_at = None;
                     timed_out = true;
-                    self.conn.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    let paused = self.conn.reading_paused();
+                    self.conn.handle_timeout(now);
+                    if paused && !self.conn.reading_paused() {
+                        // The pause is over: first what was read before it.
+                        // This is work, not idleness: a throttled client
+                        // wakes only here, and must not park for it.
+                        timed_out = false;
+                        if !self.read_buf.is_empty() {
+                            self.decode_buffered(now);
+                        }
+                    }
                 }
             }
             if !timed_out {
@@ -424,8 +442,18 @@ impl Driver {
                 return;
             }
         }
-        let now = Instant::now();
+        self.decode_buffered(Instant::now());
+    }
+
+    /// Decodes and handles the complete packets read so far, stopping while
+    /// the client is over its publish rate: what is left waits here, and
+    /// nothing more is read (TCP holds the client back) until the pause ends.
+    fn decode_buffered(&mut self, now: Instant) {
         loop {
+            if self.conn.reading_paused() {
+                Counters::add(&self.broker.counters().publish_throttled, 1);
+                break;
+            }
             match self.conn.decode(&mut self.read_buf) {
                 Ok(Some(packet)) => {
                     if matches!(packet, vigil_proto::Packet::PingReq) {

@@ -64,6 +64,15 @@ pub struct Counters {
     pub shared_undeliverable: AtomicU64,
     /// Disconnects: kicked by an operator (admin API).
     pub disconnect_kicked: AtomicU64,
+    /// Disconnects: credentials revoked by a reload (DISCONNECT 0x87).
+    pub disconnect_revoked: AtomicU64,
+    /// Disconnects: the login (a JWT) expired while connected (DISCONNECT 0xA0).
+    pub disconnect_login_expired: AtomicU64,
+    /// Times a client went over `max_publish_rate` / `max_publish_bytes_rate`
+    /// and vigil stopped reading it for a while.
+    pub publish_throttled: AtomicU64,
+    /// Connections whose accept waited for `max_connection_rate`.
+    pub accepts_delayed: AtomicU64,
 }
 
 impl Counters {
@@ -82,6 +91,8 @@ impl Counters {
             | CloseReason::ConnectRefused(_) => &self.disconnect_before_connack,
             CloseReason::SlowConsumer => &self.disconnect_slow_consumer,
             CloseReason::Kicked => &self.disconnect_kicked,
+            CloseReason::Revoked => &self.disconnect_revoked,
+            CloseReason::LoginExpired => &self.disconnect_login_expired,
         };
         c.fetch_add(1, Relaxed);
     }

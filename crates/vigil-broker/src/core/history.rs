@@ -78,6 +78,8 @@ pub fn reason_code(reason: &CloseReason) -> ReasonCode {
         CloseReason::ServerShutdown => ReasonCode::SERVER_SHUTTING_DOWN,
         CloseReason::SlowConsumer => ReasonCode::QUOTA_EXCEEDED,
         CloseReason::Kicked => ReasonCode::ADMINISTRATIVE_ACTION,
+        CloseReason::Revoked => ReasonCode::NOT_AUTHORIZED,
+        CloseReason::LoginExpired => ReasonCode::MAXIMUM_CONNECT_TIME,
         CloseReason::PeerClosed | CloseReason::Io(_) => ReasonCode::UNSPECIFIED_ERROR,
         CloseReason::StoreFailed(_) => ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
     }

@@ -54,6 +54,10 @@ pub struct CoreConfig {
     pub takeover_wait: Duration,
     /// What full subscriber queues cost publishers, and what slow consumers get.
     pub overflow: OverflowConfig,
+    /// Inbound PUBLISH rate limits per client (`[limits] max_publish_rate`,
+    /// `max_publish_bytes_rate`), applied by each connection. Kept here, not
+    /// in the per-connection `ServerConfig`, which every connection carries.
+    pub publish_rate: vigil_proto::server::PublishRateLimit,
 }
 
 impl Default for CoreConfig {
@@ -66,6 +70,7 @@ impl Default for CoreConfig {
             max_session_expiry: None,
             takeover_wait: Duration::from_secs(5),
             overflow: OverflowConfig::default(),
+            publish_rate: vigil_proto::server::PublishRateLimit::default(),
         }
     }
 }
@@ -190,6 +195,11 @@ impl Broker {
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// The per-client PUBLISH rate limits new connections get.
+    pub fn publish_rate(&self) -> vigil_proto::server::PublishRateLimit {
+        self.config.publish_rate
     }
 
     /// Number of sessions held (online and offline).

@@ -205,7 +205,7 @@ impl SysState {
 }
 
 /// Each disconnect counter with its `CloseReason` label.
-pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 10] {
+pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 12] {
     [
         ("client_disconnect", &c.disconnect_client),
         ("keep_alive_timeout", &c.disconnect_keep_alive),
@@ -217,6 +217,8 @@ pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::
         ("before_connack", &c.disconnect_before_connack),
         ("slow_consumer", &c.disconnect_slow_consumer),
         ("kicked", &c.disconnect_kicked),
+        ("revoked", &c.disconnect_revoked),
+        ("login_expired", &c.disconnect_login_expired),
     ]
 }
 

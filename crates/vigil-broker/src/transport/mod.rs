@@ -64,8 +64,11 @@ pub(crate) struct Framed {
     /// Locked only inside one method call, never across an await: the
     /// driver polls read and write readiness from one select.
     inner: Mutex<FramedInner>,
-    /// The client certificate's subject CN, for the authentication layer.
+    /// The client certificate's identity (subject CN, or SAN), for logs
+    /// and for the authentication layer.
     identity: Option<Box<str>>,
+    /// The listener logs clients in by that identity (`use_identity_as_username`).
+    identity_is_username: bool,
 }
 
 struct FramedInner {
@@ -98,8 +101,26 @@ impl Framed {
                 unflushed: false,
             }),
             identity,
+            identity_is_username: false,
         }
     }
+
+    /// Makes the certificate's identity this connection's user name.
+    pub(crate) fn use_identity_as_username(&mut self) {
+        self.identity_is_username = true;
+    }
+}
+
+/// What a connection's client certificate makes of its login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CertLogin<'a> {
+    /// The listener does not log clients in by certificate.
+    Off,
+    /// The verified certificate's identity: the user name, no password needed.
+    User(&'a str),
+    /// The listener logs clients in by certificate, but this one's carries
+    /// no identity of the configured kind (no CN, or no SAN).
+    NoIdentity,
 }
 
 /// A waker for writes made outside a task's poll: if the stream cannot take
@@ -118,6 +139,17 @@ impl Transport {
         match self {
             Transport::Tcp(_) => None,
             Transport::Framed(f) => f.identity.as_deref(),
+        }
+    }
+
+    /// Whether, and as whom, the client certificate logs this connection in.
+    pub(crate) fn cert_login(&self) -> CertLogin<'_> {
+        match self {
+            Transport::Framed(f) if f.identity_is_username => match f.identity.as_deref() {
+                Some(user) => CertLogin::User(user),
+                None => CertLogin::NoIdentity,
+            },
+            _ => CertLogin::Off,
         }
     }
 

@@ -128,6 +128,7 @@ pub fn tls(cert: PathBuf, key: PathBuf) -> TlsConfig {
         require_client_cert: false,
         min_version: Default::default(),
         identity: Default::default(),
+        use_identity_as_username: false,
     }
 }
 

@@ -105,6 +105,11 @@ impl Publish {
         self.view().body_len(version)
     }
 
+    /// Total bytes the packet takes on the wire for `version`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        self.view().encoded_len(version)
+    }
+
     pub(crate) fn encode_body(&self, version: ProtocolVersion, out: &mut BytesMut) {
         self.view().encode_body(version, out)
     }

@@ -39,6 +39,12 @@ pub enum CloseReason {
     SlowConsumer,
     /// An operator closed it (admin API): DISCONNECT 0x98 Administrative action.
     Kicked,
+    /// A reload (password file, ACL, JWT key) revoked the client's
+    /// credentials: DISCONNECT 0x87 Not authorized.
+    Revoked,
+    /// The client's login (a JWT) expired while it was connected:
+    /// DISCONNECT 0xA0 Maximum connect time.
+    LoginExpired,
     /// The client closed the socket without DISCONNECT.
     PeerClosed,
     /// A socket error.
@@ -69,6 +75,8 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::Kicked => "kicked",
+            CloseReason::Revoked => "revoked",
+            CloseReason::LoginExpired => "login_expired",
             CloseReason::PeerClosed => "peer_closed",
             CloseReason::Io(_) => "socket_error",
             CloseReason::StoreFailed(_) => "store_failed",
@@ -102,6 +110,8 @@ impl fmt::Display for CloseReason {
             CloseReason::ServerShutdown => write!(f, "server shutting down"),
             CloseReason::SlowConsumer => write!(f, "client could not keep up with its deliveries"),
             CloseReason::Kicked => write!(f, "kicked by an administrator"),
+            CloseReason::Revoked => write!(f, "credentials revoked by a reload"),
+            CloseReason::LoginExpired => write!(f, "the login's token expired"),
             CloseReason::PeerClosed => write!(f, "client closed the connection without DISCONNECT"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::StoreFailed(e) => write!(f, "message could not be stored: {e}"),

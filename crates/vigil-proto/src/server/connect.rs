@@ -17,7 +17,7 @@ impl ServerConnection {
         };
         if self.version.is_v5() {
             ack.properties = self.connack_properties(accepted.assigned_client_id);
-            if let Some(auth) = self.auth.as_deref_mut() {
+            if let Some(auth) = self.rare.auth_mut() {
                 auth.awaiting_client = false;
                 ack.properties.authentication_method = Some(auth.method.clone());
                 ack.properties.authentication_data = accepted.auth_data;
@@ -99,13 +99,13 @@ impl ServerConnection {
         self.version = connect.protocol;
         let method = connect.properties.authentication_method.as_ref();
         if let (Some(method), true) = (method, self.config.enhanced_auth) {
-            self.auth = Some(Box::new(enhanced_auth::EnhancedAuth {
+            self.rare.set_auth(enhanced_auth::EnhancedAuth {
                 method: method.clone(),
                 awaiting_client: false,
                 reauthenticating: false,
                 connect_deadline: deadline,
                 state: None,
-            }));
+            });
         } else if method.is_some() {
             // No enhanced authentication here: refused, and closed
             // (MQTT-4.12.0-1), rather than accepted as if it had succeeded.

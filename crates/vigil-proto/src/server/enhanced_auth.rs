@@ -51,32 +51,32 @@ impl EnhancedAuth {
 impl ServerConnection {
     /// The Authentication Method this connection authenticated with, if any.
     pub fn auth_method(&self) -> Option<&str> {
-        self.auth.as_deref().map(|a| a.method.as_str())
+        self.rare.auth().map(|a| a.method.as_str())
     }
 
     /// Keeps the broker's state for the exchange until the client's next
     /// AUTH (ignored on a connection without enhanced authentication).
     pub fn set_auth_state(&mut self, state: AuthState) {
-        if let Some(auth) = self.auth.as_deref_mut() {
+        if let Some(auth) = self.rare.auth_mut() {
             auth.state = Some(state);
         }
     }
 
     /// Takes what `set_auth_state` kept.
     pub fn take_auth_state(&mut self) -> Option<AuthState> {
-        self.auth.as_deref_mut()?.state.take()
+        self.rare.auth_mut()?.state.take()
     }
 
     /// True while a re-authentication is under way.
     pub fn is_reauthenticating(&self) -> bool {
-        self.auth.as_deref().is_some_and(|a| a.reauthenticating)
+        self.rare.auth().is_some_and(|a| a.reauthenticating)
     }
 
     /// The broker needs more from the client: sends AUTH 0x18 "Continue
     /// authentication" with `data` and waits for the client's AUTH.
     pub fn auth_continue(&mut self, data: Bytes) {
         let phase = self.phase;
-        let Some(auth) = self.auth.as_deref_mut() else {
+        let Some(auth) = self.rare.auth_mut() else {
             return;
         };
         if !auth.in_progress(phase) || matches!(phase, Phase::Closed { .. }) {
@@ -93,7 +93,7 @@ impl ServerConnection {
         if self.phase != Phase::Connected {
             return;
         }
-        let Some(auth) = self.auth.as_deref_mut().filter(|a| a.reauthenticating) else {
+        let Some(auth) = self.rare.auth_mut().filter(|a| a.reauthenticating) else {
             return;
         };
         auth.reauthenticating = false;
@@ -120,7 +120,7 @@ impl ServerConnection {
     pub(super) fn handle_auth_before_connack(&mut self, packet: Packet) {
         match packet {
             Packet::Auth(a) => {
-                let Some(auth) = self.auth.as_deref_mut() else {
+                let Some(auth) = self.rare.auth_mut() else {
                     return;
                 };
                 match check_auth(auth, &a, false) {
@@ -145,7 +145,7 @@ impl ServerConnection {
     /// AUTH while connected: a re-authentication starts (0x19) or goes on
     /// (0x18). Anything out of place is a protocol error (4.12.1).
     pub(super) fn handle_auth_connected(&mut self, a: Auth) {
-        let Some(auth) = self.auth.as_deref_mut() else {
+        let Some(auth) = self.rare.auth_mut() else {
             return self.protocol_error(
                 ReasonCode::PROTOCOL_ERROR,
                 "AUTH on a connection that did not use enhanced authentication".into(),
@@ -164,7 +164,7 @@ impl ServerConnection {
     /// The connect timeout still running for an exchange before CONNACK.
     pub(super) fn auth_deadline(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Connecting => self.auth.as_deref().map(|a| a.connect_deadline),
+            Phase::Connecting => self.rare.auth().map(|a| a.connect_deadline),
             _ => None,
         }
     }

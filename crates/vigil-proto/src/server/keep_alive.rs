@@ -81,7 +81,8 @@ impl KeepAlivePolicy {
     }
 }
 
-/// The keep-alive timer of one connection: one deadline, moved only by inbound activity.
+/// The keep-alive timer of one connection: one deadline, moved only by
+/// inbound activity, and suspended while the broker itself does not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeepAliveTimer {
     keep_alive: Duration,
@@ -93,6 +94,23 @@ impl KeepAliveTimer {
         KeepAliveTimer {
             keep_alive: Duration::from_secs(u64::from(seconds)),
             last_activity: now,
+        }
+    }
+
+    /// The broker reads again at `now` after a pause (publish rate limit):
+    /// silence counts from here, as if the client had just sent something
+    /// (it may have: it is in the socket, unread).
+    pub(crate) fn reading_resumed(&mut self, now: Instant) {
+        self.touch(now);
+    }
+
+    /// The deadline, or none while the broker is not reading the client
+    /// (`reading_paused`): that silence is not the client's (rule 11).
+    pub(crate) fn deadline_reading(&self, reading_paused: bool) -> Option<Instant> {
+        if reading_paused {
+            None
+        } else {
+            self.deadline()
         }
     }
 
@@ -213,5 +231,18 @@ mod tests {
         t.touch(t0 + Duration::from_secs(3));
         assert_eq!(t.deadline(), Some(t0 + Duration::from_millis(10_500)));
         assert_eq!(KeepAliveTimer::new(0, t0).deadline(), None);
+    }
+
+    #[test]
+    fn no_deadline_runs_while_the_broker_does_not_read() {
+        let t0 = Instant::now();
+        let mut t = KeepAliveTimer::new(1, t0);
+        assert_eq!(t.deadline_reading(true), None);
+        // Paused for 10 s, far beyond 1.5 x K: the deadline restarts at the resume.
+        t.reading_resumed(t0 + Duration::from_secs(10));
+        assert_eq!(
+            t.deadline_reading(false),
+            Some(t0 + Duration::from_millis(11_500))
+        );
     }
 }

@@ -16,7 +16,9 @@ mod inbound;
 mod keep_alive;
 mod outbound;
 mod park;
+mod rare;
 mod session_state;
+mod throttle;
 mod topic_aliases;
 
 use std::collections::VecDeque;
@@ -29,8 +31,10 @@ pub use enhanced_auth::AuthState;
 pub use keep_alive::{KeepAliveDecision, KeepAlivePolicy};
 pub use park::{ParkedConnection, PINGREQ, PINGRESP};
 pub use session_state::{Inflight, InflightMap, InflightStage, PacketIdHasher, SessionState};
+pub use throttle::{PublishRateLimit, TokenBucket, BURST};
 
 use keep_alive::KeepAliveTimer;
+use throttle::PublishThrottle;
 
 use crate::{
     ConnAck, Connect, DecodeError, Disconnect, EncodeError, Packet, Properties, ProtocolVersion,
@@ -203,9 +207,9 @@ pub struct ServerConnection {
     events: VecDeque<ServerEvent>,
     progress: Vec<DeliveryProgress>,
     drops: DropCounts,
-    /// Enhanced authentication, if CONNECT named a method (boxed: most
-    /// connections never have one).
-    auth: Option<Box<enhanced_auth::EnhancedAuth>>,
+    /// Enhanced authentication and publish rate limits, which most
+    /// connections never have: one pointer for both.
+    rare: rare::Rare,
 }
 
 /// A delivery waiting for the wire. The PUBLISH is built only when it is
@@ -255,8 +259,27 @@ impl ServerConnection {
             events: VecDeque::new(),
             progress: Vec::new(),
             drops: DropCounts::default(),
-            auth: None,
+            rare: rare::Rare::default(),
         }
+    }
+
+    /// Holds the client to `limit` from `now` (full buckets): over it,
+    /// [`ServerConnection::reading_paused`] tells the driver to stop
+    /// reading. Not part of [`ServerConfig`], which every connection
+    /// carries inline: most brokers set no limit and pay nothing for it.
+    pub fn limit_publish_rate(&mut self, limit: PublishRateLimit, now: Instant) {
+        self.rare
+            .set_throttle(PublishThrottle::new(limit, now).map(|t| *t));
+    }
+
+    /// True while the client is over its publish rate: the driver must not
+    /// read its socket, nor decode what it already read, until
+    /// `handle_timeout` at `poll_timeout` ends the pause. Keep alive does not
+    /// run meanwhile (docs/keepalive.md, broker rule 11).
+    pub fn reading_paused(&self) -> bool {
+        self.rare
+            .throttle()
+            .is_some_and(|t| t.paused_until().is_some())
     }
 
     /// The protocol version (known once CONNECT arrived; V5 before).
@@ -329,7 +352,9 @@ impl ServerConnection {
                     detail: format!("first packet was {:?}, not CONNECT", other.packet_type()),
                 }),
             },
-            Phase::Connecting if self.auth.is_some() => self.handle_auth_before_connack(packet),
+            Phase::Connecting if self.rare.auth().is_some() => {
+                self.handle_auth_before_connack(packet)
+            }
             Phase::Connecting => {
                 if self.held.len() >= MAX_HELD {
                     self.protocol_error(
@@ -365,6 +390,16 @@ impl ServerConnection {
 
     /// Fires whatever deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .rare
+            .throttle_mut()
+            .is_some_and(|t| t.resume_if_due(now))
+        {
+            if let Some(k) = &mut self.keep_alive {
+                k.reading_resumed(now);
+            }
+        }
+        let paused = self.reading_paused();
         match self.phase {
             Phase::AwaitingConnect { deadline } if now >= deadline => {
                 self.close_silently(CloseReason::ConnectTimeout);
@@ -374,7 +409,7 @@ impl ServerConnection {
             }
             Phase::Connecting | Phase::Connected => {
                 let Some(k) = self.keep_alive else { return };
-                if k.deadline().is_some_and(|d| now >= d) {
+                if k.deadline_reading(paused).is_some_and(|d| now >= d) {
                     let reason = CloseReason::KeepAliveTimeout {
                         silent_for: k.silent_for(now),
                         keep_alive: k.keep_alive(),
@@ -391,11 +426,13 @@ impl ServerConnection {
         match self.phase {
             Phase::AwaitingConnect { deadline } => Some(deadline),
             Phase::Connecting | Phase::Connected => {
-                let keep_alive = self.keep_alive.and_then(|k| k.deadline());
-                match (keep_alive, self.auth_deadline()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let resume = self.rare.throttle().and_then(|t| t.paused_until());
+                let paused = resume.is_some();
+                let keep_alive = self.keep_alive.and_then(|k| k.deadline_reading(paused));
+                [resume, keep_alive, self.auth_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             Phase::Closed { .. } => None,
         }
@@ -553,7 +590,12 @@ impl ServerConnection {
 
     fn handle_connected(&mut self, now: Instant, packet: Packet) {
         match packet {
-            Packet::Publish(p) => self.handle_publish(p),
+            Packet::Publish(p) => {
+                if let Some(t) = self.rare.throttle_mut() {
+                    t.charge(now, p.encoded_len(self.version));
+                }
+                self.handle_publish(p)
+            }
             Packet::PubAck(a) => self.handle_puback(now, a),
             Packet::PubRec(a) => self.handle_pubrec(now, a),
             Packet::PubRel(a) => self.handle_pubrel(a),

@@ -21,8 +21,9 @@ pub struct ParkedConnection {
     server_keep_alive: Option<u16>,
     last_packet_id: u16,
     version: ProtocolVersion,
-    /// The enhanced authentication method, for a later re-authentication.
-    auth: Option<Box<super::enhanced_auth::EnhancedAuth>>,
+    /// The enhanced authentication method (for a later re-authentication)
+    /// and the publish buckets as they were (a park must not refill them).
+    rare: super::rare::Rare,
 }
 
 impl ParkedConnection {
@@ -75,10 +76,8 @@ impl ServerConnection {
             && self.state.pending.is_empty()
             && self.state.inbound_qos2.is_empty()
             && self.drops == super::DropCounts::default()
-            && !self
-                .auth
-                .as_deref()
-                .is_some_and(|a| a.in_progress(self.phase))
+            && !self.rare.auth().is_some_and(|a| a.in_progress(self.phase))
+            && !self.reading_paused()
     }
 
     /// Takes the connection's state in compact form if `can_park`; the
@@ -98,7 +97,7 @@ impl ServerConnection {
             server_keep_alive: self.server_keep_alive,
             last_packet_id: self.state.last_packet_id,
             version: self.version,
-            auth: self.auth.take(),
+            rare: self.rare.take(),
         })
     }
 
@@ -114,7 +113,7 @@ impl ServerConnection {
         conn.client_max_packet_size = parked.client_max_packet_size;
         conn.client_topic_alias_max = parked.client_topic_alias_max;
         conn.aliases = parked.aliases;
-        conn.auth = parked.auth;
+        conn.rare = parked.rare;
         conn.state = SessionState {
             last_packet_id: parked.last_packet_id,
             ..SessionState::default()
