@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use vigil_proto::server::ServerConfig;
 
 use crate::config::{ListenerEntry, ListenerProtocol};
-use crate::connection::{LiveSlot, ParkingLot};
+use crate::connection::{ListenerLive, LiveSlot, ParkingLot};
 use crate::core::Broker;
 use crate::transport::tls::{self, TlsError, TlsSource};
 use crate::transport::{ws, Framed, Transport};
@@ -58,7 +58,7 @@ pub struct BoundListener {
     tls: Option<Arc<TlsSource>>,
     max_connections: usize,
     name: Arc<str>,
-    pub(crate) live: Arc<AtomicUsize>,
+    pub(crate) live: Arc<ListenerLive>,
 }
 
 impl BoundListener {
@@ -94,13 +94,14 @@ impl BoundListener {
         };
         bound.tls = tls;
         bound.name = format!("{} {}", entry.kind(), bound.local_addr().unwrap_or(addr)).into();
+        bound.live = Arc::new(ListenerLive::new(bound.name.clone()));
         Ok(bound)
     }
 
     /// A plain MQTT listener on a socket bound beforehand.
     pub fn plain(socket: TcpListener, max_connections: usize) -> BoundListener {
-        let name = match socket.local_addr() {
-            Ok(a) => format!("mqtt {a}"),
+        let name: Arc<str> = match socket.local_addr() {
+            Ok(a) => format!("mqtt {a}").into(),
             Err(_) => "mqtt".into(),
         };
         BoundListener {
@@ -108,8 +109,8 @@ impl BoundListener {
             wire: Wire::Mqtt,
             tls: None,
             max_connections,
-            name: name.into(),
-            live: Arc::new(AtomicUsize::new(0)),
+            live: Arc::new(ListenerLive::new(name.clone())),
+            name,
         }
     }
 
@@ -155,11 +156,12 @@ pub(crate) async fn accept_loop(listener: BoundListener, dealer: Arc<Dealer>) {
                 continue;
             }
         };
-        if listener.live.load(Ordering::Acquire) >= listener.max_connections {
+        crate::core::Counters::add(&dealer.broker.counters().sockets_total, 1);
+        if listener.live.count.load(Ordering::Acquire) >= listener.max_connections {
             warn!(listener = %listener.name, %peer, max = listener.max_connections, "connection refused: max_connections reached");
             continue;
         }
-        listener.live.fetch_add(1, Ordering::AcqRel);
+        listener.live.count.fetch_add(1, Ordering::AcqRel);
         let slot = Some(LiveSlot(listener.live.clone()));
         let _ = stream.set_nodelay(true);
         // Backstop for peers that vanish without FIN while keep alive is 0.

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 use vigil_proto::server::{CloseReason, Closed, ServerConfig, ServerConnection};
 
-use crate::core::{Broker, Control, ControlSignal, DisconnectInfo, SessionRef};
+use crate::core::{Broker, ConnStats, Control, ControlSignal, DisconnectInfo, SessionRef};
 use crate::transport::Transport;
 
 /// Stop pulling deliveries into the write buffer beyond this many bytes, so a
@@ -68,13 +68,30 @@ const DRAIN_ON_CLOSE: Duration = Duration::from_secs(1);
 /// See `DRAIN_ON_CLOSE`.
 const DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 
+/// A listener's live connections, and its name (for the admin API's
+/// `listener` of each client): one pointer in every connection.
+#[derive(Debug)]
+pub(crate) struct ListenerLive {
+    pub(crate) count: AtomicUsize,
+    pub(crate) name: Arc<str>,
+}
+
+impl ListenerLive {
+    pub(crate) fn new(name: Arc<str>) -> ListenerLive {
+        ListenerLive {
+            count: AtomicUsize::new(0),
+            name,
+        }
+    }
+}
+
 /// Holds one place in the count of live connections until the connection's
 /// task ends.
-pub(crate) struct LiveSlot(pub(crate) Arc<AtomicUsize>);
+pub(crate) struct LiveSlot(pub(crate) Arc<ListenerLive>);
 
 impl Drop for LiveSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -107,6 +124,7 @@ pub(crate) fn serve(
         busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
         lot,
         slot,
+        stats: Arc::new(ConnStats::default()),
     };
     drive(driver)
 }
@@ -151,6 +169,7 @@ fn resume(
         busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
         lot,
         slot: body.slot,
+        stats: body.stats,
     };
     Ok(drive(driver))
 }
@@ -211,6 +230,9 @@ struct Driver {
     lot: Option<Arc<ParkingLot>>,
     /// Released when the connection ends, however it ends.
     slot: Option<LiveSlot>,
+    /// Its bytes, packets, last packet and in-flight count, for the admin
+    /// API and the disconnect record.
+    stats: Arc<ConnStats>,
 }
 
 impl Driver {
@@ -240,6 +262,7 @@ impl Driver {
                 // About to wait with nothing in flight: hold no empty buffers.
                 self.conn.release_idle_buffers();
             }
+            self.stats.set_inflight(self.conn.inflight());
             if self.conn.drops() != vigil_proto::server::DropCounts::default() {
                 // Counted as they happen, not at the close: a connection
                 // holding uncounted drops could never park either.
@@ -338,6 +361,7 @@ impl Driver {
             attached,
             control,
             slot: self.slot.take(),
+            stats: self.stats.clone(),
         };
         if let Err(body) = lot.admit(place, body) {
             match resume(
@@ -410,23 +434,25 @@ impl Driver {
             }
             got
         });
-        match got {
+        let read = match got {
             Ok(0) => {
                 self.conn.handle_transport_closed(CloseReason::PeerClosed);
                 return;
             }
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 self.conn
                     .handle_transport_closed(CloseReason::Io(e.to_string()));
                 return;
             }
-        }
+        };
         let now = Instant::now();
+        let mut packets = 0;
         loop {
             match self.conn.decode(&mut self.read_buf) {
                 Ok(Some(packet)) => {
+                    packets += 1;
                     if matches!(packet, vigil_proto::Packet::PingReq) {
                         ping_read(self, now);
                     }
@@ -448,6 +474,8 @@ impl Driver {
                 }
             }
         }
+        self.stats.received(read, packets, now);
+        crate::observe::traffic::packets_in(packets);
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
@@ -457,6 +485,7 @@ impl Driver {
         match self.stream.try_write(&self.write_buf) {
             Ok(n) => {
                 crate::observe::traffic::bytes_out(n);
+                self.stats.sent_bytes(n);
                 let _ = self.write_buf.split_to(n);
                 if self.write_buf.is_empty() {
                     ping_answered(self);
@@ -489,6 +518,7 @@ impl Driver {
                         }
                     };
                     crate::observe::traffic::bytes_out(taken);
+                    self.stats.sent_bytes(taken);
                     if taken == scratch.len() {
                         ping_answered(self);
                     }
@@ -511,13 +541,21 @@ impl Driver {
 
     /// Encodes transmits into `buf` up to the high-water mark (everything once closed).
     fn encode_into(&mut self, buf: &mut BytesMut) {
+        let mut packets = 0;
         while buf.len() < WRITE_HIGH_WATER || self.conn.is_closed() {
             let Some(written) = self.conn.encode_transmit(buf) else {
                 break;
             };
-            if let Err(e) = written {
-                warn!(client = %self.client_id(), fault = %e, "packet could not be encoded; dropped");
+            match written {
+                Ok(_) => packets += 1,
+                Err(e) => {
+                    warn!(client = %self.client_id(), fault = %e, "packet could not be encoded; dropped")
+                }
             }
+        }
+        if packets > 0 {
+            self.stats.sent_packets(packets);
+            crate::observe::traffic::packets_out(packets);
         }
     }
 
@@ -546,12 +584,14 @@ impl Driver {
                     .next_deliveries(&session, &mut scratch, DRAIN_BATCH, now);
                 let drained = !scratch.is_empty();
                 let mut by_qos = [0usize; 3];
+                let mut payload = 0;
                 for o in scratch.drain(..) {
                     by_qos[usize::from((o.qos as u8).min(2))] += 1;
+                    payload += o.message.payload.len();
                     self.conn.deliver(now, o);
                 }
                 if drained {
-                    crate::observe::traffic::publish_out(by_qos);
+                    crate::observe::traffic::publish_out(by_qos, payload);
                 }
                 (drained, more)
             });
@@ -634,11 +674,14 @@ impl Driver {
                 info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = %will, "client disconnected");
                 self.broker.note_disconnect(
                     &a.session,
-                    a.conn_id,
-                    &closed.reason,
-                    self.conn.keep_alive(),
-                    will,
-                    self.peer,
+                    crate::core::clients::Ended {
+                        conn_id: a.conn_id,
+                        reason: &closed.reason,
+                        keep_alive: self.conn.keep_alive(),
+                        will,
+                        peer: self.peer,
+                        figures: self.stats.read(),
+                    },
                 );
                 let info = DisconnectInfo {
                     reason: closed.reason,

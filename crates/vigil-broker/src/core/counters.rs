@@ -13,6 +13,8 @@ pub struct Counters {
     pub connections_parked: AtomicU64,
     /// Connections accepted (CONNACK success) since start.
     pub connections_total: AtomicU64,
+    /// Sockets accepted by the listeners since start (a CONNECT or not).
+    pub sockets_total: AtomicU64,
     /// PUBLISH packets received from clients.
     pub messages_in: AtomicU64,
     /// Deliveries queued to subscribers.
