@@ -41,6 +41,9 @@ async fn every_route_answers_over_http_and_needs_the_token() {
             ["error"]
         );
     }
+    // A reload without the token reads no file.
+    assert_eq!(http(a, "POST", "/api/v1/reload", None, b"").await.0, 401);
+    assert_eq!(http(a, "POST", "/api/v1/reload", t, b"").await.0, 200);
 
     let mut dev = Mqtt::connect(r.mqtt, "dev-1", 60).await;
     dev.subscribe("a/#").await;
