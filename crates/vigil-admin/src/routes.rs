@@ -393,6 +393,7 @@ fn stats(b: &Broker) -> Value {
         .collect();
     let sessions = b.session_count() as u64;
     let connected = g(&c.connections_current);
+    let packets = vigil_broker::observe::traffic::packet_totals();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": b.uptime().as_secs(),
@@ -413,6 +414,8 @@ fn stats(b: &Broker) -> Value {
         "wills_published": g(&c.wills_published),
         "bytes_received": vigil_broker::observe::traffic::totals().0,
         "bytes_sent": vigil_broker::observe::traffic::totals().1,
+        "packets_received": packets.packets_in,
+        "packets_sent": packets.packets_out,
         "disconnects": disconnects,
         "retained_messages": b.retained_count(),
         "subscriptions": b.subscription_counts().0,

@@ -190,6 +190,9 @@ async fn every_route_answers_over_http_and_needs_the_token() {
     };
     assert_eq!(stats["connections"], 1, "{stats}");
     assert_eq!(stats["subscriptions"], 1);
+    // Process-wide: at least dev-1's CONNECT and SUBSCRIBE, CONNACK and SUBACK.
+    assert!(stats["packets_received"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["packets_sent"].as_u64().unwrap() >= 2, "{stats}");
 
     // The dashboard page itself holds no data and needs no token.
     let (status, page) = http(a, "GET", "/", None, b"").await;
