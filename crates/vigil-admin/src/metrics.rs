@@ -123,7 +123,7 @@ pub(crate) fn render(broker: &Broker, reloader: Option<&Reloader>) -> String {
         "vigil_messages_routed_total",
         "counter",
         "Deliveries queued to subscribers (connected or not), wills and broker messages included.",
-        g(&c.messages_out),
+        c.messages_out.get(),
     );
     o.family(
         "vigil_messages_dropped_total",

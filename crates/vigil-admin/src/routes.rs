@@ -403,8 +403,8 @@ fn stats(b: &Broker) -> Value {
         "sessions": sessions,
         "sessions_offline": sessions.saturating_sub(connected),
         "sessions_expired": g(&c.sessions_expired),
-        "messages_received": g(&c.messages_in),
-        "messages_sent": g(&c.messages_out),
+        "messages_received": c.messages_in.get(),
+        "messages_sent": c.messages_out.get(),
         "messages_dropped": {
             "qos0": g(&c.dropped_qos0),
             "queue_full": g(&c.dropped_queue_full),

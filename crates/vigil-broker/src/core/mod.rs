@@ -34,7 +34,7 @@ use vigil_proto::{ProtocolVersion, ReasonCode, Will};
 use vigil_store::{Clock, Contents, Op, Store};
 
 pub use conn_stats::{ConnFigures, ConnStats};
-pub use counters::Counters;
+pub use counters::{Counters, ShardedCounter};
 pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, StallEnded, Wakes};
 pub use overflow::{OverflowConfig, SlowConsumerPolicy};
 pub use session::{Control, ControlSignal, Session, SessionRef};

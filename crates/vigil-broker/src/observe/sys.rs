@@ -77,7 +77,7 @@ impl Reading {
             sockets: Counters::get(&c.sockets_total),
             packets_in: t.packets_in,
             packets_out: t.packets_out,
-            received: Counters::get(&c.messages_in),
+            received: c.messages_in.get(),
             sent: sent_by_qos.iter().sum(),
             publish_bytes_in: t.publish_bytes_in,
             publish_bytes_out: t.publish_bytes_out,
@@ -275,11 +275,6 @@ fn publish(broker: &Broker, topic: String, value: String) {
             expires_at: None,
         },
     );
-    // The broker's own messages are not messages received from clients.
-    broker
-        .counters()
-        .messages_in
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The `$SYS` publisher's thread; dropping this stops it.
