@@ -200,3 +200,36 @@ async fn retained_messages_come_a_page_at_a_time() {
     let (status, v) = json(a, "GET", "/api/v1/retained?cursor=x", None, b"").await;
     assert_eq!((status, v["field"].as_str()), (400, Some("cursor")));
 }
+
+#[tokio::test]
+async fn a_parked_connection_keeps_counting_the_pings_its_lot_answers() {
+    let r = start(None).await;
+    let mut idle = Mqtt::connect(r.mqtt, "fig-idle", 60).await;
+    // Idle past `park_idle_after_ms` (1 s by default): parked off its task.
+    let v = client_until(&r, "fig-idle", |v| v["parked"] == true).await;
+    assert_eq!(v["parked"], true, "{v}");
+    let (bytes_in, bytes_out) = (
+        v["bytes_in"].as_u64().unwrap(),
+        v["bytes_out"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (v["packets_in"].as_u64(), v["packets_out"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert!(v["last_packet_secs_ago"].as_f64().unwrap() >= 1.0, "{v}");
+    // The lot answers a PINGREQ in place; the connection's figures move.
+    idle.send(Packet::PingReq).await;
+    assert!(matches!(idle.recv().await, Some(Packet::PingResp)));
+    let v = client_until(&r, "fig-idle", |v| v["packets_in"] == 2).await;
+    assert_eq!(
+        (v["packets_in"].as_u64(), v["packets_out"].as_u64()),
+        (Some(2), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["bytes_in"].as_u64(), Some(bytes_in + 2), "{v}");
+    assert_eq!(v["bytes_out"].as_u64(), Some(bytes_out + 2), "{v}");
+    assert!(v["last_packet_secs_ago"].as_f64().unwrap() < 1.0, "{v}");
+    // Answered by the lot: the connection never left it.
+    assert_eq!(v["parked"], true, "{v}");
+}
