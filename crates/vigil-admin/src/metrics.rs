@@ -14,7 +14,8 @@ use vigil_broker::Reloader;
 /// MQTT 5 reason code of each disconnect label, for the help text.
 const REASON_CODES: &str = "client_disconnect=client's code, keep_alive_timeout=0x8D, \
 taken_over=0x8E, protocol_error=0x81/0x82/0x95.., peer_closed=none, socket_error=none, \
-server_shutdown=0x8B, before_connack=CONNACK code, slow_consumer=0x97, kicked=0x98";
+store_failed=0x83, server_shutdown=0x8B, connect_timeout=0xA0, connect_refused=CONNACK code, \
+slow_consumer=0x97, kicked=0x98";
 
 struct Out(String);
 

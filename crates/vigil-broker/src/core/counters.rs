@@ -91,10 +91,14 @@ pub struct Counters {
     pub disconnect_peer_closed: AtomicU64,
     /// Disconnects: socket error.
     pub disconnect_socket_error: AtomicU64,
+    /// Disconnects: the store failed to write a message (not acknowledged).
+    pub disconnect_store_failed: AtomicU64,
     /// Disconnects: server shutdown.
     pub disconnect_shutdown: AtomicU64,
-    /// Disconnects: no CONNECT in time, or CONNECT refused.
-    pub disconnect_before_connack: AtomicU64,
+    /// Disconnects: no CONNECT within the connect timeout.
+    pub disconnect_connect_timeout: AtomicU64,
+    /// Disconnects: CONNECT refused (CONNACK with an error code).
+    pub disconnect_connect_refused: AtomicU64,
     /// Disconnects: slow consumer.
     pub disconnect_slow_consumer: AtomicU64,
     /// Times a connected subscriber's queue stayed full past the publisher's
@@ -124,11 +128,11 @@ impl Counters {
             CloseReason::TakenOver => &self.disconnect_taken_over,
             CloseReason::ProtocolError { .. } => &self.disconnect_protocol_error,
             CloseReason::PeerClosed => &self.disconnect_peer_closed,
-            CloseReason::Io(_) | CloseReason::StoreFailed(_) => &self.disconnect_socket_error,
+            CloseReason::Io(_) => &self.disconnect_socket_error,
+            CloseReason::StoreFailed(_) => &self.disconnect_store_failed,
             CloseReason::ServerShutdown => &self.disconnect_shutdown,
-            CloseReason::ConnectTimeout | CloseReason::ConnectRefused(_) => {
-                &self.disconnect_before_connack
-            }
+            CloseReason::ConnectTimeout => &self.disconnect_connect_timeout,
+            CloseReason::ConnectRefused(_) => &self.disconnect_connect_refused,
             CloseReason::SlowConsumer => &self.disconnect_slow_consumer,
             CloseReason::Kicked => &self.disconnect_kicked,
         };

@@ -246,8 +246,9 @@ impl SysState {
     }
 }
 
-/// Each disconnect counter with its `CloseReason` label.
-pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 10] {
+/// Each disconnect counter with its `CloseReason` label (`CloseReason::label`:
+/// the disconnect history's `reason` names the same ones).
+pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 12] {
     [
         ("client_disconnect", &c.disconnect_client),
         ("keep_alive_timeout", &c.disconnect_keep_alive),
@@ -255,8 +256,10 @@ pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::
         ("protocol_error", &c.disconnect_protocol_error),
         ("peer_closed", &c.disconnect_peer_closed),
         ("socket_error", &c.disconnect_socket_error),
+        ("store_failed", &c.disconnect_store_failed),
         ("server_shutdown", &c.disconnect_shutdown),
-        ("before_connack", &c.disconnect_before_connack),
+        ("connect_timeout", &c.disconnect_connect_timeout),
+        ("connect_refused", &c.disconnect_connect_refused),
         ("slow_consumer", &c.disconnect_slow_consumer),
         ("kicked", &c.disconnect_kicked),
     ]
@@ -325,4 +328,50 @@ pub fn start(broker: Arc<Broker>, interval: Duration) -> std::io::Result<SysPubl
         stop: Some(stop),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vigil_proto::server::CloseReason;
+    use vigil_proto::ReasonCode;
+
+    use super::*;
+
+    #[test]
+    fn each_close_reason_counts_under_its_own_label() {
+        let all = [
+            CloseReason::ClientDisconnect(ReasonCode::SUCCESS),
+            CloseReason::KeepAliveTimeout {
+                silent_for: Duration::from_secs(3),
+                keep_alive: Duration::from_secs(2),
+            },
+            CloseReason::ConnectTimeout,
+            CloseReason::ConnectRefused(ReasonCode::NOT_AUTHORIZED),
+            CloseReason::ProtocolError {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "x".into(),
+            },
+            CloseReason::TakenOver,
+            CloseReason::ServerShutdown,
+            CloseReason::SlowConsumer,
+            CloseReason::Kicked,
+            CloseReason::PeerClosed,
+            CloseReason::Io("reset".into()),
+            CloseReason::StoreFailed("disk full".into()),
+        ];
+        let c = Counters::default();
+        for (i, reason) in all.iter().enumerate() {
+            c.count_disconnect(reason);
+            let counted: Vec<_> = disconnect_counters(&c)
+                .into_iter()
+                .filter(|(_, n)| Counters::get(n) > 0)
+                .map(|(label, _)| label)
+                .collect();
+            // One more label counted, and it is this reason's.
+            assert_eq!(counted.len(), i + 1, "{reason:?}");
+            assert!(counted.contains(&reason.label()), "{reason:?}");
+        }
+    }
 }
