@@ -2,7 +2,7 @@
 //!
 //! Prometheus text at `/metrics`, the JSON API under `/api/v1/` (clients,
 //! disconnect history, kick, subscriptions, retained messages, publish,
-//! stats) and `/healthz` / `/readyz`. It runs on a thread and a
+//! stats, reload) and `/healthz` / `/readyz`. It runs on a thread and a
 //! single-threaded tokio runtime of its own, so a slow or hostile HTTP client
 //! never holds an MQTT worker: a PINGRESP cannot wait behind a scrape.
 //!
@@ -20,17 +20,21 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use vigil_broker::core::Broker;
+use vigil_broker::Reloader;
 
 pub use query::encode_segment;
 pub use routes::Reply;
 
 /// What the admin listener is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AdminOptions {
     /// Where to listen.
     pub addr: SocketAddr,
     /// Bearer token every request but the probes must carry (None: none).
     pub token: Option<String>,
+    /// What `POST /api/v1/reload` reloads, and the TLS listeners whose
+    /// certificate expiry `/metrics` shows (None: nothing to reload).
+    pub reloader: Option<Reloader>,
 }
 
 /// Why the admin listener could not start.
@@ -74,6 +78,7 @@ impl AdminServer {
             broker,
             token: options.token,
             ready: ready.clone(),
+            reloader: options.reloader,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

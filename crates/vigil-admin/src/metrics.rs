@@ -9,12 +9,13 @@ use std::fmt::Write;
 use vigil_broker::core::{Broker, Counters};
 use vigil_broker::observe::histogram::{self, Snapshot};
 use vigil_broker::observe::sys::disconnect_counters;
+use vigil_broker::Reloader;
 
 /// MQTT 5 reason code of each disconnect label, for the help text.
 const REASON_CODES: &str = "client_disconnect=client's code, keep_alive_timeout=0x8D, \
 taken_over=0x8E, protocol_error=0x81/0x82/0x95.., peer_closed=none, socket_error=none, \
-server_shutdown=0x8B, before_connack=CONNACK code, slow_consumer=0x97, kicked=0x98, \
-revoked=0x87, login_expired=0xA0";
+store_failed=0x83, server_shutdown=0x8B, connect_timeout=none, auth_timeout=none, \
+connect_refused=CONNACK code, slow_consumer=0x97, kicked=0x98, revoked=0x87, login_expired=0xA0";
 
 struct Out(String);
 
@@ -24,7 +25,7 @@ impl Out {
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         self.0.push_str(name);
         if !labels.is_empty() {
             self.0.push('{');
@@ -99,8 +100,8 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The metrics of `broker`, now.
-pub(crate) fn render(broker: &Broker) -> String {
+/// The metrics of `broker` (and of the TLS listeners `reloader` knows), now.
+pub(crate) fn render(broker: &Broker, reloader: Option<&Reloader>) -> String {
     let c = broker.counters();
     let g = Counters::get;
     let mut o = Out(String::with_capacity(4096));
@@ -109,10 +110,10 @@ pub(crate) fn render(broker: &Broker) -> String {
         "gauge",
         "MQTT connections open now (after CONNACK), by listener and protocol level.",
     );
-    for (level, n) in broker.connections_by_protocol() {
+    for (listener, level, n) in broker.connections_by_listener() {
         o.sample(
             "vigil_connections",
-            &[("listener", "tcp"), ("protocol", &level.to_string())],
+            &[("listener", &listener), ("protocol", &level.to_string())],
             n as u64,
         );
     }
@@ -176,7 +177,7 @@ pub(crate) fn render(broker: &Broker) -> String {
         "vigil_messages_routed_total",
         "counter",
         "Deliveries queued to subscribers (connected or not), wills and broker messages included.",
-        g(&c.messages_out),
+        c.messages_out.get(),
     );
     o.family(
         "vigil_messages_dropped_total",
@@ -247,6 +248,51 @@ pub(crate) fn render(broker: &Broker) -> String {
         "Subscriptions over all sessions.",
         broker.subscription_counts().0 as u64,
     );
+    if let Some(auth) = broker.auth() {
+        let a = auth.counters();
+        o.family(
+            "vigil_auth_failures_total",
+            "counter",
+            "Refused CONNECTs and denied operations, by reason (CONNACK 0x86 bad_credentials, \
+             0x87 not_authorized / will_denied, 0x8A banned; publish_denied, subscribe_denied, \
+             delivery_denied; revoked by a reload, expired login; reload_failed).",
+        );
+        for (reason, counter) in [
+            ("bad_credentials", &a.connect_bad_credentials),
+            ("not_authorized", &a.connect_not_authorized),
+            ("will_denied", &a.connect_will_denied),
+            ("banned", &a.connect_banned),
+            ("publish_denied", &a.publish_denied),
+            ("subscribe_denied", &a.subscribe_denied),
+            ("delivery_denied", &a.delivery_denied),
+            ("revoked", &a.revoked),
+            ("expired", &a.expired),
+            ("reload_failed", &a.reload_failures),
+        ] {
+            o.sample(
+                "vigil_auth_failures_total",
+                &[("reason", reason)],
+                g(counter),
+            );
+        }
+    }
+    let expiry = reloader
+        .map(Reloader::certificate_expiry)
+        .unwrap_or_default();
+    if !expiry.is_empty() {
+        o.family(
+            "vigil_tls_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the serving certificate's notAfter, by TLS listener (negative: expired).",
+        );
+        for (listener, secs) in &expiry {
+            o.sample(
+                "vigil_tls_certificate_expiry_seconds",
+                &[("listener", listener)],
+                *secs,
+            );
+        }
+    }
     o.one(
         "vigil_uptime_seconds",
         "gauge",

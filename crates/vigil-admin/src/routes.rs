@@ -11,6 +11,7 @@ use vigil_broker::core::clients::{ClientFilter, ClientInfo, Kicked};
 use vigil_broker::core::history::DisconnectRecord;
 use vigil_broker::core::{Broker, Counters};
 use vigil_broker::observe::sys::disconnect_counters;
+use vigil_broker::{ReloadReport, Reloader};
 use vigil_proto::message::Message;
 use vigil_proto::QoS;
 
@@ -25,6 +26,7 @@ pub(crate) struct State {
     pub(crate) broker: Arc<Broker>,
     pub(crate) token: Option<String>,
     pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) reloader: Option<Reloader>,
 }
 
 /// An HTTP reply: status, content type and body.
@@ -119,7 +121,7 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
         ("GET", ["metrics"]) => Reply {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: crate::metrics::render(b).into_bytes(),
+            body: crate::metrics::render(b, state.reloader.as_ref()).into_bytes(),
         },
         ("GET", ["api", "v1", "stats"]) => Reply::json(200, &stats(b)),
         ("GET", ["api", "v1", "clients"]) => list_clients(b, &params),
@@ -168,25 +170,7 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
                 .collect();
             Reply::json(200, &json!({ "total": subs.len(), "subscriptions": subs }))
         }
-        ("GET", ["api", "v1", "retained"]) => {
-            let filter = param(&params, "topic").unwrap_or("#");
-            if let Err(e) = vigil_proto::topic::validate_topic_filter(filter) {
-                return Reply::error(400, &format!("not a topic filter: {e}"), Some("topic"));
-            }
-            let found: Vec<Value> = b
-                .retained_matching(filter)
-                .iter()
-                .map(|m| {
-                    json!({
-                        "topic": m.topic,
-                        "qos": m.qos as u8,
-                        "payload": String::from_utf8_lossy(&m.payload),
-                        "bytes": m.payload.len(),
-                    })
-                })
-                .collect();
-            Reply::json(200, &json!({ "total": found.len(), "retained": found }))
-        }
+        ("GET", ["api", "v1", "retained"]) => list_retained(b, &params),
         ("DELETE", ["api", "v1", "retained", ..]) => {
             let raw = path.trim_start_matches("/api/v1/retained/");
             let topic = match query::decode(raw, false) {
@@ -208,10 +192,12 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
             Reply::json(200, &json!({ "topic": topic, "result": "deleted" }))
         }
         ("POST", ["api", "v1", "publish"]) => publish(b, body),
+        ("POST", ["api", "v1", "reload"]) => reload(state.reloader.as_ref()),
         (_, ["healthz" | "readyz" | "metrics"])
-        | (_, ["api", "v1", "stats" | "clients" | "subscriptions" | "retained" | "publish", ..]) => {
-            Reply::error(405, &format!("{method} is not allowed on {path}"), None)
-        }
+        | (
+            _,
+            ["api", "v1", "stats" | "clients" | "subscriptions" | "retained" | "publish" | "reload", ..],
+        ) => Reply::error(405, &format!("{method} is not allowed on {path}"), None),
         _ => Reply::error(404, &format!("no such endpoint: {path}"), None),
     }
 }
@@ -262,10 +248,11 @@ fn number(
 }
 
 fn list_clients(b: &Broker, params: &[(String, String)]) -> Reply {
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
         "prefix",
         "username",
         "address",
+        "listener",
         "protocol",
         "connected",
         "page",
@@ -286,6 +273,7 @@ fn list_clients(b: &Broker, params: &[(String, String)]) -> Reply {
             prefix: param(params, "prefix").map(str::to_owned),
             username: param(params, "username").map(str::to_owned),
             address: param(params, "address").map(str::to_owned),
+            listener: param(params, "listener").map(str::to_owned),
             protocol,
             connected_only: flag(params, "connected")?,
         };
@@ -310,6 +298,42 @@ fn list_clients(b: &Broker, params: &[(String, String)]) -> Reply {
     )
 }
 
+/// `GET /api/v1/retained?topic=&limit=&after=`: a page of retained
+/// messages in topic order; `next` is the `after` of the next page (null:
+/// none), so a large store is read a page at a time without a scan per
+/// page from its start.
+fn list_retained(b: &Broker, params: &[(String, String)]) -> Reply {
+    const KNOWN: [&str; 3] = ["topic", "limit", "after"];
+    if let Some((k, _)) = params.iter().find(|(k, _)| !KNOWN.contains(&k.as_str())) {
+        return Reply::error(400, "unknown query parameter", Some(k));
+    }
+    let filter = param(params, "topic").unwrap_or("#");
+    if let Err(e) = vigil_proto::topic::validate_topic_filter(filter) {
+        return Reply::error(400, &format!("not a topic filter: {e}"), Some("topic"));
+    }
+    let limit = match number(params, "limit", 100, 1000) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let after = param(params, "after").filter(|a| !a.is_empty());
+    let (page, next) = b.retained_page(filter, after, limit);
+    let found: Vec<Value> = page
+        .iter()
+        .map(|m| {
+            json!({
+                "topic": m.topic,
+                "qos": m.qos as u8,
+                "payload": String::from_utf8_lossy(&m.payload),
+                "bytes": m.payload.len(),
+            })
+        })
+        .collect();
+    Reply::json(
+        200,
+        &json!({ "count": found.len(), "limit": limit, "next": next, "retained": found }),
+    )
+}
+
 fn client_json(c: &ClientInfo) -> Value {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -327,6 +351,16 @@ fn client_json(c: &ClientInfo) -> Value {
         "subscriptions": c.subscriptions,
         "persistent": c.durable,
         "parked": c.parked,
+        "listener": c.listener,
+        "bytes_in": c.figures.map(|f| f.bytes_in),
+        "bytes_out": c.figures.map(|f| f.bytes_out),
+        "packets_in": c.figures.map(|f| f.packets_in),
+        "packets_out": c.figures.map(|f| f.packets_out),
+        "last_packet_secs_ago": c
+            .figures
+            .and_then(|f| f.since_last_packet)
+            .map(|d| d.as_secs_f64()),
+        "inflight": c.figures.map(|f| f.inflight),
     })
 }
 
@@ -342,6 +376,11 @@ pub(crate) fn record_json(r: &DisconnectRecord) -> Value {
         "will": r.will,
         "address": r.peer,
         "connected_secs": r.connected_secs,
+        "bytes_in": r.figures.bytes_in,
+        "bytes_out": r.figures.bytes_out,
+        "packets_in": r.figures.packets_in,
+        "packets_out": r.figures.packets_out,
+        "inflight": r.figures.inflight,
     })
 }
 
@@ -354,6 +393,7 @@ fn stats(b: &Broker) -> Value {
         .collect();
     let sessions = b.session_count() as u64;
     let connected = g(&c.connections_current);
+    let packets = vigil_broker::observe::traffic::packet_totals();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": b.uptime().as_secs(),
@@ -363,8 +403,8 @@ fn stats(b: &Broker) -> Value {
         "sessions": sessions,
         "sessions_offline": sessions.saturating_sub(connected),
         "sessions_expired": g(&c.sessions_expired),
-        "messages_received": g(&c.messages_in),
-        "messages_sent": g(&c.messages_out),
+        "messages_received": c.messages_in.get(),
+        "messages_sent": c.messages_out.get(),
         "messages_dropped": {
             "qos0": g(&c.dropped_qos0),
             "queue_full": g(&c.dropped_queue_full),
@@ -374,6 +414,8 @@ fn stats(b: &Broker) -> Value {
         "wills_published": g(&c.wills_published),
         "bytes_received": vigil_broker::observe::traffic::totals().0,
         "bytes_sent": vigil_broker::observe::traffic::totals().1,
+        "packets_received": packets.packets_in,
+        "packets_sent": packets.packets_out,
         "disconnects": disconnects,
         "retained_messages": b.retained_count(),
         "subscriptions": b.subscription_counts().0,
@@ -424,4 +466,57 @@ fn publish(b: &Broker, body: &Bytes) -> Reply {
     };
     let matched = b.publish(None, broker_message(topic.to_owned(), payload, qos, retain));
     Reply::json(200, &json!({ "topic": topic, "matched": matched }))
+}
+
+/// `POST /api/v1/reload`: what SIGHUP does. 200 when every file was
+/// reloaded; else 400 (a file read but wrong: its file, line and cause) or
+/// 500 (a file that could not be read), the failed parts keeping their old
+/// contents in force.
+fn reload(reloader: Option<&Reloader>) -> Reply {
+    let report = match reloader {
+        Some(r) => r.reload("POST /api/v1/reload"),
+        None => ReloadReport::default(),
+    };
+    let reloaded: Vec<Value> = report
+        .items
+        .iter()
+        .filter(|i| i.failure.is_none())
+        .map(|i| json!({ "what": i.what, "revoked": i.revoked }))
+        .collect();
+    let failed: Vec<Value> = report
+        .items
+        .iter()
+        .filter_map(|i| {
+            let f = i.failure.as_ref()?;
+            Some(json!({
+                "what": i.what,
+                "file": f.file.as_ref().map(|p| p.display().to_string()),
+                "line": f.line,
+                "cause": f.cause,
+            }))
+        })
+        .collect();
+    if report.ok() {
+        let result = if reloaded.is_empty() {
+            "nothing to reload"
+        } else {
+            "reloaded"
+        };
+        return Reply::json(
+            200,
+            &json!({ "result": result, "reloaded": reloaded, "failed": failed }),
+        );
+    }
+    let unreadable = report
+        .items
+        .iter()
+        .any(|i| i.failure.as_ref().is_some_and(|f| f.unreadable));
+    Reply::json(
+        if unreadable { 500 } else { 400 },
+        &json!({
+            "error": "reload failed; what failed keeps its previous contents in force",
+            "reloaded": reloaded,
+            "failed": failed,
+        }),
+    )
 }

@@ -2,179 +2,20 @@
 //! the Prometheus text as a parser reads it, and a slow client that cannot
 //! hold the listener. A raw HTTP/1.1 client on a TcpStream, no HTTP crate.
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vigil_admin::{AdminOptions, AdminServer};
 use vigil_broker::config::BrokerConfig;
 use vigil_broker::core::Broker;
 use vigil_broker::{Server, ServerOptions};
-use vigil_proto::{
-    Connect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription, SubscriptionOptions,
-};
-
-const V5: ProtocolVersion = ProtocolVersion::V5;
-
-struct Running {
-    mqtt: SocketAddr,
-    admin: AdminServer,
-    broker: Arc<Broker>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn start(token: Option<&str>) -> Running {
-    let mut config = BrokerConfig::default();
-    config.listener.bind = "127.0.0.1".parse().unwrap();
-    config.listener.port = 0;
-    config.sys.interval = 0;
-    let server = Server::bind(ServerOptions::from_config(&config))
-        .await
-        .unwrap();
-    let mqtt = server.local_addr().unwrap();
-    let broker = server.broker();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run_until(async {
-        let _ = stopped.await;
-    }));
-    let admin = AdminServer::start(
-        AdminOptions {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            token: token.map(str::to_owned),
-        },
-        broker.clone(),
-    )
-    .unwrap();
-    Running {
-        mqtt,
-        admin,
-        broker,
-        stop: Some(stop),
-    }
-}
-
-/// One HTTP/1.1 request; (status, body).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    // The server may answer (413) before it read the whole body.
-    let _ = s.write_all(body).await;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("response in time")
-        .ok();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a full response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_owned())
-}
-
-async fn json(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> (u16, serde_json::Value) {
-    let (status, body) = http(addr, method, path, token, body).await;
-    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    (status, v)
-}
-
-struct Mqtt {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Mqtt {
-    async fn connect(addr: SocketAddr, id: &str, keep_alive: u16) -> Mqtt {
-        let mut m = Mqtt {
-            s: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-        };
-        m.send(Packet::Connect(Box::new(Connect {
-            protocol: V5,
-            clean_start: true,
-            keep_alive,
-            client_id: id.into(),
-            ..Connect::default()
-        })))
-        .await;
-        match m.recv().await {
-            Some(Packet::ConnAck(a)) => assert_eq!(a.reason, ReasonCode::SUCCESS),
-            other => panic!("{other:?}"),
-        }
-        m
-    }
-
-    async fn send(&mut self, p: Packet) {
-        let mut out = BytesMut::new();
-        p.encode(V5, &mut out).unwrap();
-        self.s.write_all(&out).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> Option<Packet> {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let Some(p) = Packet::decode(&mut self.buf, V5, u32::MAX).unwrap() {
-                    return Some(p);
-                }
-                if self.s.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
-                    return None;
-                }
-            }
-        })
-        .await
-        .expect("a packet in time")
-    }
-
-    async fn subscribe(&mut self, filter: &str) {
-        self.send(Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            filters: vec![Subscription {
-                filter: filter.into(),
-                options: SubscriptionOptions {
-                    qos: QoS::AtMostOnce,
-                    ..SubscriptionOptions::default()
-                },
-            }],
-            ..Subscribe::default()
-        }))
-        .await;
-        assert!(matches!(self.recv().await, Some(Packet::SubAck(_))));
-    }
-}
+use vigil_proto::{Connect, Packet, ReasonCode};
 
 #[tokio::test]
 async fn every_route_answers_over_http_and_needs_the_token() {
@@ -200,6 +41,9 @@ async fn every_route_answers_over_http_and_needs_the_token() {
             ["error"]
         );
     }
+    // A reload without the token reads no file.
+    assert_eq!(http(a, "POST", "/api/v1/reload", None, b"").await.0, 401);
+    assert_eq!(http(a, "POST", "/api/v1/reload", t, b"").await.0, 200);
 
     let mut dev = Mqtt::connect(r.mqtt, "dev-1", 60).await;
     dev.subscribe("a/#").await;
@@ -310,7 +154,7 @@ async fn every_route_answers_over_http_and_needs_the_token() {
 
     let (status, ret) = json(a, "GET", "/api/v1/retained?topic=a/%23", t, b"").await;
     assert_eq!(
-        (status, &ret["total"]),
+        (status, &ret["count"]),
         (200, &serde_json::json!(1)),
         "{ret}"
     );
@@ -326,7 +170,7 @@ async fn every_route_answers_over_http_and_needs_the_token() {
         200
     );
     assert_eq!(
-        json(a, "GET", "/api/v1/retained", t, b"").await.1["total"],
+        json(a, "GET", "/api/v1/retained", t, b"").await.1["count"],
         0
     );
     assert_eq!(
@@ -346,6 +190,9 @@ async fn every_route_answers_over_http_and_needs_the_token() {
     };
     assert_eq!(stats["connections"], 1, "{stats}");
     assert_eq!(stats["subscriptions"], 1);
+    // Process-wide: at least dev-1's CONNECT and SUBSCRIBE, CONNACK and SUBACK.
+    assert!(stats["packets_received"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["packets_sent"].as_u64().unwrap() >= 2, "{stats}");
 
     // The dashboard page itself holds no data and needs no token.
     let (status, page) = http(a, "GET", "/", None, b"").await;
@@ -472,10 +319,12 @@ async fn metrics_move_as_clients_connect_publish_and_time_out() {
     };
     let m0 = scrape().await;
     assert_eq!(m0["vigil_connects_total"], 0.0);
-    assert_eq!(
-        m0["vigil_connections{listener=\"tcp\",protocol=\"5\"}"],
-        0.0
+    // Labelled by the listener the connections came through.
+    let v5_here = format!(
+        "vigil_connections{{listener=\"mqtt {}\",protocol=\"5\"}}",
+        r.mqtt
     );
+    assert_eq!(m0.get(&v5_here).copied().unwrap_or(0.0), 0.0);
 
     let mut sub = Mqtt::connect(r.mqtt, "sub", 60).await;
     sub.subscribe("t").await;
@@ -508,7 +357,7 @@ async fn metrics_move_as_clients_connect_publish_and_time_out() {
     loop {
         let m = scrape().await;
         if m["vigil_disconnects_total{reason=\"keep_alive_timeout\"}"] == 1.0 {
-            assert_eq!(m["vigil_connections{listener=\"tcp\",protocol=\"5\"}"], 2.0);
+            assert_eq!(m[&v5_here], 2.0);
             break;
         }
         assert!(
@@ -573,6 +422,7 @@ async fn store_commits_are_measured_when_there_is_a_store() {
         AdminOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             token: None,
+            reloader: None,
         },
         broker,
     )
@@ -659,8 +509,8 @@ impl vigil_broker::auth::Authenticator for OnlyOk {
 #[tokio::test]
 async fn auth_failures_are_counted_by_reason_and_revocations_have_their_own_disconnect_label() {
     let r = start(None).await;
-    let auth = Arc::new(vigil_broker::auth::Auth::new(
-        Some(Arc::new(OnlyOk)),
+    let auth = std::sync::Arc::new(vigil_broker::auth::Auth::new(
+        Some(std::sync::Arc::new(OnlyOk)),
         None,
         false,
     ));

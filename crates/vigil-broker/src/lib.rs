@@ -20,8 +20,10 @@ pub mod core;
 mod fd_table;
 pub mod listener;
 pub mod observe;
+pub mod reload;
 pub mod server;
 pub mod transport;
 
 pub use listener::{BoundListener, ListenError};
+pub use reload::{ReloadReport, Reloader};
 pub use server::{open_broker, spawn_worker_runtimes, CertReloader, Server, ServerOptions};

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use vigil_proto::server::{ServerConfig, TokenBucket};
 
 use crate::config::{ListenerEntry, ListenerProtocol};
-use crate::connection::{LiveSlot, ParkingLot};
+use crate::connection::{ListenerLive, LiveSlot, ParkingLot};
 use crate::core::{Broker, Counters};
 use crate::transport::tls::{self, TlsError, TlsSource};
 use crate::transport::{ws, Framed, Transport};
@@ -70,7 +70,7 @@ pub struct BoundListener {
     /// New connections a second (0: no limit), `max_connection_rate`.
     max_connection_rate: u32,
     name: Arc<str>,
-    pub(crate) live: Arc<AtomicUsize>,
+    pub(crate) live: Arc<ListenerLive>,
 }
 
 impl BoundListener {
@@ -117,13 +117,14 @@ impl BoundListener {
             .as_ref()
             .is_some_and(|t| t.use_identity_as_username);
         bound.name = format!("{} {}", entry.kind(), bound.local_addr().unwrap_or(addr)).into();
+        bound.live = Arc::new(ListenerLive::new(bound.name.clone()));
         Ok(bound)
     }
 
     /// A plain MQTT listener on a socket bound beforehand.
     pub fn plain(socket: TcpListener, max_connections: usize) -> BoundListener {
-        let name = match socket.local_addr() {
-            Ok(a) => format!("mqtt {a}"),
+        let name: Arc<str> = match socket.local_addr() {
+            Ok(a) => format!("mqtt {a}").into(),
             Err(_) => "mqtt".into(),
         };
         BoundListener {
@@ -133,8 +134,8 @@ impl BoundListener {
             identity_as_username: false,
             max_connections,
             max_connection_rate: 0,
-            name: name.into(),
-            live: Arc::new(AtomicUsize::new(0)),
+            live: Arc::new(ListenerLive::new(name.clone())),
+            name,
         }
     }
 
@@ -202,11 +203,12 @@ pub(crate) async fn accept_loop(listener: BoundListener, dealer: Arc<Dealer>) {
             }
             bucket.take(std::time::Instant::now(), 1);
         }
-        if listener.live.load(Ordering::Acquire) >= listener.max_connections {
+        Counters::add(&dealer.broker.counters().sockets_total, 1);
+        if listener.live.count.load(Ordering::Acquire) >= listener.max_connections {
             warn!(listener = %listener.name, %peer, max = listener.max_connections, "connection refused: max_connections reached");
             continue;
         }
-        listener.live.fetch_add(1, Ordering::AcqRel);
+        listener.live.count.fetch_add(1, Ordering::AcqRel);
         let slot = Some(LiveSlot(listener.live.clone()));
         let _ = stream.set_nodelay(true);
         // Backstop for peers that vanish without FIN while keep alive is 0.

@@ -240,7 +240,8 @@ impl Server {
             lots: std::mem::take(&mut self.lots),
             next_worker: AtomicUsize::new(0),
         });
-        let live: Vec<Arc<AtomicUsize>> = self.listeners.iter().map(|l| l.live.clone()).collect();
+        let live: Vec<Arc<crate::connection::ListenerLive>> =
+            self.listeners.iter().map(|l| l.live.clone()).collect();
         let loops: Vec<_> = self
             .listeners
             .drain(..)
@@ -255,7 +256,7 @@ impl Server {
         }
         let live_now = || {
             live.iter()
-                .map(|l| l.load(Ordering::Acquire))
+                .map(|l| l.count.load(Ordering::Acquire))
                 .sum::<usize>()
         };
         info!("shutting down: disconnecting clients");
@@ -285,19 +286,35 @@ impl CertReloader {
     /// the old certificate and is logged with the file and the cause.
     /// Returns how many listeners now serve freshly loaded certificates.
     pub fn reload_all(&self) -> usize {
-        let mut done = 0;
-        for (listener, source) in &self.sources {
-            match source.reload() {
-                Ok(()) => {
-                    done += 1;
-                    info!(%listener, cert = %source.cert_file().display(), expires_in_s = source.seconds_until_expiry(), "certificate reloaded; new connections use it");
+        self.reload_each()
+            .iter()
+            .filter(|(_, outcome)| outcome.is_ok())
+            .count()
+    }
+
+    /// Reloads every TLS listener's files, each listener's outcome by its
+    /// name (logged too); a failed one keeps its old certificate.
+    pub fn reload_each(&self) -> Vec<(Arc<str>, Result<(), crate::transport::tls::TlsError>)> {
+        self.sources
+            .iter()
+            .map(|(listener, source)| {
+                let outcome = source.reload();
+                match &outcome {
+                    Ok(()) => {
+                        info!(%listener, cert = %source.cert_file().display(), expires_in_s = source.seconds_until_expiry(), "certificate reloaded; new connections use it");
+                    }
+                    Err(e) => {
+                        error!(%listener, error = %e, "certificate not reloaded; the previous one stays in use")
+                    }
                 }
-                Err(e) => {
-                    error!(%listener, error = %e, "certificate not reloaded; the previous one stays in use")
-                }
-            }
-        }
-        done
+                (listener.clone(), outcome)
+            })
+            .collect()
+    }
+
+    /// True when the server has no TLS listener.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
     }
 
     /// Reloads the listeners whose certificate, key or CA file has a new

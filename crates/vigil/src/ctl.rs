@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Flags of `vigil ctl`.
@@ -60,9 +60,18 @@ enum CtlCommand {
         /// Topic filter [default: #].
         #[arg(long)]
         topic: Option<String>,
+        /// Messages per page (1 to 1000).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Start after this topic (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Broker statistics.
     Stats,
+    /// Re-read the password file, ACL, JWT key and TLS certificates (as
+    /// SIGHUP does); a file that fails keeps the old one in force.
+    Reload,
 }
 
 /// Runs one `vigil ctl` command.
@@ -85,14 +94,22 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<std::process::ExitCode>
             format!("/api/v1/clients/{}?session={session}", enc(id)),
         ),
         CtlCommand::Why { id } => ("GET", format!("/api/v1/clients/{}/disconnects", enc(id))),
-        CtlCommand::Retained { topic } => (
-            "GET",
-            format!(
-                "/api/v1/retained?topic={}",
+        CtlCommand::Retained {
+            topic,
+            limit,
+            after,
+        } => {
+            let mut q = format!(
+                "/api/v1/retained?topic={}&limit={limit}",
                 enc(topic.as_deref().unwrap_or("#"))
-            ),
-        ),
+            );
+            if let Some(a) = after {
+                q.push_str(&format!("&after={}", enc(a)));
+            }
+            ("GET", q)
+        }
         CtlCommand::Stats => ("GET", "/api/v1/stats".to_owned()),
+        CtlCommand::Reload => ("POST", "/api/v1/reload".to_owned()),
     };
     let token = args.token.clone().or_else(|| {
         std::env::var("VIGIL_ADMIN_TOKEN")
@@ -104,6 +121,14 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<std::process::ExitCode>
         .with_context(|| format!("the admin API answered {status} with something not JSON"))?;
     if status != 200 {
         let msg = value["error"].as_str().unwrap_or("error");
+        if matches!(args.command, CtlCommand::Reload) && status != 401 {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!("{}", reload_text(&value).trim_end());
+            }
+            bail!("{status}: {msg}");
+        }
         if status == 401 {
             bail!("{status}: {msg}; pass --token or set VIGIL_ADMIN_TOKEN");
         }
@@ -122,6 +147,7 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<std::process::ExitCode>
         CtlCommand::Why { id } => why_text(id, &value),
         CtlCommand::Retained { .. } => retained_table(&value),
         CtlCommand::Stats => stats_text(&value),
+        CtlCommand::Reload => reload_text(&value),
     };
     println!("{}", text.trim_end());
     Ok(std::process::ExitCode::SUCCESS)
@@ -292,6 +318,21 @@ fn client_text(c: &Value) -> String {
         ("protocol", &c["protocol"]),
         ("keep alive (s)", &c["keep_alive"]),
         ("connected for (s)", &c["connected_for_secs"]),
+        ("listener", &c["listener"]),
+        ("last packet (s ago)", &c["last_packet_secs_ago"]),
+        (
+            "packets in / out",
+            &json!(format!(
+                "{} / {}",
+                s(&c["packets_in"]),
+                s(&c["packets_out"])
+            )),
+        ),
+        (
+            "bytes in / out",
+            &json!(format!("{} / {}", s(&c["bytes_in"]), s(&c["bytes_out"]))),
+        ),
+        ("in flight", &c["inflight"]),
         ("subscriptions", &c["subscriptions"]),
         ("queued", &c["queued"]),
         ("persistent session", &c["persistent"]),
@@ -334,8 +375,17 @@ fn why_line(r: &Value) -> String {
         _ => "no will",
     };
     let code = r["reason_code"].as_u64().unwrap_or(0);
+    // Records from a broker before per-connection figures have none.
+    let traffic = match (r["packets_in"].as_u64(), r["packets_out"].as_u64()) {
+        (Some(pi), Some(po)) => format!(
+            "; in {pi} packets / {} B, out {po} packets / {} B",
+            r["bytes_in"].as_u64().unwrap_or(0),
+            r["bytes_out"].as_u64().unwrap_or(0),
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{}  {}; {will} (reason code 0x{code:02X}, from {}, connected {:.1} s)",
+        "{}  {}; {will} (reason code 0x{code:02X}, from {}, connected {:.1} s{traffic})",
         utc(r["at_ms"].as_u64().unwrap_or(0)),
         s(&r["detail"]),
         s(&r["address"]),
@@ -371,7 +421,37 @@ fn retained_table(v: &Value) -> String {
             ]
         })
         .collect();
-    table(&["TOPIC", "QOS", "BYTES", "PAYLOAD"], &rows)
+    let mut out = table(&["TOPIC", "QOS", "BYTES", "PAYLOAD"], &rows);
+    if let Some(next) = v["next"].as_str() {
+        out.push_str(&format!("more: the next page is --after '{next}'\n"));
+    }
+    out
+}
+
+/// What a reload did: a line per part, failures with file:line: cause.
+fn reload_text(v: &Value) -> String {
+    let mut out = String::new();
+    for r in v["reloaded"].as_array().into_iter().flatten() {
+        let revoked = r["revoked"].as_u64().unwrap_or(0);
+        out.push_str(&format!("reloaded {}", s(&r["what"])));
+        if revoked > 0 {
+            out.push_str(&format!(
+                " ({revoked} clients closed: their login no longer passes)"
+            ));
+        }
+        out.push('\n');
+    }
+    for f in v["failed"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "NOT reloaded {} (the previous one stays in force): {}\n",
+            s(&f["what"]),
+            s(&f["cause"])
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("nothing to reload (no TLS listener, password, ACL or JWT file)\n");
+    }
+    out
 }
 
 fn stats_text(v: &Value) -> String {
@@ -416,6 +496,17 @@ mod tests {
             "2025-12-04 17:40:00 UTC  keep alive expired after 7.500 s of silence with K = 5 s; \
              will published (reason code 0x8D, from 10.0.0.7:5555, connected 12.3 s)"
         );
+        let mut with_traffic = r.clone();
+        for (k, n) in [
+            ("packets_in", 3),
+            ("bytes_in", 40),
+            ("packets_out", 2),
+            ("bytes_out", 9),
+        ] {
+            with_traffic[k] = serde_json::json!(n);
+        }
+        assert!(why_line(&with_traffic)
+            .ends_with("connected 12.3 s; in 3 packets / 40 B, out 2 packets / 9 B)"));
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
     }

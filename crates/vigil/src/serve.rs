@@ -294,13 +294,11 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         // One SIGHUP handler for everything it reloads: certificates and the
         // auth files (caught even with neither, or SIGHUP would end the broker).
-        tokio::spawn(crate::serve_auth::reload_on_sighup(
-            auth.clone(),
-            server.cert_reloader(),
-        ));
+        let reloader = vigil_broker::Reloader::new(auth.clone(), server.cert_reloader());
+        tokio::spawn(crate::serve_auth::reload_on_sighup(reloader.clone()));
         crate::serve_auth::log_access(&config.auth);
         let admin = match &config.admin {
-            Some(admin) => Some(start_admin(admin, server.broker())?),
+            Some(admin) => Some(start_admin(admin, server.broker(), reloader)?),
             None => None,
         };
         // Store recovered and listeners bound: ready.
@@ -324,6 +322,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 fn start_admin(
     admin: &vigil_broker::config::AdminConfig,
     broker: std::sync::Arc<vigil_broker::core::Broker>,
+    reloader: vigil_broker::Reloader,
 ) -> anyhow::Result<vigil_admin::AdminServer> {
     let token = admin.resolve_token().with_context(|| {
         format!(
@@ -341,6 +340,7 @@ fn start_admin(
     let options = vigil_admin::AdminOptions {
         addr: admin.addr(),
         token,
+        reloader: Some(reloader),
     };
     vigil_admin::AdminServer::start(options, broker).map_err(|e| match e {
         vigil_admin::AdminError::Bind { addr, source } => bind_error(addr, source)

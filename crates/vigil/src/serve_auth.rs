@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use vigil_broker::auth::{Auth, AuthConfig};
-use vigil_broker::CertReloader;
+use vigil_broker::Reloader;
 
 /// The gate `[auth]` asks for, or None when the broker is open to anyone
 /// (nothing to check: no cost on any packet).
@@ -42,11 +42,12 @@ pub(crate) fn log_access(config: &AuthConfig) {
     }
 }
 
-/// Re-reads the TLS certificates, the password and the ACL files at every
-/// SIGHUP. A file that fails to load leaves the old one in force, with an
-/// error naming the file (and line). Without files the signal is only
-/// logged: SIGHUP's default action would otherwise end the broker.
-pub(crate) async fn reload_on_sighup(auth: Option<Arc<Auth>>, certs: CertReloader) {
+/// Re-reads the TLS certificates, the password, ACL and JWT key files at
+/// every SIGHUP (the same reload as `POST /api/v1/reload`). A file that
+/// fails to load leaves the old one in force, with an error naming the file
+/// (and line). Without files the signal is only logged: SIGHUP's default
+/// action would otherwise end the broker.
+pub(crate) async fn reload_on_sighup(reloader: Reloader) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -55,25 +56,17 @@ pub(crate) async fn reload_on_sighup(auth: Option<Arc<Auth>>, certs: CertReloade
             return;
         };
         while hup.recv().await.is_some() {
-            if !certs.seconds_until_expiry().is_empty() {
-                tracing::info!("SIGHUP: reloading certificates");
-                certs.reload_all();
-            }
-            let Some(a) = auth.clone() else {
-                tracing::info!("SIGHUP: no password or ACL file to reload");
+            if reloader.is_empty() {
+                tracing::info!("SIGHUP: no certificate, password or ACL file to reload");
                 continue;
-            };
-            match tokio::task::spawn_blocking(move || a.reload()).await {
-                Ok(Ok(revoked)) => {
-                    tracing::info!(revoked, "SIGHUP: password and ACL files reloaded")
-                }
-                Ok(Err(e)) => tracing::error!(
-                    "SIGHUP: reload failed, the previous password and ACL files stay in force: {e}"
-                ),
-                Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+            }
+            let r = reloader.clone();
+            // Reading and hashing files: off the runtime's thread.
+            if let Err(e) = tokio::task::spawn_blocking(move || r.reload("SIGHUP")).await {
+                tracing::error!("SIGHUP: reload failed: {e}");
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = (auth, certs);
+    let _ = reloader;
 }

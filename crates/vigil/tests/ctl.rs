@@ -240,3 +240,35 @@ fn log_format_json_writes_one_object_per_line() {
     assert_eq!(v["fields"]["message"], "vigil listening");
     assert_eq!(v["level"], "INFO");
 }
+
+#[test]
+fn ctl_reload_rereads_the_acl_and_names_the_bad_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite a/#\n").expect("write acl");
+    let serve = Serve::start(&["--acl-file", acl.to_str().expect("utf-8 path")]);
+    let admin = serve.port("admin listening");
+
+    let out = ctl(admin, &["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out).trim(), "reloaded auth");
+
+    std::fs::write(&acl, "topic readwrite a/#\nfrobnicate b\n").expect("write acl");
+    let out = ctl(admin, &["reload"]);
+    assert!(!out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.contains("NOT reloaded auth (the previous one stays in force)")
+            && text.contains(&format!("{}:2:", acl.display())),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("400"),
+        "{out:?}"
+    );
+    serve.wait_for(|l| l.contains("auth reload failed"));
+
+    let out = ctl(admin, &["--json", "reload"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(v["failed"][0]["line"], 2);
+}

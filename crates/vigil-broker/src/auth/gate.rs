@@ -79,8 +79,47 @@ pub enum ReloadError {
     #[error(transparent)]
     Acl(#[from] AclError),
     /// The JWT key.
-    #[error("auth.jwt: {0}")]
-    Jwt(String),
+    #[error("auth.jwt: {cause}")]
+    Jwt {
+        /// The key or secret file, when the key comes from one.
+        file: Option<PathBuf>,
+        /// What is wrong.
+        cause: String,
+    },
+}
+
+impl ReloadError {
+    /// The file at fault, when one is.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        match self {
+            ReloadError::Passwords(
+                PasswordFileError::Read { path, .. } | PasswordFileError::Line { path, .. },
+            )
+            | ReloadError::Acl(AclError::Read { path, .. } | AclError::Line { path, .. }) => {
+                Some(path)
+            }
+            ReloadError::Jwt { file, .. } => file.as_deref(),
+        }
+    }
+
+    /// The 1-based line at fault, for a file that parsed wrong.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ReloadError::Passwords(PasswordFileError::Line { line, .. })
+            | ReloadError::Acl(AclError::Line { line, .. }) => Some(*line),
+            _ => None,
+        }
+    }
+
+    /// True when the file could not be read at all (rather than read and
+    /// found wrong).
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
+            ReloadError::Passwords(PasswordFileError::Read { .. })
+                | ReloadError::Acl(AclError::Read { .. })
+        )
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -208,7 +247,14 @@ impl Auth {
             chain.passwords = Some(file);
         }
         if let Some(jwt) = &self.jwt {
-            chain.jwt = Some(JwtAuth::load(jwt).map_err(ReloadError::Jwt)?);
+            let loaded = JwtAuth::load(jwt).map_err(|cause| ReloadError::Jwt {
+                file: jwt
+                    .secret_file
+                    .clone()
+                    .or_else(|| jwt.public_key_file.clone()),
+                cause,
+            })?;
+            chain.jwt = Some(loaded);
         }
         if chain.passwords.is_some() || chain.jwt.is_some() {
             gates.authenticator = Some(Arc::new(chain));

@@ -149,7 +149,7 @@ impl Driver {
             ServerEvent::Publish(p) => {
                 let a = self.attached.as_ref()?;
                 let (packet_id, qos) = (p.packet_id, p.qos);
-                crate::observe::traffic::publish_in(qos as u8);
+                crate::observe::traffic::publish_in(qos as u8, p.payload.len());
                 if !crate::auth::may_publish(&self.broker, &a.session, &p.topic) {
                     self.ack_routed(batch, (packet_id, qos, crate::auth::DENIED));
                     return None;
@@ -340,13 +340,17 @@ impl Driver {
                 );
                 self.broker.note_connected(
                     grant.session.client_id(),
-                    grant.conn_id,
-                    self.peer,
-                    login
-                        .as_ref()
-                        .map_or_else(|| c.username.clone(), |l| l.username.clone()),
-                    c.protocol,
-                    self.conn.keep_alive(),
+                    crate::core::clients::NewConnection {
+                        conn_id: grant.conn_id,
+                        peer: self.peer,
+                        username: login
+                            .as_ref()
+                            .map_or_else(|| c.username.clone(), |l| l.username.clone()),
+                        protocol: c.protocol,
+                        keep_alive: self.conn.keep_alive(),
+                        listener: self.slot.as_ref().map(|s| s.0.name.clone()),
+                        stats: self.stats.clone(),
+                    },
                 );
                 grant.session.mailbox.set_home(WakeInbox::here());
                 if let (Some(auth), Some(login)) = (self.broker.auth(), login) {

@@ -26,7 +26,9 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 use vigil_proto::server::{CloseReason, Closed, ServerConfig, ServerConnection};
 
-use crate::core::{Broker, Control, ControlSignal, Counters, DisconnectInfo, SessionRef};
+use crate::core::{
+    Broker, ConnStats, Control, ControlSignal, Counters, DisconnectInfo, SessionRef,
+};
 use crate::transport::Transport;
 
 /// Stop pulling deliveries into the write buffer beyond this many bytes, so a
@@ -69,13 +71,30 @@ const DRAIN_ON_CLOSE: Duration = Duration::from_secs(1);
 /// See `DRAIN_ON_CLOSE`.
 const DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 
+/// A listener's live connections, and its name (for the admin API's
+/// `listener` of each client): one pointer in every connection.
+#[derive(Debug)]
+pub(crate) struct ListenerLive {
+    pub(crate) count: AtomicUsize,
+    pub(crate) name: Arc<str>,
+}
+
+impl ListenerLive {
+    pub(crate) fn new(name: Arc<str>) -> ListenerLive {
+        ListenerLive {
+            count: AtomicUsize::new(0),
+            name,
+        }
+    }
+}
+
 /// Holds one place in the count of live connections until the connection's
 /// task ends.
-pub(crate) struct LiveSlot(pub(crate) Arc<AtomicUsize>);
+pub(crate) struct LiveSlot(pub(crate) Arc<ListenerLive>);
 
 impl Drop for LiveSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -111,9 +130,10 @@ pub(crate) fn serve(
         yield_owed: false,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         timer_at: None,
-        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
+        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms() as u32),
         lot,
         slot,
+        stats: Arc::new(ConnStats::default()),
     };
     drive(driver)
 }
@@ -155,9 +175,10 @@ fn resume(
         yield_owed: false,
         timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
         timer_at: None,
-        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms()),
+        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms() as u32),
         lot,
         slot: body.slot,
+        stats: body.stats,
     };
     Ok(drive(driver))
 }
@@ -213,11 +234,17 @@ struct Driver {
     /// When `timer` fires; None once it has (or was never armed).
     timer_at: Option<Instant>,
     /// When the connection last had something to do (its lot's clock).
-    busy_ms: u64,
+    /// Its low 32 bits only (u64 made every idle task 8 bytes larger): an
+    /// idle stretch is reconstructed from it as long as it is under 49
+    /// days, and a longer one only parks later, never wrongly.
+    busy_ms: u32,
     /// Where it parks once idle (None: never).
     lot: Option<Arc<ParkingLot>>,
     /// Released when the connection ends, however it ends.
     slot: Option<LiveSlot>,
+    /// Its bytes, packets, last packet and in-flight count, for the admin
+    /// API and the disconnect record.
+    stats: Arc<ConnStats>,
 }
 
 impl Driver {
@@ -247,6 +274,7 @@ impl Driver {
                 // About to wait with nothing in flight: hold no empty buffers.
                 self.conn.release_idle_buffers();
             }
+            self.stats.set_inflight(self.conn.inflight());
             if self.conn.drops() != vigil_proto::server::DropCounts::default() {
                 // Counted as they happen, not at the close: a connection
                 // holding uncounted drops could never park either.
@@ -296,7 +324,7 @@ impl Driver {
             }
             if !timed_out {
                 if let Some(lot) = &self.lot {
-                    self.busy_ms = lot.now_ms();
+                    self.busy_ms = lot.now_ms() as u32;
                 }
             } else if let Some(place) = self.place_to_park() {
                 return Some(place);
@@ -314,7 +342,9 @@ impl Driver {
             && self.read_buf.is_empty()
             && self.write_buf.is_empty()
             && self.conn.can_park();
-        idle.then(|| self.busy_ms + lot.park_after.as_millis() as u64)
+        let now = lot.now_ms();
+        let busy = now - u64::from((now as u32).wrapping_sub(self.busy_ms)).min(now);
+        idle.then(|| busy + lot.park_after.as_millis() as u64)
     }
 
     /// A place in the lot, if the connection has been idle long enough and
@@ -357,6 +387,7 @@ impl Driver {
             attached,
             control,
             slot: self.slot.take(),
+            stats: self.stats.clone(),
         };
         if let Err(body) = lot.admit(place, body) {
             match resume(
@@ -429,26 +460,29 @@ impl Driver {
             }
             got
         });
-        match got {
+        let read = match got {
             Ok(0) => {
                 self.conn.handle_transport_closed(CloseReason::PeerClosed);
                 return;
             }
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
                 self.conn
                     .handle_transport_closed(CloseReason::Io(e.to_string()));
                 return;
             }
-        }
-        self.decode_buffered(Instant::now());
+        };
+        let now = Instant::now();
+        self.stats.received(read, 0, now);
+        self.decode_buffered(now);
     }
 
     /// Decodes and handles the complete packets read so far, stopping while
     /// the client is over its publish rate: what is left waits here, and
     /// nothing more is read (TCP holds the client back) until the pause ends.
     fn decode_buffered(&mut self, now: Instant) {
+        let mut packets = 0;
         loop {
             if self.conn.reading_paused() {
                 Counters::add(&self.broker.counters().publish_throttled, 1);
@@ -456,6 +490,7 @@ impl Driver {
             }
             match self.conn.decode(&mut self.read_buf) {
                 Ok(Some(packet)) => {
+                    packets += 1;
                     if matches!(packet, vigil_proto::Packet::PingReq) {
                         ping_read(self, now);
                     }
@@ -477,6 +512,8 @@ impl Driver {
                 }
             }
         }
+        self.stats.received(0, packets, now);
+        crate::observe::traffic::packets_in(packets);
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
@@ -486,6 +523,7 @@ impl Driver {
         match self.stream.try_write(&self.write_buf) {
             Ok(n) => {
                 crate::observe::traffic::bytes_out(n);
+                self.stats.sent_bytes(n);
                 let _ = self.write_buf.split_to(n);
                 if self.write_buf.is_empty() {
                     ping_answered(self);
@@ -518,6 +556,7 @@ impl Driver {
                         }
                     };
                     crate::observe::traffic::bytes_out(taken);
+                    self.stats.sent_bytes(taken);
                     if taken == scratch.len() {
                         ping_answered(self);
                     }
@@ -540,13 +579,21 @@ impl Driver {
 
     /// Encodes transmits into `buf` up to the high-water mark (everything once closed).
     fn encode_into(&mut self, buf: &mut BytesMut) {
+        let mut packets = 0;
         while buf.len() < WRITE_HIGH_WATER || self.conn.is_closed() {
             let Some(written) = self.conn.encode_transmit(buf) else {
                 break;
             };
-            if let Err(e) = written {
-                warn!(client = %self.client_id(), fault = %e, "packet could not be encoded; dropped");
+            match written {
+                Ok(_) => packets += 1,
+                Err(e) => {
+                    warn!(client = %self.client_id(), fault = %e, "packet could not be encoded; dropped")
+                }
             }
+        }
+        if packets > 0 {
+            self.stats.sent_packets(packets);
+            crate::observe::traffic::packets_out(packets);
         }
     }
 
@@ -575,12 +622,14 @@ impl Driver {
                     .next_deliveries(&session, &mut scratch, DRAIN_BATCH, now);
                 let drained = !scratch.is_empty();
                 let mut by_qos = [0usize; 3];
+                let mut payload = 0;
                 for o in scratch.drain(..) {
                     by_qos[usize::from((o.qos as u8).min(2))] += 1;
+                    payload += o.message.payload.len();
                     self.conn.deliver(now, o);
                 }
                 if drained {
-                    crate::observe::traffic::publish_out(by_qos);
+                    crate::observe::traffic::publish_out(by_qos, payload);
                 }
                 (drained, more)
             });
@@ -663,11 +712,14 @@ impl Driver {
                 info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = %will, "client disconnected");
                 self.broker.note_disconnect(
                     &a.session,
-                    a.conn_id,
-                    &closed.reason,
-                    self.conn.keep_alive(),
-                    will,
-                    self.peer,
+                    crate::core::clients::Ended {
+                        conn_id: a.conn_id,
+                        reason: &closed.reason,
+                        keep_alive: self.conn.keep_alive(),
+                        will,
+                        peer: self.peer,
+                        figures: self.stats.read(),
+                    },
                 );
                 let info = DisconnectInfo {
                     reason: closed.reason,

@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use vigil_proto::server::{ParkedConnection, ServerConfig, PINGRESP};
 
 use super::{Attached, LiveSlot};
-use crate::core::{Broker, ControlSignal};
+use crate::core::{Broker, ConnStats, ControlSignal};
 
 /// mio events taken per poll of the lot's epoll set.
 const EVENTS_PER_POLL: usize = 256;
@@ -40,6 +40,7 @@ pub(super) struct Body {
     pub(super) attached: Attached,
     pub(super) control: Arc<ControlSignal>,
     pub(super) slot: Option<LiveSlot>,
+    pub(super) stats: Arc<ConnStats>,
 }
 
 /// One parked connection; also the waker its session's signals hold.
@@ -379,6 +380,12 @@ impl ParkingLot {
                 };
                 crate::observe::traffic::bytes_in(len);
                 crate::observe::traffic::bytes_out(written);
+                let pings = (len / 2) as u64;
+                crate::observe::traffic::packets_in(pings);
+                crate::observe::traffic::packets_out(pings);
+                body.stats.received(len, pings, read_at);
+                body.stats.sent_bytes(written);
+                body.stats.sent_packets(pings);
                 if written == len {
                     crate::observe::histogram::record_pingresp(read_at.elapsed());
                     let deadline = self.deadline_ms(body.conn.deadline());
@@ -502,6 +509,7 @@ mod tests {
             },
             control: grant.control,
             slot: None,
+            stats: Default::default(),
         };
         (body, client)
     }

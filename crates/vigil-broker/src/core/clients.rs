@@ -14,7 +14,7 @@ use vigil_proto::server::CloseReason;
 use vigil_proto::ProtocolVersion;
 
 use super::history::DisconnectRecord;
-use super::{Broker, Control, SessionRef};
+use super::{Broker, ConnFigures, ConnStats, Control, SessionRef};
 
 /// What the broker knows of one live connection.
 #[derive(Debug, Clone)]
@@ -26,6 +26,32 @@ struct ConnMeta {
     keep_alive: Option<Duration>,
     connected_at: Instant,
     connected_unix_ms: u64,
+    listener: Option<Arc<str>>,
+    stats: Arc<ConnStats>,
+}
+
+/// What `note_connected` records of a connection just accepted.
+#[derive(Debug)]
+pub(crate) struct NewConnection {
+    pub(crate) conn_id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) username: Option<String>,
+    pub(crate) protocol: ProtocolVersion,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) listener: Option<Arc<str>>,
+    pub(crate) stats: Arc<ConnStats>,
+}
+
+/// What `note_disconnect` records of a connection that ended.
+#[derive(Debug)]
+pub(crate) struct Ended<'a> {
+    pub(crate) conn_id: u64,
+    pub(crate) reason: &'a CloseReason,
+    pub(crate) keep_alive: Option<Duration>,
+    /// What became of the will: "publish", "discard" or "none".
+    pub(crate) will: &'static str,
+    pub(crate) peer: SocketAddr,
+    pub(crate) figures: ConnFigures,
 }
 
 /// The live connections by client id.
@@ -59,6 +85,10 @@ pub struct ClientInfo {
     pub durable: bool,
     /// Its connection is idle and parked off its task.
     pub parked: bool,
+    /// The listener its connection came through (its kind and address).
+    pub listener: Option<String>,
+    /// Its connection's bytes, packets, last packet and in-flight count.
+    pub figures: Option<ConnFigures>,
 }
 
 /// Filters of `GET /api/v1/clients`.
@@ -72,6 +102,8 @@ pub struct ClientFilter {
     pub address: Option<String>,
     /// This protocol level.
     pub protocol: Option<u8>,
+    /// Listeners whose name (`mqtt 0.0.0.0:1883`, `mqtt+tls ...`) contains this.
+    pub listener: Option<String>,
     /// Only connected clients (false: offline sessions too).
     pub connected_only: bool,
 }
@@ -94,39 +126,34 @@ fn unix_ms() -> u64 {
 }
 
 impl Broker {
-    /// Records the connection `conn_id` of `client_id` (after CONNACK).
-    pub(crate) fn note_connected(
-        &self,
-        client_id: &str,
-        conn_id: u64,
-        peer: SocketAddr,
-        username: Option<String>,
-        protocol: ProtocolVersion,
-        keep_alive: Option<Duration>,
-    ) {
+    /// Records the connection `conn_id` of `client_id` (after CONNACK),
+    /// from `listener`, counting into `stats`.
+    pub(crate) fn note_connected(&self, client_id: &str, conn: NewConnection) {
         let meta = ConnMeta {
-            conn_id,
-            peer,
-            username,
-            protocol,
-            keep_alive,
+            conn_id: conn.conn_id,
+            peer: conn.peer,
+            username: conn.username,
+            protocol: conn.protocol,
+            keep_alive: conn.keep_alive,
             connected_at: Instant::now(),
             connected_unix_ms: unix_ms(),
+            listener: conn.listener,
+            stats: conn.stats,
         };
         self.clients.live.lock().insert(Arc::from(client_id), meta);
     }
 
     /// Records why the connection `conn_id` of `session` ended, in the
     /// client id's disconnect history, and forgets the connection.
-    pub(crate) fn note_disconnect(
-        &self,
-        session: &SessionRef,
-        conn_id: u64,
-        reason: &CloseReason,
-        keep_alive: Option<Duration>,
-        will: &'static str,
-        peer: SocketAddr,
-    ) {
+    pub(crate) fn note_disconnect(&self, session: &SessionRef, ended: Ended<'_>) {
+        let Ended {
+            conn_id,
+            reason,
+            keep_alive,
+            will,
+            peer,
+            figures,
+        } = ended;
         let connected_at = {
             let mut live = self.clients.live.lock();
             match live.get(session.client_id()) {
@@ -148,7 +175,8 @@ impl Broker {
                 .record(silent_for.saturating_sub(deadline));
         }
         let record =
-            DisconnectRecord::new(reason, keep_alive, will, peer.to_string(), connected_for);
+            DisconnectRecord::new(reason, keep_alive, will, peer.to_string(), connected_for)
+                .with_figures(figures);
         self.history.record(session.client_id(), record);
     }
 
@@ -171,6 +199,8 @@ impl Broker {
             subscriptions,
             durable: session.is_durable(),
             parked: session.is_online() && session.is_parked(),
+            listener: meta.and_then(|m| m.listener.as_deref().map(str::to_owned)),
+            figures: meta.map(|m| m.stats.read()),
         }
     }
 
@@ -201,6 +231,12 @@ impl Broker {
                     .is_none_or(|a| c.peer.is_some_and(|p| p.to_string().contains(a)))
             })
             .filter(|c| filter.protocol.is_none_or(|p| c.protocol == Some(p)))
+            .filter(|c| {
+                filter
+                    .listener
+                    .as_deref()
+                    .is_none_or(|l| c.listener.as_deref().is_some_and(|n| n.contains(l)))
+            })
             .collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         out
@@ -253,22 +289,46 @@ impl Broker {
         found
     }
 
-    /// Live connections by MQTT protocol level (3, 4, 5), counted now.
-    pub fn connections_by_protocol(&self) -> [(u8, usize); 3] {
-        let mut counts = [(3, 0), (4, 0), (5, 0)];
+    /// A page of `retained_matching`: up to `limit` messages whose topic
+    /// sorts after `after`, and the `after` of the next page (None: last page).
+    pub fn retained_page(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<vigil_proto::message::Message>>, Option<String>) {
+        self.retained.page(filter, after, limit, Instant::now())
+    }
+
+    /// Payload bytes of every retained message.
+    pub fn retained_bytes(&self) -> u64 {
+        self.retained.payload_bytes()
+    }
+
+    /// Live connections by listener name and MQTT protocol level (3, 4,
+    /// 5), counted now; every listener that has one, sorted.
+    pub fn connections_by_listener(&self) -> Vec<(String, u8, usize)> {
+        let mut counts: std::collections::BTreeMap<(String, u8), usize> = Default::default();
         for meta in self.clients.live.lock().values() {
-            let level = meta.protocol.level();
-            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == level) {
-                slot.1 += 1;
-            }
+            let listener = meta.listener.as_deref().unwrap_or("mqtt").to_owned();
+            *counts.entry((listener, meta.protocol.level())).or_default() += 1;
         }
-        counts
+        counts.into_iter().map(|((l, p), n)| (l, p, n)).collect()
     }
 
     /// Messages waiting in every session's queue.
     pub fn queued_total(&self) -> usize {
+        self.queued_totals().0
+    }
+
+    /// Messages waiting in every session's queue, and their bytes as the
+    /// queues count them (topic + payload + 64 per message).
+    pub fn queued_totals(&self) -> (usize, usize) {
         let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
-        sessions.iter().map(|s| s.mailbox.len()).sum()
+        sessions.iter().fold((0, 0), |(n, b), s| {
+            let (sn, sb) = s.mailbox.totals();
+            (n + sn, b + sb)
+        })
     }
 
     /// Subscriptions over all sessions, and how many of them are shared.

@@ -10,6 +10,8 @@ use parking_lot::Mutex;
 use vigil_proto::server::CloseReason;
 use vigil_proto::ReasonCode;
 
+use super::ConnFigures;
+
 /// Disconnects kept per client id.
 pub const PER_CLIENT: usize = 16;
 /// Disconnects kept over all client ids; the oldest go first.
@@ -36,6 +38,9 @@ pub struct DisconnectRecord {
     pub peer: String,
     /// How long the connection lasted, seconds.
     pub connected_secs: f64,
+    /// Its bytes and packets each way (`since_last_packet` is None: see
+    /// `silent_secs`; `inflight` is what was unacknowledged at the close).
+    pub figures: ConnFigures,
 }
 
 impl DisconnectRecord {
@@ -63,7 +68,17 @@ impl DisconnectRecord {
             will,
             peer,
             connected_secs: connected_for.as_secs_f64(),
+            figures: ConnFigures::default(),
         }
+    }
+
+    /// The record with the connection's final figures.
+    pub fn with_figures(mut self, figures: ConnFigures) -> DisconnectRecord {
+        self.figures = ConnFigures {
+            since_last_packet: None,
+            ..figures
+        };
+        self
     }
 }
 

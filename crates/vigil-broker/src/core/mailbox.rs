@@ -332,6 +332,12 @@ impl Mailbox {
         self.queue.lock().items.len()
     }
 
+    /// Queued deliveries and their bytes (topic + payload + 64 each).
+    pub fn totals(&self) -> (usize, usize) {
+        let q = self.queue.lock();
+        (q.items.len(), q.bytes)
+    }
+
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -5,6 +5,7 @@
 //! logic (`poll_timeout` / `handle_timeout(now)`) driven by one small task.
 
 pub mod clients;
+pub mod conn_stats;
 pub mod counters;
 pub mod history;
 pub mod mailbox;
@@ -32,7 +33,8 @@ use vigil_proto::server::{CloseReason, SessionState};
 use vigil_proto::{ProtocolVersion, ReasonCode, Will};
 use vigil_store::{Clock, Contents, Op, Store};
 
-pub use counters::Counters;
+pub use conn_stats::{ConnFigures, ConnStats};
+pub use counters::{Counters, ShardedCounter};
 pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, StallEnded, Wakes};
 pub use overflow::{OverflowConfig, SlowConsumerPolicy};
 pub use session::{Control, ControlSignal, Session, SessionRef};

@@ -83,7 +83,7 @@ impl Broker {
                 .push_when_space(outgoing, limits, move || s.is_online(), deadline)
                 .await
             {
-                Ok(()) => Counters::add(&self.counters.messages_out, 1),
+                Ok(()) => self.counters.messages_out.add(1),
                 Err(o) => {
                     if session.is_online() && session.mailbox.stall() {
                         if session.mailbox.held_since(started) {

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +28,8 @@ const SCAN_BUDGET: usize = 4096;
 #[derive(Debug, Default)]
 pub(crate) struct RetainedIndex {
     by_topic: RwLock<BTreeMap<String, Arc<Message>>>,
+    /// Payload bytes of every retained message (changed under the write lock).
+    payload_bytes: AtomicU64,
 }
 
 /// Where one subscriber's stream of retained messages for one filter stands.
@@ -71,10 +74,16 @@ impl RetainedIndex {
     /// Stores `msg` as the retained message of its topic; an empty payload deletes it.
     pub(crate) fn update(&self, msg: &Arc<Message>) {
         let mut map = self.by_topic.write();
-        if msg.payload.is_empty() {
-            map.remove(&msg.topic);
+        let old = if msg.payload.is_empty() {
+            map.remove(&msg.topic)
         } else {
-            map.insert(msg.topic.clone(), msg.clone());
+            self.payload_bytes
+                .fetch_add(msg.payload.len() as u64, Relaxed);
+            map.insert(msg.topic.clone(), msg.clone())
+        };
+        if let Some(old) = old {
+            self.payload_bytes
+                .fetch_sub(old.payload.len() as u64, Relaxed);
         }
     }
 
@@ -114,7 +123,10 @@ impl RetainedIndex {
             let mut map = self.by_topic.write();
             for t in expired {
                 if map.get(&t).is_some_and(|m| m.is_expired(now)) {
-                    map.remove(&t);
+                    if let Some(old) = map.remove(&t) {
+                        self.payload_bytes
+                            .fetch_sub(old.payload.len() as u64, Relaxed);
+                    }
                 }
             }
         }
@@ -173,9 +185,40 @@ impl RetainedIndex {
         out
     }
 
+    /// Up to `limit` unexpired retained messages matching `filter` whose
+    /// topic sorts after `after`, in topic order, and the `after` of the
+    /// next page (None: this was the last).
+    pub(crate) fn page(
+        &self,
+        filter: &str,
+        after: Option<&str>,
+        limit: usize,
+        now: Instant,
+    ) -> (Vec<Arc<Message>>, Option<String>) {
+        let mut cursor = RetainedCursor::new(filter, QoS::AtMostOnce, None);
+        cursor.after = after.map(str::to_owned);
+        let mut out = Vec::new();
+        let mut done = false;
+        while !done && out.len() < limit {
+            let left = limit - out.len();
+            done = self.next_batch(&mut cursor, now, left, &mut out);
+        }
+        let next = if done {
+            None
+        } else {
+            out.last().map(|m| m.topic.clone())
+        };
+        (out, next)
+    }
+
     /// Number of retained topics.
     pub(crate) fn len(&self) -> usize {
         self.by_topic.read().len()
+    }
+
+    /// Payload bytes of every retained message.
+    pub(crate) fn payload_bytes(&self) -> u64 {
+        self.payload_bytes.load(Relaxed)
     }
 }
 

@@ -51,7 +51,9 @@ impl Broker {
     }
 
     fn route(&self, from: Option<&SessionRef>, message: Message, wakes: &mut Wakes) -> Routed {
-        Counters::add(&self.counters.messages_in, 1);
+        if from.is_some() {
+            self.counters.messages_in.add(1);
+        }
         let message = Arc::new(message);
         let mut ops = Vec::new();
         // Computed once per message, and only when something is written.
@@ -105,7 +107,7 @@ impl Broker {
                     blocked.push((m.subscriber, o));
                 }
             }
-            Counters::add(&self.counters.messages_out, queued);
+            self.counters.messages_out.add(queued);
             let ticket = if ops.is_empty() {
                 None
             } else {
@@ -150,7 +152,7 @@ impl Broker {
                 blocked.push((subscriber, o));
             }
         }
-        Counters::add(&self.counters.messages_out, queued);
+        self.counters.messages_out.add(queued);
         Routed {
             matched,
             blocked,
@@ -252,7 +254,7 @@ impl Broker {
         let done = self.retained.next_batch(&mut cursor, now, room, &mut found);
         // Read access is checked per message, retained ones included.
         found.retain(|m| self.may_deliver(session, &m.topic));
-        Counters::add(&self.counters.messages_out, found.len() as u64);
+        self.counters.messages_out.add(found.len() as u64);
         out.extend(found.into_iter().map(|message| Outgoing {
             qos: message.qos.min(cursor.qos),
             message,

@@ -151,7 +151,7 @@ impl Broker {
                 self.drop_blocked(&member, &o);
             }
         }
-        Counters::add(&self.counters.messages_out, queued);
+        self.counters.messages_out.add(queued);
         Counters::add(&self.counters.shared_redelivered, redelivered);
         Counters::add(&self.counters.shared_undeliverable, lost);
         info!(

@@ -25,10 +25,20 @@ pub struct Reading {
     pub sessions: u64,
     /// Connections accepted since start.
     pub connects: u64,
+    /// Sockets accepted since start.
+    pub sockets: u64,
+    /// MQTT packets of any kind received from clients.
+    pub packets_in: u64,
+    /// MQTT packets of any kind sent to clients.
+    pub packets_out: u64,
     /// PUBLISH packets received from clients.
     pub received: u64,
-    /// Deliveries queued to subscribers.
+    /// PUBLISH packets handed to client connections to send.
     pub sent: u64,
+    /// PUBLISH payload bytes received.
+    pub publish_bytes_in: u64,
+    /// PUBLISH payload bytes handed to connections to send.
+    pub publish_bytes_out: u64,
     /// Deliveries dropped, for any cause.
     pub dropped: u64,
     /// Sessions ended by their expiry.
@@ -41,6 +51,10 @@ pub struct Reading {
     pub retained: u64,
     /// Messages waiting in session queues.
     pub queued: u64,
+    /// Bytes of those (topic + payload + 64 each, as the queues count them).
+    pub queued_bytes: u64,
+    /// Payload bytes of the retained messages.
+    pub retained_bytes: u64,
     /// Bytes read from clients.
     pub bytes_in: u64,
     /// Bytes written to clients.
@@ -52,13 +66,21 @@ impl Reading {
     pub fn of(broker: &Broker) -> Reading {
         let c = broker.counters();
         let (subscriptions, shared) = broker.subscription_counts();
+        let (queued, queued_bytes) = broker.queued_totals();
+        let t = crate::observe::traffic::packet_totals();
+        let (_, sent_by_qos) = crate::observe::traffic::publishes();
         Reading {
             uptime: broker.uptime().as_secs(),
             connected: Counters::get(&c.connections_current),
             sessions: broker.session_count() as u64,
             connects: Counters::get(&c.connections_total),
-            received: Counters::get(&c.messages_in),
-            sent: Counters::get(&c.messages_out),
+            sockets: Counters::get(&c.sockets_total),
+            packets_in: t.packets_in,
+            packets_out: t.packets_out,
+            received: c.messages_in.get(),
+            sent: sent_by_qos.iter().sum(),
+            publish_bytes_in: t.publish_bytes_in,
+            publish_bytes_out: t.publish_bytes_out,
             dropped: Counters::get(&c.dropped_qos0)
                 + Counters::get(&c.dropped_queue_full)
                 + Counters::get(&c.dropped_expired)
@@ -67,7 +89,9 @@ impl Reading {
             subscriptions: subscriptions as u64,
             shared_subscriptions: shared as u64,
             retained: broker.retained_count() as u64,
-            queued: broker.queued_total() as u64,
+            queued: queued as u64,
+            queued_bytes: queued_bytes as u64,
+            retained_bytes: broker.retained_bytes(),
             bytes_in: crate::observe::traffic::totals().0,
             bytes_out: crate::observe::traffic::totals().1,
         }
@@ -127,32 +151,50 @@ impl SysState {
         put("clients/total", now.sessions.to_string());
         put("clients/maximum", self.maximum.to_string());
         put("clients/expired", now.expired.to_string());
-        put("messages/received", now.received.to_string());
-        put("messages/sent", now.sent.to_string());
+        // As Mosquitto: `messages/` counts MQTT packets of every kind,
+        // `publish/` PUBLISH packets only.
+        put("messages/received", now.packets_in.to_string());
+        put("messages/sent", now.packets_out.to_string());
         put("publish/messages/received", now.received.to_string());
         put("publish/messages/sent", now.sent.to_string());
         put("publish/messages/dropped", now.dropped.to_string());
+        put("publish/bytes/received", now.publish_bytes_in.to_string());
+        put("publish/bytes/sent", now.publish_bytes_out.to_string());
         put("subscriptions/count", now.subscriptions.to_string());
         put(
             "shared_subscriptions/count",
             now.shared_subscriptions.to_string(),
         );
         put("retained messages/count", now.retained.to_string());
-        put("store/messages/count", now.queued.to_string());
+        // Messages the broker holds: retained ones and those queued for
+        // sessions (Mosquitto counts its one message store the same way).
+        put(
+            "store/messages/count",
+            (now.retained + now.queued).to_string(),
+        );
+        put(
+            "store/messages/bytes",
+            (now.retained_bytes + now.queued_bytes).to_string(),
+        );
         put("bytes/received", now.bytes_in.to_string());
         put("bytes/sent", now.bytes_out.to_string());
         for (name, delta) in [
             (
                 "messages/received",
-                now.received.saturating_sub(last.received),
+                now.packets_in.saturating_sub(last.packets_in),
             ),
-            ("messages/sent", now.sent.saturating_sub(last.sent)),
+            (
+                "messages/sent",
+                now.packets_out.saturating_sub(last.packets_out),
+            ),
             (
                 "publish/received",
                 now.received.saturating_sub(last.received),
             ),
             ("publish/sent", now.sent.saturating_sub(last.sent)),
+            ("publish/dropped", now.dropped.saturating_sub(last.dropped)),
             ("connections", now.connects.saturating_sub(last.connects)),
+            ("sockets", now.sockets.saturating_sub(last.sockets)),
             ("bytes/received", now.bytes_in.saturating_sub(last.bytes_in)),
             ("bytes/sent", now.bytes_out.saturating_sub(last.bytes_out)),
         ] {
@@ -204,8 +246,9 @@ impl SysState {
     }
 }
 
-/// Each disconnect counter with its `CloseReason` label.
-pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 12] {
+/// Each disconnect counter with its `CloseReason` label (`CloseReason::label`:
+/// the disconnect history's `reason` names the same ones).
+pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::AtomicU64); 15] {
     [
         ("client_disconnect", &c.disconnect_client),
         ("keep_alive_timeout", &c.disconnect_keep_alive),
@@ -213,8 +256,11 @@ pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::
         ("protocol_error", &c.disconnect_protocol_error),
         ("peer_closed", &c.disconnect_peer_closed),
         ("socket_error", &c.disconnect_socket_error),
+        ("store_failed", &c.disconnect_store_failed),
         ("server_shutdown", &c.disconnect_shutdown),
-        ("before_connack", &c.disconnect_before_connack),
+        ("connect_timeout", &c.disconnect_connect_timeout),
+        ("auth_timeout", &c.disconnect_auth_timeout),
+        ("connect_refused", &c.disconnect_connect_refused),
         ("slow_consumer", &c.disconnect_slow_consumer),
         ("kicked", &c.disconnect_kicked),
         ("revoked", &c.disconnect_revoked),
@@ -235,11 +281,6 @@ fn publish(broker: &Broker, topic: String, value: String) {
             expires_at: None,
         },
     );
-    // The broker's own messages are not messages received from clients.
-    broker
-        .counters()
-        .messages_in
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The `$SYS` publisher's thread; dropping this stops it.
@@ -290,4 +331,50 @@ pub fn start(broker: Arc<Broker>, interval: Duration) -> std::io::Result<SysPubl
         stop: Some(stop),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vigil_proto::server::CloseReason;
+    use vigil_proto::ReasonCode;
+
+    use super::*;
+
+    #[test]
+    fn each_close_reason_counts_under_its_own_label() {
+        let all = [
+            CloseReason::ClientDisconnect(ReasonCode::SUCCESS),
+            CloseReason::KeepAliveTimeout {
+                silent_for: Duration::from_secs(3),
+                keep_alive: Duration::from_secs(2),
+            },
+            CloseReason::ConnectTimeout,
+            CloseReason::ConnectRefused(ReasonCode::NOT_AUTHORIZED),
+            CloseReason::ProtocolError {
+                reason: ReasonCode::PROTOCOL_ERROR,
+                detail: "x".into(),
+            },
+            CloseReason::TakenOver,
+            CloseReason::ServerShutdown,
+            CloseReason::SlowConsumer,
+            CloseReason::Kicked,
+            CloseReason::PeerClosed,
+            CloseReason::Io("reset".into()),
+            CloseReason::StoreFailed("disk full".into()),
+        ];
+        let c = Counters::default();
+        for (i, reason) in all.iter().enumerate() {
+            c.count_disconnect(reason);
+            let counted: Vec<_> = disconnect_counters(&c)
+                .into_iter()
+                .filter(|(_, n)| Counters::get(n) > 0)
+                .map(|(label, _)| label)
+                .collect();
+            // One more label counted, and it is this reason's.
+            assert_eq!(counted.len(), i + 1, "{reason:?}");
+            assert!(counted.contains(&reason.label()), "{reason:?}");
+        }
+    }
 }

@@ -12,6 +12,13 @@ use parking_lot::Mutex;
 struct Shard {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// MQTT packets of any kind received from and sent to clients.
+    packets_in: AtomicU64,
+    packets_out: AtomicU64,
+    /// Payload bytes of PUBLISH packets received, and of deliveries handed
+    /// to connections to send.
+    publish_bytes_in: AtomicU64,
+    publish_bytes_out: AtomicU64,
     /// PUBLISH packets received from clients, by QoS.
     publish_in: [AtomicU64; 3],
     /// Deliveries handed to connections to send, by delivery QoS.
@@ -44,14 +51,33 @@ pub fn bytes_out(n: usize) {
     let _ = SHARD.try_with(|s| bump(&s.bytes_out, n));
 }
 
-/// Counts one PUBLISH of QoS `qos` (0..=2) received from a client.
-pub fn publish_in(qos: u8) {
-    let _ = SHARD.try_with(|s| bump(&s.publish_in[usize::from(qos.min(2))], 1));
+/// Counts `n` MQTT packets received from a client.
+pub fn packets_in(n: u64) {
+    if n > 0 {
+        let _ = SHARD.try_with(|s| bump(&s.packets_in, n as usize));
+    }
 }
 
-/// Counts deliveries handed to a connection: `by_qos[q]` of QoS q.
-pub fn publish_out(by_qos: [usize; 3]) {
+/// Counts `n` MQTT packets encoded to be sent to a client.
+pub fn packets_out(n: u64) {
+    if n > 0 {
+        let _ = SHARD.try_with(|s| bump(&s.packets_out, n as usize));
+    }
+}
+
+/// Counts one PUBLISH of QoS `qos` (0..=2) with `payload` bytes received from a client.
+pub fn publish_in(qos: u8, payload: usize) {
     let _ = SHARD.try_with(|s| {
+        bump(&s.publish_in[usize::from(qos.min(2))], 1);
+        bump(&s.publish_bytes_in, payload);
+    });
+}
+
+/// Counts deliveries handed to a connection: `by_qos[q]` of QoS q, with
+/// `payload` bytes in all.
+pub fn publish_out(by_qos: [usize; 3], payload: usize) {
+    let _ = SHARD.try_with(|s| {
+        bump(&s.publish_bytes_out, payload);
         for (counter, n) in s.publish_out.iter().zip(by_qos) {
             if n > 0 {
                 bump(counter, n);
@@ -71,6 +97,29 @@ pub fn publishes() -> ([u64; 3], [u64; 3]) {
         }
     }
     (received, sent)
+}
+
+/// What every thread counted, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// MQTT packets received from clients.
+    pub packets_in: u64,
+    /// MQTT packets sent to clients.
+    pub packets_out: u64,
+    /// PUBLISH payload bytes received.
+    pub publish_bytes_in: u64,
+    /// Delivery payload bytes handed to connections to send.
+    pub publish_bytes_out: u64,
+}
+
+/// Packet and payload totals since start, over every thread.
+pub fn packet_totals() -> Totals {
+    SHARDS.lock().iter().fold(Totals::default(), |t, s| Totals {
+        packets_in: t.packets_in + s.packets_in.load(Relaxed),
+        packets_out: t.packets_out + s.packets_out.load(Relaxed),
+        publish_bytes_in: t.publish_bytes_in + s.publish_bytes_in.load(Relaxed),
+        publish_bytes_out: t.publish_bytes_out + s.publish_bytes_out.load(Relaxed),
+    })
 }
 
 /// Bytes (received, sent) since start, over every thread.

@@ -190,7 +190,7 @@ fn pem_cause(e: rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as E;
     match e {
         E::NoItemsFound => "no PEM block of the expected kind in the file".into(),
-        E::Io(e) => e.to_string(),
+        E::Io(e) => format!("cannot read: {e}"),
         other => format!("bad PEM: {other:?}"),
     }
 }

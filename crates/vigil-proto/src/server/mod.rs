@@ -315,6 +315,11 @@ impl ServerConnection {
         self.phase == Phase::Connected
     }
 
+    /// Outbound QoS 1/2 messages sent and not yet acknowledged.
+    pub fn inflight(&self) -> usize {
+        self.state.inflight.len()
+    }
+
     /// Outbound messages dropped so far.
     pub fn drops(&self) -> DropCounts {
         self.drops

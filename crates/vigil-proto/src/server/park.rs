@@ -12,8 +12,6 @@ use crate::ProtocolVersion;
 #[derive(Debug)]
 pub struct ParkedConnection {
     keep_alive: Option<KeepAliveTimer>,
-    /// Topic aliases both ways (usually none: no allocation).
-    aliases: Option<Box<super::topic_aliases::TopicAliases>>,
     client_max_packet_size: u32,
     session_expiry: u32,
     client_topic_alias_max: u16,
@@ -21,8 +19,17 @@ pub struct ParkedConnection {
     server_keep_alive: Option<u16>,
     last_packet_id: u16,
     version: ProtocolVersion,
-    /// The enhanced authentication method (for a later re-authentication)
-    /// and the publish buckets as they were (a park must not refill them).
+    /// Topic aliases both ways, the enhanced authentication method (for a
+    /// later re-authentication) and the publish buckets as they were (a
+    /// park must not refill them): one pointer for all, usually null, as
+    /// every parked connection pays for each pointer kept here.
+    extras: Option<Box<ParkedExtras>>,
+}
+
+/// What only some parked connections keep.
+#[derive(Debug)]
+struct ParkedExtras {
+    aliases: Option<Box<super::topic_aliases::TopicAliases>>,
     rare: super::rare::Rare,
 }
 
@@ -89,7 +96,6 @@ impl ServerConnection {
         self.phase = Phase::Closed { told_why: false };
         Some(ParkedConnection {
             keep_alive: self.keep_alive,
-            aliases: self.aliases.take(),
             client_max_packet_size: self.client_max_packet_size,
             session_expiry: self.session_expiry,
             client_topic_alias_max: self.client_topic_alias_max,
@@ -97,7 +103,12 @@ impl ServerConnection {
             server_keep_alive: self.server_keep_alive,
             last_packet_id: self.state.last_packet_id,
             version: self.version,
-            rare: self.rare.take(),
+            extras: (self.aliases.is_some() || !self.rare.is_empty()).then(|| {
+                Box::new(ParkedExtras {
+                    aliases: self.aliases.take(),
+                    rare: self.rare.take(),
+                })
+            }),
         })
     }
 
@@ -112,8 +123,10 @@ impl ServerConnection {
         conn.client_receive_maximum = parked.client_receive_maximum;
         conn.client_max_packet_size = parked.client_max_packet_size;
         conn.client_topic_alias_max = parked.client_topic_alias_max;
-        conn.aliases = parked.aliases;
-        conn.rare = parked.rare;
+        if let Some(extras) = parked.extras {
+            conn.aliases = extras.aliases;
+            conn.rare = extras.rare;
+        }
         conn.state = SessionState {
             last_packet_id: parked.last_packet_id,
             ..SessionState::default()

@@ -49,6 +49,11 @@ impl Rare {
         }
     }
 
+    /// True when no part is set (nothing allocated).
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Moves the state out (parking), leaving this empty.
     pub(super) fn take(&mut self) -> Rare {
         Rare(self.0.take())
