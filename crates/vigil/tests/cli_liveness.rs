@@ -165,6 +165,18 @@ fn sub_with_unread_output_keeps_its_connection_under_a_flood() {
     // broker matter, reported separately); this test is about the client.
     let (_broker, port, log) =
         serve_with("[sessions]\nmax_queued_messages = 200000\nmax_queued_bytes = 268435456\n");
+    let rt = runtime();
+    // A retained probe: it is printed once the subscription is in place.
+    rt.block_on(async {
+        let (p, _e) = Client::connect(client_options(port, "prober"))
+            .await
+            .unwrap();
+        let probe = Message::new("flood/ready", "ready")
+            .qos(QoS::AtLeastOnce)
+            .retain(true);
+        p.publish(probe).await.unwrap().await.unwrap();
+        p.disconnect().await.unwrap();
+    });
     let mut sub = Command::new(BIN)
         .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-k", "1", "-q", "1", "-i", "slow", "-t", "flood/#"])
@@ -172,8 +184,20 @@ fn sub_with_unread_output_keeps_its_connection_under_a_flood() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let rt = runtime();
+    // Read the probe's line, then nothing more until the stall is over.
+    let (probed, probe_line) = std_mpsc::channel();
+    let mut stdout = BufReader::new(sub.stdout.take().unwrap());
+    let prober = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = probed.send(line);
+        stdout
+    });
+    match probe_line.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) => assert_eq!(line, "ready\n"),
+        Err(_) => panic!("vigil sub printed no retained probe within 10 s: not subscribed"),
+    }
+    let stdout = prober.join().unwrap();
     let stall_started = Instant::now();
     let (publisher, q1_tokens) = rt.block_on(async {
         let (p, _e) = Client::connect(client_options(port, "flooder"))
@@ -209,10 +233,9 @@ fn sub_with_unread_output_keeps_its_connection_under_a_flood() {
     );
 
     // The reader resumes: every QoS 1 message must come out.
-    let stdout = sub.stdout.take().unwrap();
     let (tx, rx) = std_mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in stdout.lines() {
             let Ok(line) = line else { return };
             if let Some(n) = line.strip_prefix("q1-") {
                 if tx.send(n.parse::<usize>().unwrap()).is_err() {
