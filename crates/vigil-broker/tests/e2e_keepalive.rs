@@ -44,8 +44,10 @@ async fn silent_client_is_closed_at_one_and_a_half_keep_alive_and_its_will_publi
         closed_after >= Duration::from_millis(1450),
         "closed early, after {closed_after:?}"
     );
+    // Late by up to 400 ms on a loaded machine, still short of 2 × K (the
+    // slack some brokers allow): a broker that waited that long fails.
     assert!(
-        closed_after <= Duration::from_millis(1700),
+        closed_after < Duration::from_millis(1900),
         "closed late, after {closed_after:?}"
     );
     match watcher.recv_within(Duration::from_secs(2)).await {

@@ -85,7 +85,8 @@ async fn a_parked_silent_client_expires_at_one_and_a_half_k_with_its_will() {
         )))
     );
     assert!(
-        closed_after >= Duration::from_millis(1450) && closed_after <= Duration::from_millis(1700),
+        // Late by up to 400 ms on a loaded machine, still short of 2 × K.
+        closed_after >= Duration::from_millis(1450) && closed_after < Duration::from_millis(1900),
         "closed after {closed_after:?}, keep alive 1 s"
     );
     match watcher.recv_within(Duration::from_secs(2)).await {

@@ -209,9 +209,15 @@ async fn connection_events_are_never_dropped_by_a_full_queue() {
             .await
             .unwrap();
     }
-    // Let the deliveries fill the queue of 2, then take the session over.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(client.dropped_messages() > 0, "the queue was full");
+    // Wait until the deliveries have filled the queue of 2 (the client
+    // counts what it dropped), then take the session over.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while client.dropped_messages() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the queue of 2 never filled: nothing was dropped");
     let (_thief, _te) = Client::connect(options(b.addr.port(), "twin"))
         .await
         .unwrap();

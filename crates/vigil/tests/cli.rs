@@ -37,10 +37,38 @@ fn vigil(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// Reads a child's stderr on a thread until it ends, returning all of it;
+/// returns once a line starting with `ready` has been printed (or panics
+/// after 10 s).
+fn wait_for_stderr_line(child: &mut Child, ready: &str) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (seen, saw) = std::sync::mpsc::channel();
+    let wanted = ready.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with(&wanted) {
+                let _ = seen.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if saw.recv_timeout(Duration::from_secs(10)).is_err() {
+        let _ = child.kill();
+        let printed = reader.join().unwrap_or_default();
+        panic!("no line starting {ready:?} on stderr within 10 s; it printed:\n{printed}");
+    }
+    reader
+}
+
 /// `vigil sub -C 2` in the background, two `vigil pub`, and the subscriber's output.
 fn pub_sub_round_trip(port: u16, version: &str) {
     let p = port.to_string();
-    let sub = Command::new(BIN)
+    let mut sub = Command::new(BIN)
         .args([
             "sub",
             "-h",
@@ -59,12 +87,14 @@ fn pub_sub_round_trip(port: u16, version: &str) {
             "10",
             "-F",
             "%t=%p q%q",
+            "-d",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // With -d, `vigil sub` says so once the broker's SUBACK granted the filter.
+    let stderr = wait_for_stderr_line(&mut sub, "subscribed to cli/# (granted QoS 1 ");
     for (topic, msg) in [("cli/a", "one"), ("cli/b", "two")] {
         let out = vigil(&[
             "pub",
@@ -88,11 +118,8 @@ fn pub_sub_round_trip(port: u16, version: &str) {
         );
     }
     let out = sub.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "sub failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = stderr.join().unwrap_or_default();
+    assert!(out.status.success(), "sub failed: {stderr}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "cli/a=one q1\ncli/b=two q1\n"

@@ -104,6 +104,40 @@ fn read_all(r: &mut Option<impl Read>) -> String {
     s
 }
 
+/// `child`'s stderr, line by line, read on a thread (the pipe never fills).
+fn stderr_lines(child: &mut Child) -> std_mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Adds lines from `rx` to `lines` until one starts with `prefix`; panics
+/// after 10 s without it.
+fn wait_line(rx: &std_mpsc::Receiver<String>, prefix: &str, lines: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.iter().any(|l| l.starts_with(prefix)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("no line starting {prefix:?} on stderr; so far: {lines:#?}"),
+        }
+    }
+}
+
+/// All of stderr once the process has ended: `lines` and the rest of `rx`.
+fn all_lines(rx: &std_mpsc::Receiver<String>, mut lines: Vec<String>) -> String {
+    lines.extend(rx.iter());
+    lines.join("\n")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -131,6 +165,18 @@ fn sub_with_unread_output_keeps_its_connection_under_a_flood() {
     // broker matter, reported separately); this test is about the client.
     let (_broker, port, log) =
         serve_with("[sessions]\nmax_queued_messages = 200000\nmax_queued_bytes = 268435456\n");
+    let rt = runtime();
+    // A retained probe: it is printed once the subscription is in place.
+    rt.block_on(async {
+        let (p, _e) = Client::connect(client_options(port, "prober"))
+            .await
+            .unwrap();
+        let probe = Message::new("flood/ready", "ready")
+            .qos(QoS::AtLeastOnce)
+            .retain(true);
+        p.publish(probe).await.unwrap().await.unwrap();
+        p.disconnect().await.unwrap();
+    });
     let mut sub = Command::new(BIN)
         .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-k", "1", "-q", "1", "-i", "slow", "-t", "flood/#"])
@@ -138,8 +184,20 @@ fn sub_with_unread_output_keeps_its_connection_under_a_flood() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    let rt = runtime();
+    // Read the probe's line, then nothing more until the stall is over.
+    let (probed, probe_line) = std_mpsc::channel();
+    let mut stdout = BufReader::new(sub.stdout.take().unwrap());
+    let prober = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = probed.send(line);
+        stdout
+    });
+    match probe_line.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) => assert_eq!(line, "ready\n"),
+        Err(_) => panic!("vigil sub printed no retained probe within 10 s: not subscribed"),
+    }
+    let stdout = prober.join().unwrap();
     let stall_started = Instant::now();
     let (publisher, q1_tokens) = rt.block_on(async {
         let (p, _e) = Client::connect(client_options(port, "flooder"))
@@ -175,10 +233,9 @@ fn sub_with_unread_output_keeps_its_connection_under_a_flood() {
     );
 
     // The reader resumes: every QoS 1 message must come out.
-    let stdout = sub.stdout.take().unwrap();
     let (tx, rx) = std_mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in stdout.lines() {
             let Ok(line) = line else { return };
             if let Some(n) = line.strip_prefix("q1-") {
                 if tx.send(n.parse::<usize>().unwrap()).is_err() {
@@ -447,12 +504,16 @@ fn sub_explains_a_close_after_it_was_stalled() {
             "-t",
             "x",
             "--no-reconnect",
+            "-d",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Stopped once connected and subscribed (-d says so after the SUBACK).
+    let rx = stderr_lines(&mut sub);
+    let mut lines = Vec::new();
+    wait_line(&rx, "subscribed to x ", &mut lines);
     signal(&sub, "-STOP");
     let stopped = Instant::now();
     while !std::fs::read_to_string(log.path())
@@ -468,7 +529,7 @@ fn sub_explains_a_close_after_it_was_stalled() {
     std::thread::sleep(Duration::from_millis(500));
     signal(&sub, "-CONT");
     let status = wait_exit(&mut sub, Duration::from_secs(10));
-    let stderr = read_all(&mut sub.stderr);
+    let stderr = all_lines(&rx, lines);
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("the broker closed the connection without DISCONNECT")
@@ -594,26 +655,29 @@ fn sub_reconnects_across_a_broker_restart_and_renews_its_subscription() {
     let (broker, port, _log) = serve();
     let mut sub = Command::new(BIN)
         .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "1", "-i", "phoenix", "-t", "restart/#", "-C", "1"])
+        .args([
+            "-q",
+            "1",
+            "-i",
+            "phoenix",
+            "-t",
+            "restart/#",
+            "-C",
+            "1",
+            "-d",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = sub.stderr.take().unwrap();
-    let (tx, rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    std::thread::sleep(Duration::from_millis(800));
-    drop(broker);
-    std::thread::sleep(Duration::from_millis(700));
-    let (_broker, _, _log2) = serve_on(port, "");
+    let rx = stderr_lines(&mut sub);
     let mut lines = Vec::new();
+    // The broker dies once the subscription is in place, and comes back
+    // once vigil sub has seen it go and is backing off.
+    wait_line(&rx, "subscribed to restart/# ", &mut lines);
+    drop(broker);
+    wait_line(&rx, "vigil: reconnecting in ", &mut lines);
+    let (_broker, _, _log2) = serve_on(port, "");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !lines
         .iter()
@@ -672,15 +736,17 @@ fn sub_with_no_reconnect_exits_when_the_broker_dies() {
     let (broker, port, _log) = serve();
     let mut sub = Command::new(BIN)
         .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["--no-reconnect", "-t", "x"])
+        .args(["--no-reconnect", "-t", "x", "-d"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let rx = stderr_lines(&mut sub);
+    let mut lines = Vec::new();
+    wait_line(&rx, "subscribed to x ", &mut lines);
     drop(broker);
     let status = wait_exit(&mut sub, Duration::from_secs(10));
-    let stderr = read_all(&mut sub.stderr);
+    let stderr = all_lines(&rx, lines);
     assert!(!status.success());
     assert!(
         stderr.contains("vigil: connection lost: ") && !stderr.contains("reconnecting"),
@@ -695,12 +761,15 @@ fn w_ends_the_run_and_says_what_it_means() {
     let (_broker, port, _log) = serve();
     let mut sub = Command::new(BIN)
         .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "w", "-W", "2", "-C", "5"])
+        .args(["-t", "w", "-W", "2", "-C", "5", "-d"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // QoS 0 published before the subscription would be lost: wait for it.
+    let rx = stderr_lines(&mut sub);
+    let mut lines = Vec::new();
+    wait_line(&rx, "subscribed to w ", &mut lines);
     let out = Command::new(BIN)
         .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-t", "w", "-m", "one", "-m", "two"])
@@ -708,7 +777,7 @@ fn w_ends_the_run_and_says_what_it_means() {
         .unwrap();
     assert!(out.status.success());
     let status = wait_exit(&mut sub, Duration::from_secs(10));
-    let stderr = read_all(&mut sub.stderr);
+    let stderr = all_lines(&rx, lines);
     assert!(!status.success());
     assert_eq!(read_all(&mut sub.stdout), "one\ntwo\n");
     assert!(

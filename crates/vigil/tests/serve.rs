@@ -19,6 +19,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_vigil");
 struct Broker {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr into `lines`.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Broker {
@@ -36,7 +38,7 @@ impl Broker {
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
@@ -44,7 +46,11 @@ impl Broker {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let broker = Broker { child, lines };
+        let broker = Broker {
+            child,
+            lines,
+            reader: Some(reader),
+        };
         broker.wait_for(|l| l.contains("vigil listening"));
         broker
     }
@@ -87,7 +93,10 @@ impl Broker {
     fn kill(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(200));
+        // The reader ends at the pipe's EOF: every line is in.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         self.log()
     }
 }

@@ -84,22 +84,36 @@ mod tests {
         );
     }
 
-    /// A waiting task is woken by a notify from another thread.
-    #[tokio::test]
-    async fn a_waiter_is_woken_from_another_thread() {
+    /// A waker that passes each wake-up on to the test thread.
+    struct Woken(std::sync::mpsc::Sender<()>);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            let _ = self.0.send(());
+        }
+    }
+
+    /// A registered waiter is woken by a notify from another thread, and its
+    /// next poll takes the permit. The wait is registered (the poll returned
+    /// `Pending`) before the other thread starts: no sleep decides the order.
+    #[test]
+    fn a_waiter_is_woken_from_another_thread() {
         let s = Arc::new(WakeSignal::default());
-        let waiter = tokio::spawn({
-            let s = s.clone();
-            async move { s.wait().await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (tx, woken) = std::sync::mpsc::channel();
+        let waker = std::task::Waker::from(Arc::new(Woken(tx)));
+        let mut cx = Context::from_waker(&waker);
+        assert!(s.poll_wait(&mut cx).is_pending(), "registered, no permit");
+        assert!(woken.try_recv().is_err(), "nothing woke it yet");
         let other = s.clone();
         std::thread::spawn(move || other.notify())
             .join()
             .expect("thread");
-        tokio::time::timeout(Duration::from_secs(1), waiter)
-            .await
-            .expect("woken")
-            .expect("task");
+        woken
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the notify from the other thread woke the waiter");
+        assert!(
+            s.poll_wait(&mut cx).is_ready(),
+            "the woken poll takes the permit"
+        );
     }
 }

@@ -474,15 +474,24 @@ async fn a_full_online_queue_holds_the_publisher_instead_of_dropping_qos1() {
         1,
         "the third QoS 1 message waits for room"
     );
-    let slow = sub_grant.session.clone();
-    let drainer = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut out = Vec::new();
-        slow.mailbox.drain_into(&mut out, 1);
-        out.len()
-    });
-    b.deliver_blocked(None, routed.blocked).await;
-    assert_eq!(drainer.await.unwrap(), 1);
+    let deliver = b.deliver_blocked(None, routed.blocked);
+    tokio::pin!(deliver);
+    // Polled once: the queue is full, so it waits (for room), and only then
+    // does the subscriber drain one; no sleep decides the order.
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(deliver.as_mut(), cx))
+    })
+    .await;
+    assert!(
+        first.is_pending(),
+        "the publisher is held while the queue is full"
+    );
+    let mut out = Vec::new();
+    sub_grant.session.mailbox.drain_into(&mut out, 1);
+    assert_eq!(out.len(), 1);
+    tokio::time::timeout(Duration::from_secs(5), deliver)
+        .await
+        .expect("the held message went in once there was room");
     assert_eq!(
         sub_grant.session.mailbox.len(),
         2,

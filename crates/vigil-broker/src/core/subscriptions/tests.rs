@@ -124,35 +124,216 @@ fn unsubscribe_prunes_the_trie() {
     assert!(idx.root.read().is_empty());
 }
 
-#[test]
-fn concurrent_publishers_and_subscribers() {
-    let idx = std::sync::Arc::new(SubscriptionIndex::default());
-    let writer = {
-        let idx = idx.clone();
-        std::thread::spawn(move || {
-            for i in 0..2000u64 {
-                let f = format!("t/{}", i % 50);
-                idx.subscribe(i % 7, i % 7, &f, None, opts(QoS::AtMostOnce), None);
-                idx.unsubscribe((i + 3) % 7, &f, None);
+/// One writer's step in `concurrent_publishers_and_subscribers`.
+#[derive(Clone, Copy)]
+enum Op {
+    Subscribe {
+        key: u64,
+        filter: &'static str,
+        qos: QoS,
+        id: u32,
+    },
+    Unsubscribe {
+        key: u64,
+        filter: &'static str,
+    },
+}
+
+/// What a reader of `CONCURRENT_TOPIC` sees, in a canonical order:
+/// (key, merged QoS, sorted subscription ids) per subscriber.
+type Seen = Vec<(u64, QoS, Vec<u32>)>;
+
+const CONCURRENT_TOPIC: &str = "a/b";
+
+/// A fixed mix of subscribes, re-subscribes with another QoS (replacing the
+/// entry) and unsubscribes (pruning nodes), over filters that match
+/// `CONCURRENT_TOPIC` and filters that only share nodes with it.
+fn concurrent_ops() -> Vec<Op> {
+    const FILTERS: [&str; 9] = [
+        "a/b", "a/+", "#", "+/b", "a/#", "+/+", "a/c", "b/#", "a/b/c",
+    ];
+    (0..3000u32)
+        .map(|i| {
+            let key = u64::from(i * 7 % 40);
+            let filter = FILTERS[(i as usize * 3 + i as usize / 9) % FILTERS.len()];
+            if i % 4 == 3 {
+                Op::Unsubscribe { key, filter }
+            } else {
+                let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][i as usize % 3];
+                Op::Subscribe {
+                    key,
+                    filter,
+                    qos,
+                    id: i + 1,
+                }
             }
         })
-    };
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let idx = idx.clone();
-            std::thread::spawn(move || {
-                let mut out = Vec::new();
-                for i in 0..2000u64 {
-                    out.clear();
-                    idx.match_topic(&format!("t/{}", i % 50), None, |_| true, &mut out);
-                }
+        .collect()
+}
+
+/// The reference model: what `CONCURRENT_TOPIC` matches after each prefix
+/// of `ops` (index c: after the first c ops).
+fn expected_after_each_op(ops: &[Op]) -> Vec<Seen> {
+    let mut subs: std::collections::HashMap<(u64, &str), (QoS, u32)> = Default::default();
+    let mut states = Vec::with_capacity(ops.len() + 1);
+    let seen = |subs: &std::collections::HashMap<(u64, &str), (QoS, u32)>| {
+        let mut per_key: std::collections::BTreeMap<u64, (QoS, Vec<u32>)> = Default::default();
+        for (&(key, filter), &(qos, id)) in subs {
+            if vigil_proto::topic::matches(filter, CONCURRENT_TOPIC) {
+                let e = per_key.entry(key).or_insert((QoS::AtMostOnce, Vec::new()));
+                e.0 = e.0.max(qos);
+                e.1.push(id);
+            }
+        }
+        per_key
+            .into_iter()
+            .map(|(k, (q, mut ids))| {
+                ids.sort_unstable();
+                (k, q, ids)
             })
+            .collect::<Seen>()
+    };
+    states.push(seen(&subs));
+    for op in ops {
+        match *op {
+            Op::Subscribe {
+                key,
+                filter,
+                qos,
+                id,
+            } => {
+                subs.insert((key, filter), (qos, id));
+            }
+            Op::Unsubscribe { key, filter } => {
+                subs.remove(&(key, filter));
+            }
+        }
+        states.push(seen(&subs));
+    }
+    states
+}
+
+fn seen_now(idx: &SubscriptionIndex<u64>, out: &mut Vec<Match<u64>>) -> Seen {
+    out.clear();
+    idx.match_topic(CONCURRENT_TOPIC, None, |_| true, out);
+    let mut seen: Seen = out
+        .iter()
+        .map(|m| {
+            let mut ids = m.subscription_ids.clone();
+            ids.sort_unstable();
+            (m.key, m.qos, ids)
         })
         .collect();
-    writer.join().unwrap();
-    for r in readers {
-        r.join().unwrap();
+    seen.sort_unstable();
+    seen
+}
+
+/// Readers matching while a writer subscribes, re-subscribes and
+/// unsubscribes: every match a reader gets is exactly the index's state
+/// after some prefix of the writer's ops (no half-done update, no subscriber
+/// twice), each reader's prefixes never go back, and the final state is
+/// exact. A deadlock fails the test after a minute instead of hanging it.
+#[test]
+fn concurrent_publishers_and_subscribers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::sync::{Arc, Barrier};
+    const READERS: usize = 2;
+
+    let ops = concurrent_ops();
+    let expected = Arc::new(expected_after_each_op(&ops));
+    let idx = Arc::new(SubscriptionIndex::<u64>::default());
+    let writing = Arc::new(AtomicBool::new(true));
+    let start = Arc::new(Barrier::new(READERS + 1));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let mut threads = Vec::new();
+    threads.push({
+        let (idx, writing, start, done) =
+            (idx.clone(), writing.clone(), start.clone(), done.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            for op in ops {
+                match op {
+                    Op::Subscribe {
+                        key,
+                        filter,
+                        qos,
+                        id,
+                    } => {
+                        idx.subscribe(key, key, filter, None, opts(qos), Some(id));
+                    }
+                    Op::Unsubscribe { key, filter } => {
+                        idx.unsubscribe(key, filter, None);
+                    }
+                }
+                // Without it the writer takes the lock again at once (it is
+                // not fair), and readers see hardly any state between.
+                std::thread::yield_now();
+            }
+            writing.store(false, Ordering::Release);
+            let _ = done.send(());
+        })
+    });
+    for _ in 0..READERS {
+        let (idx, writing, start, done, expected) = (
+            idx.clone(),
+            writing.clone(),
+            start.clone(),
+            done.clone(),
+            expected.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            let mut out = Vec::new();
+            // The earliest prefix the last read can have been; a later read
+            // is at this prefix or after it.
+            let mut at = 0;
+            let mut reads = 0usize;
+            loop {
+                let last = !writing.load(Ordering::Acquire);
+                let seen = seen_now(&idx, &mut out);
+                reads += 1;
+                match (at..expected.len()).find(|&c| expected[c] == seen) {
+                    Some(c) => at = c,
+                    None => panic!(
+                        "read {reads} saw {seen:?}: not the state after any op from {at} on \
+                         (state after op {at}: {:?})",
+                        expected[at]
+                    ),
+                }
+                if last {
+                    break;
+                }
+            }
+            assert_eq!(
+                expected[at],
+                expected[expected.len() - 1],
+                "the last read, after the writer, sees the end state"
+            );
+            let _ = done.send(());
+        }));
     }
+    drop(done);
+    for _ in 0..threads.len() {
+        match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(()) => {}
+            // A thread panicked (every sender is gone): its join says why.
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("writer or readers still running after 60 s: deadlock")
+            }
+        }
+    }
+    for t in threads {
+        if let Err(panic) = t.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    assert_eq!(
+        seen_now(&idx, &mut Vec::new()),
+        expected[expected.len() - 1],
+        "final state"
+    );
 }
 
 fn level() -> impl Strategy<Value = &'static str> {
