@@ -65,7 +65,8 @@ fn auth_families(o: &mut Out, a: &vigil_broker::auth::AuthCounters) {
         "CONNECTs refused by authentication, by reason: bad_credentials=0x86, \
 not_authorized=0x87 (no credentials, or refused), will_denied=0x87 (the ACL refuses the will's topic), \
 banned=0x8A (too many failures from the address), no_cert_identity=0x87 (use_identity_as_username, \
-certificate without the identity).",
+certificate without the identity), reload_failed (a reload whose password file, ACL or JWT key \
+did not load; the old one stays).",
     );
     for (reason, counter) in [
         ("bad_credentials", &a.connect_bad_credentials),
@@ -73,6 +74,7 @@ certificate without the identity).",
         ("will_denied", &a.connect_will_denied),
         ("banned", &a.connect_banned),
         ("no_cert_identity", &a.connect_no_identity),
+        ("reload_failed", &a.reload_failures),
     ] {
         o.sample(
             "vigil_auth_failures_total",
@@ -248,34 +250,6 @@ pub(crate) fn render(broker: &Broker, reloader: Option<&Reloader>) -> String {
         "Subscriptions over all sessions.",
         broker.subscription_counts().0 as u64,
     );
-    if let Some(auth) = broker.auth() {
-        let a = auth.counters();
-        o.family(
-            "vigil_auth_failures_total",
-            "counter",
-            "Refused CONNECTs and denied operations, by reason (CONNACK 0x86 bad_credentials, \
-             0x87 not_authorized / will_denied, 0x8A banned; publish_denied, subscribe_denied, \
-             delivery_denied; revoked by a reload, expired login; reload_failed).",
-        );
-        for (reason, counter) in [
-            ("bad_credentials", &a.connect_bad_credentials),
-            ("not_authorized", &a.connect_not_authorized),
-            ("will_denied", &a.connect_will_denied),
-            ("banned", &a.connect_banned),
-            ("publish_denied", &a.publish_denied),
-            ("subscribe_denied", &a.subscribe_denied),
-            ("delivery_denied", &a.delivery_denied),
-            ("revoked", &a.revoked),
-            ("expired", &a.expired),
-            ("reload_failed", &a.reload_failures),
-        ] {
-            o.sample(
-                "vigil_auth_failures_total",
-                &[("reason", reason)],
-                g(counter),
-            );
-        }
-    }
     let expiry = reloader
         .map(Reloader::certificate_expiry)
         .unwrap_or_default();
