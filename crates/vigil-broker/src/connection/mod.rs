@@ -9,6 +9,7 @@
 //! once flushed. (Reading straight into a 4 KiB heap buffer per wake-up cost
 //! ~3.6 KB of resident memory per idle connection in malloc's arenas.)
 
+mod close;
 mod enhanced_auth;
 mod events;
 mod parking;
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -60,16 +61,6 @@ thread_local! {
     static WRITE_SCRATCH: std::cell::RefCell<BytesMut> =
         std::cell::RefCell::new(BytesMut::new());
 }
-
-/// How long a closing connection may take to flush its last packets.
-const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
-/// After a close that told the client why, how long, and how many of the
-/// client's bytes, the half-closed socket is drained before it is closed: a
-/// socket closed with bytes unread answers with a reset, and a client that
-/// then writes (an ack, a ping) gets EPIPE instead of reading the reason.
-const DRAIN_ON_CLOSE: Duration = Duration::from_secs(1);
-/// See `DRAIN_ON_CLOSE`.
-const DRAIN_ON_CLOSE_BYTES: usize = 64 * 1024;
 
 /// A listener's live connections, and its name (for the admin API's
 /// `listener` of each client): one pointer in every connection.
@@ -116,25 +107,15 @@ pub(crate) fn serve(
     if limit.is_set() {
         conn.limit_publish_rate(limit, now);
     }
-    let driver = Driver {
-        stream: stream.into(),
+    let driver = Driver::new(
+        stream.into(),
         peer,
         conn,
         broker,
-        attached: None,
-        control: None,
-        read_buf: BytesMut::new(),
-        write_buf: BytesMut::new(),
-        closed: None,
-        full_reads: 0,
-        yield_owed: false,
-        timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-        timer_at: None,
-        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms() as u32),
         lot,
         slot,
-        stats: Arc::new(ConnStats::default()),
-    };
+        Arc::new(ConnStats::default()),
+    );
     drive(driver)
 }
 
@@ -161,25 +142,20 @@ fn resume(
     lot: Option<Arc<ParkingLot>>,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let stream = TcpStream::from_std(body.stream)?;
-    let driver = Driver {
-        peer: parking::peer_of(&stream),
-        stream: stream.into(),
-        conn: ServerConnection::unpark(config, body.conn),
+    let peer = parking::peer_of(&stream);
+    let conn = ServerConnection::unpark(config, body.conn);
+    let mut driver = Driver::new(
+        stream.into(),
+        peer,
+        conn,
         broker,
-        attached: Some(body.attached),
-        control: Some(body.control),
-        read_buf: BytesMut::new(),
-        write_buf: BytesMut::from(unsent),
-        closed: None,
-        full_reads: 0,
-        yield_owed: false,
-        timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-        timer_at: None,
-        busy_ms: lot.as_ref().map_or(0, |l| l.now_ms() as u32),
         lot,
-        slot: body.slot,
-        stats: body.stats,
-    };
+        body.slot,
+        body.stats,
+    );
+    driver.attached = Some(body.attached);
+    driver.control = Some(body.control);
+    driver.write_buf = BytesMut::from(unsent);
     Ok(drive(driver))
 }
 
@@ -248,6 +224,38 @@ struct Driver {
 }
 
 impl Driver {
+    /// A driver for a connection with no session attached yet (a new one,
+    /// or a parked one whose caller attaches what it kept).
+    fn new(
+        stream: Transport,
+        peer: SocketAddr,
+        conn: ServerConnection,
+        broker: Arc<Broker>,
+        lot: Option<Arc<ParkingLot>>,
+        slot: Option<LiveSlot>,
+        stats: Arc<ConnStats>,
+    ) -> Driver {
+        Driver {
+            stream,
+            peer,
+            conn,
+            broker,
+            attached: None,
+            control: None,
+            read_buf: BytesMut::new(),
+            write_buf: BytesMut::new(),
+            closed: None,
+            full_reads: 0,
+            yield_owed: false,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer_at: None,
+            busy_ms: lot.as_ref().map_or(0, |l| l.now_ms() as u32),
+            lot,
+            slot,
+            stats,
+        }
+    }
+
     /// The client's identifier once CONNECT was accepted (for logs).
     fn client_id(&self) -> &str {
         self.attached.as_ref().map_or("", |a| a.session.client_id())
@@ -672,105 +680,6 @@ impl Driver {
                 vigil_proto::ReasonCode::ADMINISTRATIVE_ACTION,
                 CloseReason::Kicked,
             ),
-        }
-    }
-
-    /// Flushes the last packets (DISCONNECT before close), then tells the core.
-    async fn finish(&mut self) {
-        self.process_events().await;
-        self.fill_write_buf();
-        if !self.write_buf.is_empty() {
-            use tokio::io::AsyncWriteExt;
-            let flush = self.stream.write_all(&self.write_buf);
-            if tokio::time::timeout(FLUSH_ON_CLOSE, flush).await.is_err() {
-                debug!(client = %self.client_id(), "could not flush before close");
-            }
-        }
-        // Bounded: a TLS close_notify or WebSocket Close waits for a peer
-        // that may never read again.
-        let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut self.stream);
-        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, shutdown).await;
-        let told_why = self.conn.told_why();
-        let closed = self.closed.take().map_or(
-            Closed {
-                reason: CloseReason::PeerClosed,
-                publish_will: true,
-                session_expiry: None,
-            },
-            |c| *c,
-        );
-        self.count_drops(self.conn.drops());
-        match self.attached.take() {
-            Some(a) => {
-                // What happens to the will, as the core is about to decide:
-                // "publish" (possibly after its delay), "discard", or "none".
-                let will = match (a.session.has_will(), closed.publish_will) {
-                    (false, _) => "none",
-                    (true, true) => "publish",
-                    (true, false) => "discard",
-                };
-                info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = %will, "client disconnected");
-                self.broker.note_disconnect(
-                    &a.session,
-                    crate::core::clients::Ended {
-                        conn_id: a.conn_id,
-                        reason: &closed.reason,
-                        keep_alive: self.conn.keep_alive(),
-                        will,
-                        peer: self.peer,
-                        figures: self.stats.read(),
-                    },
-                );
-                let info = DisconnectInfo {
-                    reason: closed.reason,
-                    publish_will: closed.publish_will,
-                    session_expiry: closed.session_expiry,
-                    state: self.conn.take_state(),
-                };
-                self.broker
-                    .disconnect(Instant::now(), &a.session, a.conn_id, info);
-            }
-            None => {
-                self.broker.counters().count_disconnect(&closed.reason);
-                debug!(peer = %self.peer, reason = %closed.reason, "connection closed before CONNACK");
-            }
-        }
-        if told_why {
-            // After the core has been told: a takeover or a will does not
-            // wait for this.
-            self.drain_before_close().await;
-        }
-    }
-
-    /// Reads and discards what the client still sends, until it closes its
-    /// side or `DRAIN_ON_CLOSE` / `DRAIN_ON_CLOSE_BYTES` run out. Only the
-    /// closing task does this; the bytes go through the thread's scratch
-    /// buffer, never held across an await.
-    async fn drain_before_close(&mut self) {
-        let mut left = DRAIN_ON_CLOSE_BYTES;
-        let drain = async {
-            while left > 0 {
-                if std::future::poll_fn(|cx| self.stream.poll_read_ready(cx))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let got = READ_SCRATCH.with(|scratch| {
-                    let mut chunk = scratch.borrow_mut();
-                    let n = left.min(chunk.len());
-                    self.stream.read_chunk(&mut chunk[..n])
-                });
-                match got {
-                    Ok(0) => return,
-                    Ok(n) => left -= n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
-            }
-        };
-        if tokio::time::timeout(DRAIN_ON_CLOSE, drain).await.is_err() {
-            debug!(peer = %self.peer, "client still sending when its connection was closed");
         }
     }
 }
