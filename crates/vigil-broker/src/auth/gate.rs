@@ -297,7 +297,7 @@ impl Auth {
                 return false;
             };
             let inner = session.inner.lock();
-            let Some(conn) = inner.conn.as_ref().filter(|c| c.conn_id == *conn_id) else {
+            let Some(conn) = inner.presence.conn().filter(|c| c.conn_id == *conn_id) else {
                 return false;
             };
             let valid = match (&authenticator, &tracked.login.username) {
@@ -522,8 +522,8 @@ impl Auth {
                 t.session.upgrade().is_some_and(|s| {
                     s.inner
                         .lock()
-                        .conn
-                        .as_ref()
+                        .presence
+                        .conn()
                         .is_some_and(|c| c.conn_id == *id)
                 })
             });
@@ -578,7 +578,7 @@ impl Auth {
                 continue;
             };
             let inner = session.inner.lock();
-            if let Some(conn) = inner.conn.as_ref().filter(|c| c.conn_id == conn_id) {
+            if let Some(conn) = inner.presence.conn().filter(|c| c.conn_id == conn_id) {
                 info!(client = session.client_id(), "login expired: disconnecting");
                 conn.control.send(Control::Expired);
                 closed += 1;

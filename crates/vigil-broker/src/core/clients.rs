@@ -255,14 +255,14 @@ impl Broker {
     pub fn kick(&self, client_id: &str, discard_session: bool) -> Option<Kicked> {
         let session = self.session(client_id)?;
         let mut inner = session.inner.lock();
-        if inner.ended {
+        if inner.presence.is_ended() {
             return None;
         }
         if discard_session {
             // Read by `disconnect` when the kicked connection hands back.
             inner.expiry = 0;
         }
-        match &inner.conn {
+        match inner.presence.conn() {
             Some(conn) => {
                 info!(client = client_id, discard_session, "kicking client");
                 conn.control.send(Control::Kick);

@@ -42,7 +42,7 @@ pub use subscriptions::{Match, SubscriptionIndex};
 pub use wake_inbox::WakeInbox;
 
 use retained::RetainedIndex;
-use session::{LiveConn, SessionInner};
+use session::{LiveConn, Presence, SessionInner};
 use timers::DeadlineQueue;
 
 /// Limits of the broker core.
@@ -236,21 +236,23 @@ impl Broker {
             let conn_id = self.next_conn.fetch_add(1, Relaxed);
             let mut inner = session.inner.lock();
             inner.generation += 1;
-            let resume = !inner.fresh && !inner.ended && !req.clean_start;
+            let resume = matches!(inner.presence, Presence::Away { .. } | Presence::Online(_))
+                && !req.clean_start;
             if !resume {
                 self.clear_session(&session, &mut inner);
             }
-            inner.fresh = false;
-            inner.ended = false;
             inner.expiry = self.cap_expiry(req.session_expiry);
             inner.will = req.will.clone().map(Box::new);
             inner.username = req.username.clone().map(Arc::new);
             inner.protocol = req.protocol;
-            inner.conn = Some(LiveConn {
+            let live = Presence::Online(LiveConn {
                 conn_id,
                 control: control.clone(),
             });
-            let state = inner.state.take().map(|s| *s).unwrap_or_default();
+            let state = match std::mem::replace(&mut inner.presence, live) {
+                Presence::Away { state, .. } => state.map(|s| *s).unwrap_or_default(),
+                _ => SessionState::default(),
+            };
             if self.store.is_some() {
                 let was_durable = session.is_durable();
                 let durable = inner.expiry > 0;
@@ -289,10 +291,10 @@ impl Broker {
         info: DisconnectInfo,
     ) {
         let mut inner = session.inner.lock();
-        if inner.conn.as_ref().map(|c| c.conn_id) != Some(conn_id) {
+        if inner.presence.conn().map(|c| c.conn_id) != Some(conn_id) {
             return;
         }
-        inner.conn = None;
+        inner.presence = Presence::AWAY;
         session.set_online(false);
         self.counters.connections_current.fetch_sub(1, Relaxed);
         self.counters.count_disconnect(&info.reason);
@@ -310,10 +312,16 @@ impl Broker {
         let delayed = will.is_some() && !cancelled && delay > 0 && expiry > 0;
         if expiry == 0 {
             // Kept for the moment it takes to hand shared deliveries on.
-            inner.state = Some(Box::new(info.state));
+            inner.presence = Presence::Away {
+                since: None,
+                state: Some(Box::new(info.state)),
+            };
             self.end_session(session, &mut inner);
         } else {
-            inner.state = Some(Box::new(info.state));
+            inner.presence = Presence::Away {
+                since: None,
+                state: Some(Box::new(info.state)),
+            };
             if expiry != u32::MAX {
                 self.schedule(
                     now + secs(expiry),
@@ -327,7 +335,9 @@ impl Broker {
                 let clock = Clock::now();
                 let due = clock.to_unix(now + secs(delay.min(expiry)));
                 let pending = will.as_deref().filter(|_| delayed).map(|w| (w, due));
-                inner.away_since = std::num::NonZeroU64::new(clock.to_unix(now));
+                if let Presence::Away { since, .. } = &mut inner.presence {
+                    *since = std::num::NonZeroU64::new(clock.to_unix(now));
+                }
                 let record = self.session_record(session, &inner, pending);
                 self.persist(vec![Op::PutSession(record)]);
             }
@@ -359,7 +369,7 @@ impl Broker {
     pub fn shutdown(&self) {
         let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
         for s in sessions {
-            if let Some(c) = &s.inner.lock().conn {
+            if let Some(c) = s.inner.lock().presence.conn() {
                 c.control.send(Control::Shutdown);
             }
         }
@@ -382,13 +392,13 @@ impl Broker {
                 } => {
                     let still_away = {
                         let inner = session.inner.lock();
-                        inner.generation == generation && inner.conn.is_none()
+                        inner.generation == generation && inner.presence.conn().is_none()
                     };
                     if still_away {
                         self.publish_will(&session, *will);
                         // The record no longer carries a will waiting on its delay.
                         let inner = session.inner.lock();
-                        if !inner.ended {
+                        if !inner.presence.is_ended() {
                             self.persist_session(&session, &inner);
                         }
                     }
@@ -398,7 +408,8 @@ impl Broker {
                     generation,
                 } => {
                     let mut inner = session.inner.lock();
-                    if inner.generation == generation && inner.conn.is_none() && !inner.ended {
+                    let away = matches!(inner.presence, Presence::Away { .. });
+                    if inner.generation == generation && away {
                         info!(client = session.client_id(), "session expired");
                         Counters::add(&self.counters.sessions_expired, 1);
                         self.end_session(&session, &mut inner);
@@ -460,8 +471,8 @@ impl Broker {
         let control = session
             .inner
             .lock()
-            .conn
-            .as_ref()
+            .presence
+            .conn()
             .map(|c| c.control.clone());
         let Some(control) = control else { return };
         info!(
@@ -479,7 +490,8 @@ impl Broker {
             );
         }
         let mut inner = session.inner.lock();
-        if inner.conn.take().is_some() {
+        if inner.presence.conn().is_some() {
+            inner.presence = Presence::AWAY;
             session.set_online(false);
             self.counters.connections_current.fetch_sub(1, Relaxed);
             self.counters.count_disconnect(&CloseReason::TakenOver);
@@ -495,14 +507,16 @@ impl Broker {
             self.remove_subscription(session, &filter);
         }
         session.mailbox.clear();
-        inner.state = None;
+        if let Presence::Away { state, .. } = &mut inner.presence {
+            *state = None;
+        }
         self.hand_on_shared(session, orphans);
     }
 
     /// Ends a session for good and removes it from the registry.
     fn end_session(&self, session: &SessionRef, inner: &mut SessionInner) {
         self.clear_session(session, inner);
-        inner.ended = true;
+        inner.presence = Presence::Ended;
         if session.is_durable() {
             session.set_durable(false);
             self.persist(vec![Op::DeleteSession(session.key)]);

@@ -117,7 +117,7 @@ impl Broker {
                     queued,
                     "slow consumer: queue full for {wait_ms} ms; disconnecting it (0x97)"
                 );
-                if let Some(c) = &session.inner.lock().conn {
+                if let Some(c) = session.inner.lock().presence.conn() {
                     c.control.send(Control::SlowConsumer);
                 }
             }

@@ -22,7 +22,7 @@ use vigil_store::{
     Clock, Contents, Op, Sent, SessionRecord, Store, SubscriptionRecord, Ticket, WillRecord,
 };
 
-use super::session::SessionInner;
+use super::session::{Presence, SessionInner};
 use super::{Broker, Session, SessionRef, Timer};
 
 impl Broker {
@@ -50,13 +50,12 @@ impl Broker {
         inner: &SessionInner,
         pending_will: Option<(&Will, u64)>,
     ) -> SessionRecord {
-        let disconnected_at = inner
-            .away_since
-            .map(std::num::NonZeroU64::get)
-            .filter(|_| inner.conn.is_none());
+        let disconnected_at = inner.presence.away_since().map(std::num::NonZeroU64::get);
         let (will, will_due) = match (pending_will, &inner.will) {
             (Some((w, due)), _) => (Some(WillRecord::from_will(w)), Some(due)),
-            (None, Some(w)) if inner.conn.is_some() => (Some(WillRecord::from_will(w)), None),
+            (None, Some(w)) if inner.presence.conn().is_some() => {
+                (Some(WillRecord::from_will(w)), None)
+            }
             _ => (None, None),
         };
         SessionRecord {
@@ -231,8 +230,10 @@ impl Broker {
             }
             {
                 let mut inner = session.inner.lock();
-                inner.fresh = false;
-                inner.away_since = std::num::NonZeroU64::new(disconnected_at);
+                inner.presence = Presence::Away {
+                    since: std::num::NonZeroU64::new(disconnected_at),
+                    state: None,
+                };
                 inner.expiry = record.expiry;
                 inner.protocol = match record.protocol {
                     3 => ProtocolVersion::V3_1,
@@ -310,7 +311,10 @@ impl Broker {
             }
         }
         for (session, state) in by_key.into_values() {
-            session.inner.lock().state = Some(Box::new(state));
+            // Recovered sessions are away (set above): this is what they kept.
+            if let Presence::Away { state: kept, .. } = &mut session.inner.lock().presence {
+                *kept = Some(Box::new(state));
+            }
         }
         self.next_key.fetch_max(max_key + 1, Relaxed);
         self.next_seq.fetch_max(max_seq + 1, Relaxed);

@@ -107,18 +107,73 @@ pub(crate) struct LiveConn {
     pub(crate) control: Arc<ControlSignal>,
 }
 
+/// Where a session is in its life: one value, so that no impossible mix of
+/// flags (a connection on an ended session, a fresh one with kept state)
+/// can be written.
+#[derive(Debug)]
+pub(crate) enum Presence {
+    /// Never connected.
+    Fresh,
+    /// A connection has it.
+    Online(LiveConn),
+    /// No connection has it; kept for the next one until it expires.
+    Away {
+        /// When the last connection ended (Unix ms), kept for the store:
+        /// set for durable sessions only. (NonZero: 8 bytes, not 16, in
+        /// every session; Unix ms is never 0.)
+        since: Option<std::num::NonZeroU64>,
+        /// The protocol state its connection handed back (boxed: 96 bytes
+        /// a connected session would carry for nothing). None when the
+        /// old connection did not hand it back in time, or after recovery.
+        state: Option<Box<SessionState>>,
+    },
+    /// Removed from the registry (expired, or ended at disconnect).
+    Ended,
+}
+
+impl Presence {
+    /// Away with nothing kept yet.
+    pub(crate) const AWAY: Presence = Presence::Away {
+        since: None,
+        state: None,
+    };
+
+    /// The connection that has the session, if one does.
+    pub(crate) fn conn(&self) -> Option<&LiveConn> {
+        match self {
+            Presence::Online(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// True once the session was removed from the registry.
+    pub(crate) fn is_ended(&self) -> bool {
+        matches!(self, Presence::Ended)
+    }
+
+    /// The protocol state kept while away.
+    pub(crate) fn state_mut(&mut self) -> Option<&mut SessionState> {
+        match self {
+            Presence::Away { state, .. } => state.as_deref_mut(),
+            _ => None,
+        }
+    }
+
+    /// When the last connection ended (Unix ms), while away.
+    pub(crate) fn away_since(&self) -> Option<std::num::NonZeroU64> {
+        match self {
+            Presence::Away { since, .. } => *since,
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct SessionInner {
-    pub(crate) conn: Option<LiveConn>,
+    pub(crate) presence: Presence,
     /// Bumped at every connect: timers armed for an older generation are void.
     pub(crate) generation: u64,
-    /// Protocol state parked while no connection has the session (boxed:
-    /// 96 bytes that a connected session would carry for nothing).
-    pub(crate) state: Option<Box<SessionState>>,
     pub(crate) expiry: u32,
-    /// When the last connection ended (Unix ms), kept for the store.
-    /// (NonZero: 8 bytes, not 16, in every session; Unix ms is never 0.)
-    pub(crate) away_since: Option<std::num::NonZeroU64>,
     /// Boxed: most sessions have no will, and a will's properties are large.
     pub(crate) will: Option<Box<Will>>,
     pub(crate) protocol: ProtocolVersion,
@@ -127,10 +182,6 @@ pub(crate) struct SessionInner {
     /// Filters as the client wrote them (with any `$share/` prefix), with
     /// their options and subscription identifier (kept for the store).
     pub(crate) subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
-    /// Never connected yet.
-    pub(crate) fresh: bool,
-    /// Removed from the registry (expired or ended at disconnect).
-    pub(crate) ended: bool,
 }
 
 /// A session, shared by the registry, the subscription index and its connection.
@@ -162,17 +213,13 @@ impl Session {
             released: Notify::new(),
             connect_lock: tokio::sync::Mutex::new(()),
             inner: Mutex::new(SessionInner {
-                conn: None,
+                presence: Presence::Fresh,
                 generation: 0,
-                state: None,
                 expiry: 0,
-                away_since: None,
                 will: None,
                 protocol: ProtocolVersion::V5,
                 username: None,
                 subscriptions: BTreeMap::new(),
-                fresh: true,
-                ended: false,
             }),
         }
     }

@@ -55,7 +55,7 @@ impl Broker {
             return Orphans::default();
         }
         let mut deliveries = Vec::new();
-        if let Some(state) = inner.state.as_mut() {
+        if let Some(state) = inner.presence.state_mut() {
             let last = state.last_packet_id;
             for (_, entry) in state.inflight.in_send_order(last) {
                 if !entry.outgoing.shared {
