@@ -289,13 +289,22 @@ impl Broker {
             }
         }
         session.set_durable(true);
-        let mut record = record;
-        record.disconnected_at = Some(disconnected_at);
-        record.will_due = will_due.filter(|d| *d > clock.unix_ms);
-        if record.will_due.is_none() {
-            record.will = None;
+        let will_due = will_due.filter(|d| *d > clock.unix_ms);
+        // Rewritten only when recovery changed it: a session that was already
+        // offline with nothing due is stored as it is, and rewriting 100,000
+        // of them would cost time and (transiently) memory for nothing.
+        if record.disconnected_at.is_none()
+            || record.will_due != will_due
+            || (will_due.is_none() && record.will.is_some())
+        {
+            let mut record = record;
+            record.disconnected_at = Some(disconnected_at);
+            record.will_due = will_due;
+            if record.will_due.is_none() {
+                record.will = None;
+            }
+            r.ops.push(Op::PutSession(record));
         }
-        r.ops.push(Op::PutSession(record));
         self.sessions
             .lock()
             .insert(Arc::from(session.client_id()), session.clone());
