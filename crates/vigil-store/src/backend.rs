@@ -1,13 +1,19 @@
 //! The storage trait, and the decoding of what a backend holds into records.
 
+use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use tracing::warn;
+use vigil_proto::message::Message;
+use vigil_proto::QoS;
 
 use crate::error::StoreError;
 use crate::op::{Op, Sent};
-use crate::record::{MessageRecord, QueuedRecord, SessionRecord};
+use crate::record::{Clock, MessageRecord, QueuedHead, SessionRecord};
 
 /// A place the broker's durable state lives.
 pub trait Backend: Send + 'static {
@@ -40,8 +46,16 @@ pub struct QueuedEntry {
     pub session: u64,
     /// Queue position.
     pub seq: u64,
-    /// The delivery.
-    pub record: QueuedRecord,
+    /// The message, one allocation shared by every entry that queued the same
+    /// message (as the live broker shares it), its expiry in this process's
+    /// `Instant`s.
+    pub message: Arc<Message>,
+    /// Delivery QoS (after the subscription's downgrade).
+    pub qos: QoS,
+    /// RETAIN flag on this delivery.
+    pub retain: bool,
+    /// Subscription identifiers.
+    pub subscription_ids: Vec<u32>,
     /// How far it had got, if it was sent.
     pub sent: Option<Sent>,
 }
@@ -74,6 +88,11 @@ pub(crate) struct Decoder<'p> {
     contents: Contents,
     damaged: Damaged,
     sent: HashMap<(u64, u64), (u16, u8)>,
+    clock: Clock,
+    /// Messages decoded so far, by a hash of their stored bytes: a message
+    /// fanned out to many sessions is stored once per queue entry, and each
+    /// entry after the first gets the first one's allocation.
+    messages: HashMap<u64, Arc<Message>>,
 }
 
 impl<'p> Decoder<'p> {
@@ -84,7 +103,23 @@ impl<'p> Decoder<'p> {
             contents: Contents::default(),
             damaged: Damaged::default(),
             sent: HashMap::new(),
+            clock: Clock::now(),
+            messages: HashMap::new(),
         }
+    }
+
+    /// The message stored as `bytes`, shared with an equal one decoded
+    /// before. The hash only finds the candidate; equality decides, so a
+    /// collision costs a copy, never a wrong message.
+    fn shared_message(&mut self, bytes: Bytes) -> Result<Arc<Message>, crate::RecordError> {
+        let mut h = DefaultHasher::new();
+        bytes.hash(&mut h);
+        let message = MessageRecord::decode_whole(bytes)?.into_message(&self.clock);
+        Ok(match self.messages.entry(h.finish()) {
+            Entry::Occupied(e) if **e.get() == message => e.get().clone(),
+            Entry::Occupied(_) => Arc::new(message),
+            Entry::Vacant(v) => v.insert(Arc::new(message)).clone(),
+        })
     }
 
     fn fail(&self, what: &'static str, key: String, e: &crate::RecordError) -> StoreError {
@@ -116,11 +151,16 @@ impl<'p> Decoder<'p> {
 
     pub(crate) fn queued(&mut self, key: (u64, u64), bytes: &[u8]) -> Result<(), StoreError> {
         let sent = self.sent.remove(&key).and_then(Sent::from_pair);
-        match QueuedRecord::from_bytes(bytes) {
-            Ok(record) => self.contents.queued.push(QueuedEntry {
+        let decoded = QueuedHead::split(bytes)
+            .and_then(|(head, message)| Ok((head, self.shared_message(message)?)));
+        match decoded {
+            Ok((head, message)) => self.contents.queued.push(QueuedEntry {
                 session: key.0,
                 seq: key.1,
-                record,
+                message,
+                qos: head.qos,
+                retain: head.retain,
+                subscription_ids: head.subscription_ids,
                 sent,
             }),
             Err(e) if self.salvage => {

@@ -102,6 +102,21 @@ impl MessageRecord {
         }
     }
 
+    /// The routed message, moving topic and properties out of the record.
+    /// The payload is copied into an allocation of its own: decoded, it is a
+    /// view into the buffer of the whole encoded record, which would otherwise
+    /// stay alive (with a bookkeeping block) for as long as the message does.
+    pub fn into_message(self, clock: &Clock) -> Message {
+        Message {
+            topic: self.publish.topic,
+            payload: Bytes::copy_from_slice(&self.publish.payload),
+            qos: self.publish.qos,
+            retain: self.publish.retain,
+            properties: Message::boxed(self.publish.properties),
+            expires_at: self.expires_at.map(|ms| clock.to_instant(ms)),
+        }
+    }
+
     fn encode(&self, out: &mut BytesMut) -> Result<(), RecordError> {
         put_opt_u64(out, self.expires_at);
         let mut body = BytesMut::new();
@@ -172,6 +187,28 @@ impl QueuedRecord {
 
     /// Decodes a record.
     pub fn from_bytes(bytes: &[u8]) -> Result<QueuedRecord, RecordError> {
+        let (head, message) = QueuedHead::split(bytes)?;
+        Ok(QueuedRecord {
+            message: MessageRecord::decode_whole(message)?,
+            qos: head.qos,
+            retain: head.retain,
+            subscription_ids: head.subscription_ids,
+        })
+    }
+}
+
+/// A queued record's delivery fields, read apart from its message so that
+/// recovery can recognise a message it has already decoded by its bytes.
+#[derive(Debug)]
+pub(crate) struct QueuedHead {
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) subscription_ids: Vec<u32>,
+}
+
+impl QueuedHead {
+    /// The delivery fields, and the message's encoding still undecoded.
+    pub(crate) fn split(bytes: &[u8]) -> Result<(QueuedHead, Bytes), RecordError> {
         let mut r = Bytes::copy_from_slice(bytes);
         check_format(&mut r)?;
         let flags = get_u8(&mut r)?;
@@ -181,14 +218,21 @@ impl QueuedRecord {
             return Err(RecordError("subscription id count past the end".into()));
         }
         let subscription_ids = (0..n).map(|_| r.get_u32()).collect();
-        let message = MessageRecord::decode(&mut r)?;
-        finish(&r)?;
-        Ok(QueuedRecord {
-            message,
+        let head = QueuedHead {
             qos,
             retain: flags & 0x04 != 0,
             subscription_ids,
-        })
+        };
+        Ok((head, r))
+    }
+}
+
+impl MessageRecord {
+    /// Decodes a message that must fill `r` exactly.
+    pub(crate) fn decode_whole(mut r: Bytes) -> Result<MessageRecord, RecordError> {
+        let m = MessageRecord::decode(&mut r)?;
+        finish(&r)?;
+        Ok(m)
     }
 }
 

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use vigil_proto::{Publish, QoS, SubscriptionOptions};
 use vigil_store::{
-    Backend, DiskBackend, MemoryBackend, MessageRecord, Op, QueuedRecord, Sent, SessionRecord,
-    SubscriptionRecord, WillRecord,
+    Backend, Clock, DiskBackend, MemoryBackend, MessageRecord, Op, QueuedRecord, Sent,
+    SessionRecord, SubscriptionRecord, WillRecord,
 };
 
 fn msg(topic: &str, payload: &'static [u8], qos: QoS) -> MessageRecord {
@@ -125,7 +125,15 @@ fn suite(mut b: impl Backend, reopen: impl Fn() -> Box<dyn Backend>) {
     let q: Vec<_> = c
         .queued
         .iter()
-        .map(|e| (e.session, e.seq, e.record.clone(), e.sent))
+        .map(|e| {
+            let record = QueuedRecord {
+                message: MessageRecord::from_message(&e.message, &Clock::now()),
+                qos: e.qos,
+                retain: e.retain,
+                subscription_ids: e.subscription_ids.clone(),
+            };
+            (e.session, e.seq, record, e.sent)
+        })
         .collect();
     assert_eq!(
         q,
@@ -298,4 +306,56 @@ fn a_directory_where_the_store_file_belongs_is_not_called_damage() {
     let err = DiskBackend::open(dir.path()).unwrap_err().to_string();
     assert!(err.contains("vigil.redb"), "{err}");
     assert!(!err.contains("damaged"), "{err}");
+}
+
+/// A message queued for many sessions is stored once per entry; read back,
+/// the entries share one allocation of it again (as the live broker shared
+/// it), and only equal messages are shared.
+fn shares_one_message_per_stored_message(
+    mut b: impl Backend,
+    reopen: impl Fn() -> Box<dyn Backend>,
+) {
+    let mut ops = Vec::new();
+    let mut seq = 1;
+    for session in 1..=50 {
+        for payload in [&b"first"[..], b"second"] {
+            let mut record = queued(b"x");
+            record.message.publish.payload = Bytes::from_static(payload);
+            ops.push(Op::Enqueue {
+                session,
+                seq,
+                record,
+            });
+            seq += 1;
+        }
+    }
+    b.commit(&ops, true).unwrap();
+    drop(b);
+    let c = reopen().load(false).unwrap();
+    assert_eq!(c.queued.len(), 100);
+    let first = &c.queued[0].message;
+    let second = &c.queued[1].message;
+    assert_eq!(&first.payload[..], b"first");
+    assert_eq!(&second.payload[..], b"second");
+    assert!(!std::sync::Arc::ptr_eq(first, second));
+    for (i, e) in c.queued.iter().enumerate() {
+        let expected = if i % 2 == 0 { first } else { second };
+        assert!(std::sync::Arc::ptr_eq(&e.message, expected), "entry {i}");
+    }
+}
+
+#[test]
+fn memory_backend_shares_recovered_messages() {
+    let mem = MemoryBackend::new();
+    let again = mem.clone();
+    shares_one_message_per_stored_message(mem, move || Box::new(again.clone()));
+}
+
+#[test]
+fn disk_backend_shares_recovered_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    shares_one_message_per_stored_message(DiskBackend::open(&path).unwrap(), move || {
+        Box::new(DiskBackend::open(&path).unwrap())
+    });
 }

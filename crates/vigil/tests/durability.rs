@@ -409,3 +409,66 @@ fn qos2_in_flight_to_a_connected_subscriber_survives_sigkill_exactly_once() {
     sorted.sort_unstable();
     assert_eq!(received, sorted, "out of order");
 }
+
+/// Messages fanned out to several offline persistent sessions are stored once
+/// per session; after SIGKILL the restarted broker (which shares one copy of
+/// each among the sessions again) still delivers every one to every session,
+/// in order.
+#[test]
+fn messages_fanned_out_to_offline_sessions_all_arrive_after_sigkill() {
+    const SESSIONS: usize = 5;
+    const MESSAGES: u32 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut broker, port) = serve(dir.path(), 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..SESSIONS {
+            let (sub, _events) = Client::connect(options(port, &format!("fan-{i}"), false))
+                .await
+                .unwrap();
+            sub.subscribe("fan/#", QoS::AtLeastOnce).await.unwrap();
+            sub.disconnect().await.unwrap();
+        }
+        let (p, _e) = Client::connect(options(port, "fan-pub", true))
+            .await
+            .unwrap();
+        for seq in 0..MESSAGES {
+            let m = Message::new("fan/x", seq.to_string()).qos(QoS::AtLeastOnce);
+            publish(&p, m).await.unwrap();
+        }
+    });
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+
+    let (mut broker, _) = serve(dir.path(), port);
+    let received = rt.block_on(async {
+        let mut all = Vec::new();
+        for i in 0..SESSIONS {
+            let (_sub, mut events) = Client::connect(options(port, &format!("fan-{i}"), false))
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            while got.len() < MESSAGES as usize {
+                match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+                    Ok(Some(Event::Message(m))) => {
+                        got.push(String::from_utf8_lossy(&m.payload).parse::<u32>().unwrap());
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            all.push(got);
+        }
+        all
+    });
+    let _ = broker.kill();
+    let _ = broker.wait();
+    let expected: Vec<u32> = (0..MESSAGES).collect();
+    for (i, got) in received.iter().enumerate() {
+        assert_eq!(got, &expected, "session fan-{i}");
+    }
+}

@@ -19,7 +19,8 @@ use vigil_proto::server::{DeliveryProgress, DeliveryStep, Inflight, InflightStag
 use vigil_proto::topic::SharedFilter;
 use vigil_proto::{ProtocolVersion, QoS, Will};
 use vigil_store::{
-    Clock, Contents, Op, Sent, SessionRecord, Store, SubscriptionRecord, Ticket, WillRecord,
+    Clock, Contents, MessageRecord, Op, QueuedEntry, Sent, SessionRecord, Store,
+    SubscriptionRecord, Ticket, WillRecord,
 };
 
 use super::session::{Presence, SessionInner};
@@ -159,135 +160,183 @@ impl Broker {
     }
 
     /// Rebuilds sessions, queues, in-flight state, retained messages and
-    /// timers from what the store held. Sessions that were connected when the
-    /// broker stopped are treated as disconnected now (their wills follow the
-    /// usual delay); sessions and will delays that ran out while the broker was
-    /// down end now, wills first.
+    /// timers from what the store held, one step per kind of record.
+    /// Sessions that were connected when the broker stopped are treated as
+    /// disconnected now (their wills follow the usual delay); sessions and
+    /// will delays that ran out while the broker was down end now, wills first.
     pub(super) fn recover(&self, contents: Contents) {
         let clock = Clock::now();
-        let now = clock.instant;
-        let mut max_key = 0;
-        let mut max_seq = 0;
-        let mut ops = Vec::new();
-        let mut due_wills = Vec::new();
-        let mut by_key: HashMap<u64, (SessionRef, SessionState)> = HashMap::new();
+        let mut r = Recovery::default();
         let sessions_found = contents.sessions.len();
+        let skipped = contents.skipped;
 
-        for m in &contents.retained {
-            self.retained.update(&Arc::new(m.to_message(&clock)));
-        }
+        self.recover_retained(&contents.retained, &clock);
         for record in contents.sessions {
-            max_key = max_key.max(record.id);
-            let session = Arc::new(Session::new(
-                record.id,
-                Arc::from(record.client_id.as_str()),
-            ));
-            let disconnected_at = record.disconnected_at.unwrap_or(clock.unix_ms);
-            let away = Duration::from_millis(clock.unix_ms.saturating_sub(disconnected_at));
-            let expires_in = (record.expiry != u32::MAX)
-                .then(|| Duration::from_secs(u64::from(record.expiry)).saturating_sub(away));
-            let will = record.will.as_ref().map(WillRecord::to_will);
-            // A connection alive at the crash ended now: its will starts its delay now.
-            let will_due = match (record.will_due, &record.will, record.disconnected_at) {
-                (Some(due), Some(_), _) => Some(due),
-                (None, Some(w), None) => {
-                    Some(clock.unix_ms + 1000 * u64::from(w.delay.min(record.expiry)))
-                }
-                _ => None,
-            };
-            if let (Some(w), Some(due)) = (will, will_due) {
-                // A session that ends first cuts the delay short.
-                let mut at = clock.to_instant(due);
-                if let Some(e) = expires_in {
-                    at = at.min(now + e);
-                }
-                if at <= now {
-                    due_wills.push((session.clone(), w));
-                } else {
-                    self.timers.lock().schedule(
-                        at,
-                        Timer::Will {
-                            session: session.clone(),
-                            generation: 0,
-                            will: Box::new(w),
-                        },
-                    );
-                }
+            self.recover_session(record, &clock, &mut r);
+        }
+        let restored = Self::recover_queued(contents.queued, &mut r);
+        Self::recover_inbound(contents.inbound_qos2, &mut r);
+
+        for (session, state) in r.by_key.into_values() {
+            // Recovered sessions are away (set above): this is what they kept.
+            if let Presence::Away { state: kept, .. } = &mut session.inner.lock().presence {
+                *kept = Some(Box::new(state));
             }
-            if expires_in.is_some_and(|e| e.is_zero()) {
-                info!(client = %record.client_id, "session expired while the broker was down");
-                ops.push(Op::DeleteSession(record.id));
-                continue;
+        }
+        self.next_key.fetch_max(r.max_key + 1, Relaxed);
+        self.next_seq.fetch_max(r.max_seq + 1, Relaxed);
+        self.persist(r.ops);
+        info!(
+            sessions = self.session_count(),
+            expired = sessions_found - self.session_count(),
+            queued = restored,
+            retained = self.retained_count(),
+            skipped_damaged = skipped,
+            "recovered from the store"
+        );
+        if skipped > 0 {
+            warn!(
+                dropped = skipped,
+                "damaged records were dropped by --salvage-store"
+            );
+        }
+        for (session, will) in r.due_wills {
+            self.publish_will(&session, will);
+        }
+    }
+
+    /// Retained messages, as they were.
+    fn recover_retained(&self, retained: &[MessageRecord], clock: &Clock) {
+        for m in retained {
+            self.retained.update(&Arc::new(m.to_message(clock)));
+        }
+    }
+
+    /// One persistent session: its will and expiry timers, its subscriptions,
+    /// and its record rewritten as disconnected now. A session that expired
+    /// while the broker was down is deleted instead (its will still goes out).
+    fn recover_session(&self, record: SessionRecord, clock: &Clock, r: &mut Recovery) {
+        let now = clock.instant;
+        r.max_key = r.max_key.max(record.id);
+        let session = Arc::new(Session::new(
+            record.id,
+            Arc::from(record.client_id.as_str()),
+        ));
+        let disconnected_at = record.disconnected_at.unwrap_or(clock.unix_ms);
+        let away = Duration::from_millis(clock.unix_ms.saturating_sub(disconnected_at));
+        let expires_in = (record.expiry != u32::MAX)
+            .then(|| Duration::from_secs(u64::from(record.expiry)).saturating_sub(away));
+        let will = record.will.as_ref().map(WillRecord::to_will);
+        // A connection alive at the crash ended now: its will starts its delay now.
+        let will_due = match (record.will_due, &record.will, record.disconnected_at) {
+            (Some(due), Some(_), _) => Some(due),
+            (None, Some(w), None) => {
+                Some(clock.unix_ms + 1000 * u64::from(w.delay.min(record.expiry)))
             }
+            _ => None,
+        };
+        if let (Some(w), Some(due)) = (will, will_due) {
+            // A session that ends first cuts the delay short.
+            let mut at = clock.to_instant(due);
             if let Some(e) = expires_in {
+                at = at.min(now + e);
+            }
+            if at <= now {
+                r.due_wills.push((session.clone(), w));
+            } else {
                 self.timers.lock().schedule(
-                    now + e,
-                    Timer::Expire {
+                    at,
+                    Timer::Will {
                         session: session.clone(),
                         generation: 0,
+                        will: Box::new(w),
                     },
                 );
             }
-            {
-                let mut inner = session.inner.lock();
-                inner.presence = Presence::Away {
-                    since: std::num::NonZeroU64::new(disconnected_at),
-                    state: None,
+        }
+        if expires_in.is_some_and(|e| e.is_zero()) {
+            info!(client = %record.client_id, "session expired while the broker was down");
+            r.ops.push(Op::DeleteSession(record.id));
+            return;
+        }
+        if let Some(e) = expires_in {
+            self.timers.lock().schedule(
+                now + e,
+                Timer::Expire {
+                    session: session.clone(),
+                    generation: 0,
+                },
+            );
+        }
+        {
+            let mut inner = session.inner.lock();
+            inner.presence = Presence::Away {
+                since: std::num::NonZeroU64::new(disconnected_at),
+                state: None,
+            };
+            inner.expiry = record.expiry;
+            inner.protocol = match record.protocol {
+                3 => ProtocolVersion::V3_1,
+                4 => ProtocolVersion::V3_1_1,
+                _ => ProtocolVersion::V5,
+            };
+            for s in &record.subscriptions {
+                let (filter, group) = match SharedFilter::parse(&s.filter) {
+                    Ok(Some(shared)) => (shared.filter, Some(shared.group)),
+                    _ => (s.filter.as_str(), None),
                 };
-                inner.expiry = record.expiry;
-                inner.protocol = match record.protocol {
-                    3 => ProtocolVersion::V3_1,
-                    4 => ProtocolVersion::V3_1_1,
-                    _ => ProtocolVersion::V5,
-                };
-                for s in &record.subscriptions {
-                    let (filter, group) = match SharedFilter::parse(&s.filter) {
-                        Ok(Some(shared)) => (shared.filter, Some(shared.group)),
-                        _ => (s.filter.as_str(), None),
-                    };
-                    self.subs.subscribe(
-                        session.key,
-                        session.clone(),
-                        filter,
-                        group,
-                        s.options,
-                        s.id,
-                    );
-                    inner
-                        .subscriptions
-                        .insert(s.filter.clone(), (s.options, s.id));
-                }
+                self.subs
+                    .subscribe(session.key, session.clone(), filter, group, s.options, s.id);
+                inner
+                    .subscriptions
+                    .insert(s.filter.clone(), (s.options, s.id));
             }
-            session.set_durable(true);
+        }
+        session.set_durable(true);
+        let will_due = will_due.filter(|d| *d > clock.unix_ms);
+        // Rewritten only when recovery changed it: a session that was already
+        // offline with nothing due is stored as it is, and rewriting 100,000
+        // of them would cost time and (transiently) memory for nothing.
+        if record.disconnected_at.is_none()
+            || record.will_due != will_due
+            || (will_due.is_none() && record.will.is_some())
+        {
             let mut record = record;
             record.disconnected_at = Some(disconnected_at);
-            record.will_due = will_due.filter(|d| *d > clock.unix_ms);
+            record.will_due = will_due;
             if record.will_due.is_none() {
                 record.will = None;
             }
-            ops.push(Op::PutSession(record));
-            self.sessions
-                .lock()
-                .insert(Arc::from(session.client_id()), session.clone());
-            by_key.insert(session.key, (session, SessionState::default()));
+            r.ops.push(Op::PutSession(record));
         }
+        self.sessions
+            .lock()
+            .insert(Arc::from(session.client_id()), session.clone());
+        r.by_key
+            .insert(session.key, (session, SessionState::default()));
+    }
 
+    /// Queued deliveries back into their sessions' mailboxes, and those that
+    /// were sent into their in-flight windows. Entries that read the same
+    /// message share its one allocation, as they did before the restart.
+    /// Returns how many were restored.
+    fn recover_queued(queued: Vec<QueuedEntry>, r: &mut Recovery) -> usize {
         let mut restored = 0usize;
-        for entry in contents.queued {
-            max_seq = max_seq.max(entry.seq);
-            let Some((session, state)) = by_key.get_mut(&entry.session) else {
+        for entry in queued {
+            r.max_seq = r.max_seq.max(entry.seq);
+            let Some((session, state)) = r.by_key.get_mut(&entry.session) else {
                 // Queued for a session that ended: the delete raced the write.
-                ops.push(Op::Dequeue {
+                r.ops.push(Op::Dequeue {
                     session: entry.session,
                     seq: entry.seq,
                 });
                 continue;
             };
             let outgoing = Outgoing {
-                message: Arc::new(entry.record.message.to_message(&clock)),
-                qos: entry.record.qos,
-                retain: entry.record.retain,
-                subscription_ids: entry.record.subscription_ids,
+                message: entry.message,
+                qos: entry.qos,
+                retain: entry.retain,
+                subscription_ids: entry.subscription_ids,
                 persisted: NonZeroU64::new(entry.seq),
                 // Not stored: after a restart, a shared delivery waits for
                 // the member it was routed to (its session persists).
@@ -305,36 +354,28 @@ impl Broker {
             state.last_packet_id = state.last_packet_id.max(id);
             state.inflight.insert(id, Inflight { outgoing, stage });
         }
-        for (key, packet_id) in contents.inbound_qos2 {
-            if let Some((_, state)) = by_key.get_mut(&key) {
+        restored
+    }
+
+    /// Inbound QoS 2 ids still awaiting PUBREL.
+    fn recover_inbound(inbound: Vec<(u64, u16)>, r: &mut Recovery) {
+        for (key, packet_id) in inbound {
+            if let Some((_, state)) = r.by_key.get_mut(&key) {
                 state.inbound_qos2.insert(packet_id);
             }
         }
-        for (session, state) in by_key.into_values() {
-            // Recovered sessions are away (set above): this is what they kept.
-            if let Presence::Away { state: kept, .. } = &mut session.inner.lock().presence {
-                *kept = Some(Box::new(state));
-            }
-        }
-        self.next_key.fetch_max(max_key + 1, Relaxed);
-        self.next_seq.fetch_max(max_seq + 1, Relaxed);
-        self.persist(ops);
-        info!(
-            sessions = self.session_count(),
-            expired = sessions_found - self.session_count(),
-            queued = restored,
-            retained = self.retained_count(),
-            skipped_damaged = contents.skipped,
-            "recovered from the store"
-        );
-        if contents.skipped > 0 {
-            warn!(
-                dropped = contents.skipped,
-                "damaged records were dropped by --salvage-store"
-            );
-        }
-        for (session, will) in due_wills {
-            self.publish_will(&session, will);
-        }
     }
+}
+
+/// What recovery gathers while it reads the store, for the steps after it.
+#[derive(Default)]
+struct Recovery {
+    max_key: u64,
+    max_seq: u64,
+    /// Writes that bring the store in line with what was recovered.
+    ops: Vec<Op>,
+    /// Wills whose delay ran out while the broker was down.
+    due_wills: Vec<(SessionRef, Will)>,
+    /// Recovered sessions by key, with the protocol state being rebuilt.
+    by_key: HashMap<u64, (SessionRef, SessionState)>,
 }

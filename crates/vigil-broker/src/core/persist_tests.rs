@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use vigil_proto::message::Message;
+use vigil_proto::message::{Message, Outgoing};
 use vigil_proto::server::{
     CloseReason, DeliveryProgress, DeliveryStep, InflightStage, SessionState,
 };
@@ -128,6 +128,44 @@ async fn queued_messages_survive_a_restart_in_order_with_their_subscription() {
     let g = b.connect(req("sub", false, 3600)).await.unwrap();
     assert!(g.session_present);
     assert_eq!(payloads(&b, &g.session), vec!["4"]);
+}
+
+#[tokio::test]
+async fn a_message_fanned_out_to_offline_sessions_is_shared_again_after_a_restart() {
+    let mem = MemoryBackend::new();
+    let b = start(&mem);
+    for id in ["s1", "s2", "s3"] {
+        offline_subscriber(&b, id, "t/#", 3600).await;
+    }
+    b.publish(None, msg("t/a", "one", QoS::AtLeastOnce, false));
+    b.publish(None, msg("t/a", "two", QoS::ExactlyOnce, false));
+    stop(b);
+
+    let b = start(&mem);
+    let queued: Vec<Vec<Outgoing>> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|id| {
+            let s = b.session(id).expect("session recovered");
+            let mut out = Vec::new();
+            while b.next_deliveries(&s, &mut out, 1000, Instant::now()) {}
+            out
+        })
+        .collect();
+    for out in &queued {
+        let got: Vec<_> = out.iter().map(|o| &o.message.payload[..]).collect();
+        assert_eq!(
+            got,
+            vec![&b"one"[..], b"two"],
+            "every message still delivered"
+        );
+    }
+    for i in 0..2 {
+        let first = &queued[0][i].message;
+        for out in &queued[1..] {
+            assert!(Arc::ptr_eq(first, &out[i].message), "message {i} shared");
+        }
+    }
+    assert!(!Arc::ptr_eq(&queued[0][0].message, &queued[0][1].message));
 }
 
 #[tokio::test]
