@@ -135,7 +135,7 @@ async fn every_route_answers_over_http_and_needs_the_token() {
     assert_eq!((status, &p["matched"]), (200, &serde_json::json!(1)), "{p}");
     match dev.recv().await {
         Some(Packet::Publish(p)) => {
-            assert_eq!((p.topic.as_str(), &p.payload[..]), ("a/b", &b"hi"[..]))
+            assert_eq!((&*p.topic, &p.payload[..]), ("a/b", &b"hi"[..]))
         }
         other => panic!("{other:?}"),
     }

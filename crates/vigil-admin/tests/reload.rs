@@ -71,6 +71,7 @@ async fn reload_over_http_reports_what_it_read_and_keeps_the_old_files_on_error(
         key: dir.path().join("key.pem"),
         ca: None,
         require_client_cert: false,
+        use_identity_as_username: false,
         min_version: Default::default(),
         identity: Default::default(),
         use_identity_as_username: false,

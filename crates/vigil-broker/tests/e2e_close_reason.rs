@@ -276,7 +276,7 @@ async fn the_drain_after_a_close_is_bounded_in_time() {
             qos: QoS::AtLeastOnce,
             topic: "t".into(),
             packet_id: id,
-            properties: Properties::default(),
+            properties: Properties::default().into(),
             payload: Bytes::from_static(b"x"),
             ..Publish::default()
         })

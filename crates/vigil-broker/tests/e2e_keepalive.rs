@@ -51,10 +51,9 @@ async fn silent_client_is_closed_at_one_and_a_half_keep_alive_and_its_will_publi
         "closed late, after {closed_after:?}"
     );
     match watcher.recv_within(Duration::from_secs(2)).await {
-        Some(Packet::Publish(p)) => assert_eq!(
-            (p.topic.as_str(), &p.payload[..]),
-            ("last_will", &b"offline"[..])
-        ),
+        Some(Packet::Publish(p)) => {
+            assert_eq!((&*p.topic, &p.payload[..]), ("last_will", &b"offline"[..]))
+        }
         other => panic!("expected the will, got {other:?}"),
     }
     assert_eq!(Counters::get(&b.broker.counters().disconnect_keep_alive), 1);

@@ -28,7 +28,7 @@ async fn sys_until(
         match tokio::time::timeout(left, c.recv()).await {
             Ok(Some(Packet::Publish(p))) => {
                 let value = String::from_utf8_lossy(&p.payload).into_owned();
-                seen.insert(p.topic, value);
+                seen.insert(p.topic.into(), value);
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return done(seen),

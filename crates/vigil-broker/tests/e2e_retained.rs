@@ -60,7 +60,7 @@ fn receive(c: &mut Blocking, seen: &mut HashSet<String>, want: usize, stop_after
                 if p.qos != QoS::AtMostOnce {
                     c.send(&Packet::PubAck(Ack::new(p.packet_id)));
                 }
-                seen.insert(p.topic);
+                seen.insert(p.topic.into());
                 this_call += 1;
             }
             Some(Packet::SubAck(_)) => {}

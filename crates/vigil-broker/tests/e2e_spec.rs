@@ -51,7 +51,8 @@ async fn subscribe_with(
         properties: Properties {
             subscription_identifiers: id.into_iter().collect(),
             ..Properties::default()
-        },
+        }
+        .into(),
     }))
     .await;
     c.recv_within(WAIT).await
@@ -103,6 +104,7 @@ async fn subscription_identifiers_on_live_and_retained_messages() {
     let mut live = next_publish(&mut sub)
         .await
         .properties
+        .into_inner()
         .subscription_identifiers;
     live.sort_unstable();
     assert_eq!(live, vec![11, 12], "one copy, both identifiers");

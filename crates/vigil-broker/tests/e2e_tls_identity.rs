@@ -129,7 +129,7 @@ async fn the_certificate_cn_is_the_acl_user_and_no_password_is_needed() {
                 got_ack = true;
             }
             Some(Packet::Publish(p)) => {
-                assert_eq!(p.topic, "alice/x");
+                assert_eq!(&*p.topic, "alice/x");
                 got_msg = true;
             }
             other => panic!("expected PUBACK and the message, got {other:?}"),

@@ -65,7 +65,7 @@ async fn fan_out(server_aliases: bool, alias_max: u16) -> (Vec<Publish>, usize) 
     let mut burst = BytesMut::new();
     for i in 0..MESSAGES {
         Packet::Publish(Publish {
-            topic: topic.clone(),
+            topic: topic.clone().into(),
             payload: Bytes::from(format!("{i:08}")),
             ..Publish::default()
         })
@@ -103,14 +103,14 @@ async fn fan_out(server_aliases: bool, alias_max: u16) -> (Vec<Publish>, usize) 
 async fn a_subscriber_allowing_aliases_gets_the_topic_once_then_its_alias() {
     let topic = long_topic();
     let (got, with) = fan_out(true, 10).await;
-    assert_eq!(got[0].topic, topic);
+    assert_eq!(&*got[0].topic, topic.as_str());
     let alias = got[0]
         .properties
         .topic_alias
         .expect("first PUBLISH sets an alias");
     assert!((1..=10).contains(&alias));
     for (i, p) in got.iter().enumerate().skip(1) {
-        assert_eq!(p.topic, "", "message {i} repeats the topic");
+        assert_eq!(&*p.topic, "", "message {i} repeats the topic");
         assert_eq!(p.properties.topic_alias, Some(alias), "message {i}");
         assert_eq!(&p.payload[..], format!("{i:08}").as_bytes(), "in order");
     }
@@ -118,11 +118,11 @@ async fn a_subscriber_allowing_aliases_gets_the_topic_once_then_its_alias() {
     let (plain, without) = fan_out(false, 10).await;
     assert!(plain
         .iter()
-        .all(|p| p.topic == topic && p.properties.topic_alias.is_none()));
+        .all(|p| *p.topic == *topic && p.properties.topic_alias.is_none()));
     let (none, not_allowed) = fan_out(true, 0).await;
     assert!(none
         .iter()
-        .all(|p| p.topic == topic && p.properties.topic_alias.is_none()));
+        .all(|p| *p.topic == *topic && p.properties.topic_alias.is_none()));
     assert_eq!(not_allowed, without);
     eprintln!(
         "fan-out of {MESSAGES} QoS 0 messages, {}-byte topic, 8-byte payload: \
@@ -171,13 +171,15 @@ async fn aliases_survive_parking() {
         }
         publisher
             .send(Packet::Publish(Publish {
-                topic: topic.clone(),
+                topic: topic.clone().into(),
                 payload: Bytes::from(vec![i]),
                 ..Publish::default()
             }))
             .await;
         match sub.recv_within(Duration::from_secs(5)).await {
-            Some(Packet::Publish(p)) => seen.push((p.topic, p.properties.topic_alias)),
+            Some(Packet::Publish(p)) => {
+                seen.push((String::from(p.topic), p.properties.topic_alias))
+            }
             other => panic!("expected PUBLISH, got {other:?}"),
         }
     }

@@ -462,7 +462,7 @@ impl EventLoop {
                     return waiter.finish(Err(ClientError::PacketTooLarge { size, max }));
                 }
                 if !connected {
-                    return self.publish_offline(token, p, waiter);
+                    return self.publish_offline(token, *p, waiter);
                 }
                 self.publish_waiters.insert(token, waiter);
                 self.session.publish(token, *p);
@@ -510,7 +510,7 @@ impl EventLoop {
         }
     }
 
-    fn publish_offline(&mut self, token: u64, p: Box<Publish>, waiter: PublishWaiter) {
+    fn publish_offline(&mut self, token: u64, p: Publish, waiter: PublishWaiter) {
         match self.options.offline {
             OfflinePolicy::FailFast => waiter.finish(Err(self.not_connected())),
             OfflinePolicy::Queue(max) => {
@@ -519,7 +519,7 @@ impl EventLoop {
                     return;
                 }
                 self.publish_waiters.insert(token, waiter);
-                self.session.publish(token, *p);
+                self.session.publish(token, p);
             }
         }
     }

@@ -96,22 +96,22 @@ impl Message {
 
     pub(crate) fn into_publish(self) -> Publish {
         Publish {
-            topic: self.topic,
+            topic: self.topic.into(),
             payload: self.payload,
             qos: self.qos,
             retain: self.retain,
-            properties: self.properties,
+            properties: self.properties.into(),
             ..Publish::default()
         }
     }
 
     pub(crate) fn from_publish(p: Publish) -> Message {
         Message {
-            topic: p.topic,
+            topic: p.topic.into(),
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties: p.properties,
+            properties: p.properties.into(),
         }
     }
 }

@@ -32,6 +32,6 @@ pub use packet::{
     RetainHandling, SubAck, Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe,
     Will,
 };
-pub use properties::Properties;
+pub use properties::{Properties, Props};
 pub use qos::{ProtocolVersion, QoS};
 pub use reason::ReasonCode;

@@ -32,14 +32,14 @@ pub struct Message {
 impl Message {
     /// Builds the routed message from an inbound PUBLISH received at `now`.
     pub fn from_publish(publish: Publish, now: Instant) -> Message {
-        let mut properties = publish.properties;
+        let mut properties = publish.properties.into_inner();
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
         let expires_at = properties
             .message_expiry_interval
             .map(|secs| now + Duration::from_secs(u64::from(secs)));
         Message {
-            topic: publish.topic,
+            topic: publish.topic.into(),
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
@@ -90,7 +90,7 @@ impl TopicAliasUse {
     pub fn apply(self, publish: &mut Publish) {
         publish.properties.topic_alias = Some(self.alias());
         if let TopicAliasUse::Use(_) = self {
-            publish.topic.clear();
+            publish.topic = Box::default();
         }
     }
 }
@@ -130,9 +130,9 @@ impl Outgoing {
             dup,
             qos: self.qos,
             retain: self.retain,
-            topic: self.message.topic.clone(),
+            topic: self.message.topic.as_str().into(),
             packet_id,
-            properties,
+            properties: properties.into(),
             payload: self.message.payload.clone(),
         }
     }

@@ -191,7 +191,7 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
             Packet::ConnAck(ConnAck {
                 session_present: sp && !reason.is_error(),
                 reason,
-                properties,
+                properties: properties.into(),
             })
         });
     let publish = (
@@ -209,9 +209,9 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                 dup: dup && at_least_once,
                 qos,
                 retain,
-                topic,
+                topic: topic.into(),
                 packet_id: if at_least_once { id } else { 0 },
-                properties,
+                properties: properties.into(),
                 payload,
             })
         });
@@ -226,7 +226,7 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
             |(packet_id, reason, properties)| Ack {
                 packet_id,
                 reason,
-                properties,
+                properties: properties.into(),
             },
         )
     };
@@ -270,7 +270,7 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(|(packet_id, properties, filters)| {
             Packet::Subscribe(Subscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 filters: filters
                     .into_iter()
                     .map(|(filter, options)| Subscription { filter, options })
@@ -292,7 +292,7 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(|(packet_id, properties, reasons)| {
             Packet::SubAck(SubAck {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 reasons,
             })
         });
@@ -308,7 +308,7 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         (pkid(), unsub_props, vec(text(), 1..4)).prop_map(|(packet_id, properties, filters)| {
             Packet::Unsubscribe(Unsubscribe {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 filters,
             })
         });
@@ -323,7 +323,7 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .prop_map(move |(packet_id, properties, reasons)| {
             Packet::UnsubAck(UnsubAck {
                 packet_id,
-                properties,
+                properties: properties.into(),
                 reasons: if v5 { reasons } else { vec![] },
             })
         });
@@ -338,7 +338,12 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         from_table(disconnect_codes),
         props(ack_properties().boxed()),
     )
-        .prop_map(|(reason, properties)| Packet::Disconnect(Disconnect { reason, properties }));
+        .prop_map(|(reason, properties)| {
+            Packet::Disconnect(Disconnect {
+                reason,
+                properties: properties.into(),
+            })
+        });
     let mut all = vec![
         connect.boxed(),
         connack.boxed(),
@@ -368,7 +373,8 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
                         authentication_method: m,
                         authentication_data: d,
                         ..Properties::default()
-                    },
+                    }
+                    .into(),
                 })
             });
         all.push(auth.boxed());

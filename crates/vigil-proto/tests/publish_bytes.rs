@@ -96,12 +96,13 @@ fn publish_v5_request_response_properties() {
 #[test]
 fn publish_v5_empty_topic_with_alias() {
     let p = Publish {
-        topic: String::new(),
+        topic: String::new().into(),
         payload: Bytes::from_static(b"x"),
         properties: vigil_proto::Properties {
             topic_alias: Some(5),
             ..Default::default()
-        },
+        }
+        .into(),
         ..Publish::default()
     };
     both_ways(

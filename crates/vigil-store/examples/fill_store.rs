@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     message: MessageRecord {
                         publish: Publish {
                             qos: QoS::AtLeastOnce,
-                            topic: format!("cmd/device-{id:07}/set"),
+                            topic: format!("cmd/device-{id:07}/set").into(),
                             packet_id: 1,
                             payload: Bytes::from(vec![b'x'; 64]),
                             ..Publish::default()

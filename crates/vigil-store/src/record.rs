@@ -81,9 +81,9 @@ impl MessageRecord {
                 dup: false,
                 qos: m.qos,
                 retain: m.retain,
-                topic: m.topic.clone(),
+                topic: m.topic.clone().into(),
                 packet_id: u16::from(m.qos != QoS::AtMostOnce),
-                properties: m.properties(),
+                properties: m.properties().into(),
                 payload: m.payload.clone(),
             },
             expires_at: m.expires_at.map(|at| clock.to_unix(at)),
@@ -93,11 +93,11 @@ impl MessageRecord {
     /// The routed message again.
     pub fn to_message(&self, clock: &Clock) -> Message {
         Message {
-            topic: self.publish.topic.clone(),
+            topic: self.publish.topic.clone().into(),
             payload: self.publish.payload.clone(),
             qos: self.publish.qos,
             retain: self.publish.retain,
-            properties: Message::boxed(self.publish.properties.clone()),
+            properties: Message::boxed(self.publish.properties.clone().into()),
             expires_at: self.expires_at.map(|ms| clock.to_instant(ms)),
         }
     }
@@ -267,9 +267,9 @@ impl WillRecord {
                     dup: false,
                     qos: will.qos,
                     retain: will.retain,
-                    topic: will.topic.clone(),
+                    topic: will.topic.clone().into(),
                     packet_id: u16::from(will.qos != QoS::AtMostOnce),
-                    properties,
+                    properties: properties.into(),
                     payload: will.payload.clone(),
                 },
                 expires_at: None,
@@ -284,11 +284,11 @@ impl WillRecord {
         let mut properties = p.properties.clone();
         properties.will_delay_interval = (self.delay > 0).then_some(self.delay);
         Will {
-            topic: p.topic.clone(),
+            topic: p.topic.clone().into(),
             payload: p.payload.clone(),
             qos: p.qos,
             retain: p.retain,
-            properties,
+            properties: properties.into(),
         }
     }
 }
@@ -494,7 +494,7 @@ mod tests {
                 retain: true,
                 topic: "a/b".into(),
                 packet_id: 1,
-                properties,
+                properties: properties.into(),
                 payload: Bytes::from_static(b"hello"),
                 dup: false,
             },

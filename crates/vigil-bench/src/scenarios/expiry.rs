@@ -112,7 +112,7 @@ pub(crate) async fn run(
         match packet? {
             Some(Packet::Publish(p)) => {
                 let now = Instant::now();
-                if let Some(d) = deadlines.get(&p.topic) {
+                if let Some(d) = deadlines.get(&*p.topic) {
                     if now + EARLY_SLACK < *d {
                         early_wills += 1;
                     }

@@ -291,7 +291,7 @@ async fn publisher(
             next_id = next_id.checked_add(1).unwrap_or(1);
             conn.queue(&Packet::Publish(Publish {
                 qos,
-                topic: topic.clone(),
+                topic: topic.clone().into(),
                 packet_id: if qos == QoS::AtMostOnce { 0 } else { next_id },
                 payload: stamp.encode(flow.payload),
                 ..Publish::default()

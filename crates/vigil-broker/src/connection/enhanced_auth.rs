@@ -50,7 +50,11 @@ impl Driver {
     /// exchange ends (0x18). A first login that succeeded comes back as the
     /// CONNECT to finish.
     pub(super) fn on_auth(&mut self, a: vigil_proto::Auth) -> Option<Wait> {
-        let data = a.properties.authentication_data.unwrap_or_default();
+        let data = a
+            .properties
+            .into_inner()
+            .authentication_data
+            .unwrap_or_default();
         let Some(auth) = self.broker.auth().cloned() else {
             self.conn.reauth_failed(
                 ReasonCode::PROTOCOL_ERROR,

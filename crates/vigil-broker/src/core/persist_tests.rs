@@ -57,7 +57,8 @@ fn sub(filter: &str, qos: QoS) -> Subscribe {
         properties: Properties {
             subscription_identifiers: vec![4],
             ..Properties::default()
-        },
+        }
+        .into(),
         filters: vec![Subscription {
             filter: filter.into(),
             options: SubscriptionOptions {

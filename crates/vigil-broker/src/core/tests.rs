@@ -39,7 +39,7 @@ fn msg(topic: &str, qos: QoS, retain: bool) -> Message {
 fn sub(filter: &str, qos: QoS, rh: RetainHandling) -> Subscribe {
     Subscribe {
         packet_id: 1,
-        properties: Properties::default(),
+        properties: Properties::default().into(),
         filters: vec![Subscription {
             filter: filter.into(),
             options: SubscriptionOptions {

@@ -167,7 +167,7 @@ pub async fn received(c: &mut RawClient) -> Vec<String> {
     let mut topics = Vec::new();
     while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await {
         if let Packet::Publish(p) = p {
-            topics.push(p.topic);
+            topics.push(p.topic.into());
         }
     }
     topics

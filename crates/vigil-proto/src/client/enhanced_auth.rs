@@ -79,7 +79,7 @@ impl ClientSession {
         if a.properties.authentication_method.as_deref() != Some(m.name()) {
             return self.violation("AUTH with another authentication method".into());
         }
-        let data = a.properties.authentication_data.unwrap_or_default();
+        let data = a.properties.authentication_data.clone().unwrap_or_default();
         match a.reason {
             ReasonCode::CONTINUE_AUTHENTICATION => match client.client_final(&data) {
                 Ok(last) => {
@@ -139,7 +139,8 @@ fn auth_packet(reason: ReasonCode, m: Mechanism, data: Vec<u8>) -> Packet {
             authentication_method: Some(m.name().to_string()),
             authentication_data: Some(Bytes::from(data)),
             ..Properties::default()
-        },
+        }
+        .into(),
     })
 }
 

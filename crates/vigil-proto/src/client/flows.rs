@@ -189,7 +189,7 @@ impl ClientSession {
             Packet::PingResp => {}
             Packet::Disconnect(d) => self.close(ClientCloseReason::ClosedByBroker {
                 reason: d.reason,
-                reason_string: d.properties.reason_string,
+                reason_string: d.properties.reason_string.clone(),
             }),
             other => self.violation(format!("a broker must not send {:?}", other.packet_type())),
         }

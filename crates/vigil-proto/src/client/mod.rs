@@ -435,7 +435,7 @@ impl ClientSession {
         self.events.push_back(ClientEvent::Connected {
             session_present: ack.session_present,
             keep_alive,
-            assigned_client_id: ack.properties.assigned_client_identifier,
+            assigned_client_id: ack.properties.assigned_client_identifier.clone(),
         });
         self.send_waiting();
     }

@@ -357,7 +357,8 @@ fn qos0_is_reported_only_once_it_is_handed_out_not_while_it_waits_behind_a_full_
         properties: crate::Properties {
             receive_maximum: Some(1),
             ..Default::default()
-        },
+        }
+        .into(),
         ..ConnAck::default()
     };
     let mut s = connected(0, None, t0, ack);
@@ -410,7 +411,8 @@ fn a_publish_above_the_brokers_maximum_packet_size_is_named_with_its_size() {
         properties: crate::Properties {
             maximum_packet_size: Some(64),
             ..Default::default()
-        },
+        }
+        .into(),
         ..ConnAck::default()
     };
     let s = connected(0, None, t0, ack);

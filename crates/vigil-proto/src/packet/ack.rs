@@ -1,6 +1,6 @@
 //! PUBACK, PUBREC, PUBREL and PUBCOMP: the four acknowledgements of QoS 1 and 2.
 
-use crate::{Properties, ReasonCode};
+use crate::{Props, ReasonCode};
 
 /// The body shared by PUBACK, PUBREC, PUBREL and PUBCOMP. On 3.1/3.1.1 only
 /// `packet_id` goes on the wire; in MQTT 5 reason and properties are omitted
@@ -12,7 +12,7 @@ pub struct Ack {
     /// Reason code (MQTT 5); 0x00 on success.
     pub reason: ReasonCode,
     /// Properties (MQTT 5): reason string, user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Ack {
@@ -62,7 +62,7 @@ impl Ack {
             }
             ack.reason = ReasonCode(code);
             if r.remaining() > 0 {
-                ack.properties = decode_properties(r, PropertyContext::Ack)?;
+                ack.properties = decode_properties(r, PropertyContext::Ack)?.into();
             }
         }
         r.finish()?;

@@ -1,6 +1,6 @@
 //! AUTH (MQTT 5 only).
 
-use crate::{Properties, ReasonCode};
+use crate::{Props, ReasonCode};
 
 /// A decoded AUTH packet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -8,7 +8,7 @@ pub struct Auth {
     /// 0x00 success, 0x18 continue authentication, 0x19 re-authenticate.
     pub reason: ReasonCode,
     /// Properties: Authentication Method and Data, Reason String, user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 use bytes::{BufMut, BytesMut};
@@ -29,7 +29,7 @@ impl Auth {
             }
             a.reason = ReasonCode(code);
             if r.remaining() > 0 {
-                a.properties = decode_properties(r, PropertyContext::Auth)?;
+                a.properties = decode_properties(r, PropertyContext::Auth)?.into();
             }
         }
         r.finish()?;

@@ -1,6 +1,6 @@
 //! DISCONNECT.
 
-use crate::{Properties, ReasonCode};
+use crate::{Props, ReasonCode};
 
 /// A decoded DISCONNECT packet. On 3.1/3.1.1 it has no body: reason is 0x00.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -8,7 +8,7 @@ pub struct Disconnect {
     /// Disconnect reason code (0x00 normal disconnection).
     pub reason: ReasonCode,
     /// Properties (MQTT 5): Session Expiry Interval, Reason String, Server Reference, ...
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Disconnect {
@@ -16,7 +16,7 @@ impl Disconnect {
     pub fn new(reason: crate::ReasonCode) -> Disconnect {
         Disconnect {
             reason,
-            properties: Properties::default(),
+            properties: Props::new(),
         }
     }
 }
@@ -48,7 +48,7 @@ impl Disconnect {
             }
             d.reason = ReasonCode(code);
             if r.remaining() > 0 {
-                d.properties = decode_properties(r, PropertyContext::Disconnect)?;
+                d.properties = decode_properties(r, PropertyContext::Disconnect)?.into();
             }
         }
         r.finish()?;

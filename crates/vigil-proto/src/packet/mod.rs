@@ -112,3 +112,36 @@ impl Packet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::size_of;
+
+    /// Packets move through the connection's queues by value, so the enum
+    /// must stay small: properties live behind one pointer, absent when empty.
+    #[test]
+    fn a_packet_is_at_most_64_bytes() {
+        let sizes = [
+            ("Packet", size_of::<Packet>()),
+            ("Publish", size_of::<Publish>()),
+            ("Ack", size_of::<Ack>()),
+            ("ConnAck", size_of::<ConnAck>()),
+            ("Subscribe", size_of::<Subscribe>()),
+            ("SubAck", size_of::<SubAck>()),
+            ("Unsubscribe", size_of::<Unsubscribe>()),
+            ("UnsubAck", size_of::<UnsubAck>()),
+            ("Disconnect", size_of::<Disconnect>()),
+            ("Auth", size_of::<Auth>()),
+            ("Box<Connect>", size_of::<Box<Connect>>()),
+        ];
+        for (name, size) in sizes {
+            println!("size_of::<{name}>() = {size}");
+        }
+        assert!(
+            size_of::<Packet>() <= 64,
+            "Packet is {} bytes",
+            size_of::<Packet>()
+        );
+    }
+}

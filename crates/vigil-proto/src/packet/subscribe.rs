@@ -1,6 +1,6 @@
 //! SUBSCRIBE and SUBACK.
 
-use crate::{Properties, QoS, ReasonCode};
+use crate::{Properties, Props, QoS, ReasonCode};
 
 /// A decoded SUBSCRIBE packet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -8,7 +8,7 @@ pub struct Subscribe {
     /// Packet identifier (never 0).
     pub packet_id: u16,
     /// Properties (MQTT 5): Subscription Identifier, user properties.
-    pub properties: Properties,
+    pub properties: Props,
     /// The requested filters with their options; never empty on the wire.
     pub filters: Vec<Subscription>,
 }
@@ -54,7 +54,7 @@ pub struct SubAck {
     /// Packet identifier of the SUBSCRIBE being answered.
     pub packet_id: u16,
     /// Properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
     /// One code per requested filter, in order.
     pub reasons: Vec<ReasonCode>,
 }
@@ -135,7 +135,7 @@ impl Subscribe {
         }
         Ok(Subscribe {
             packet_id,
-            properties,
+            properties: properties.into(),
             filters,
         })
     }
@@ -209,7 +209,7 @@ impl SubAck {
         }
         Ok(SubAck {
             packet_id,
-            properties,
+            properties: properties.into(),
             reasons,
         })
     }

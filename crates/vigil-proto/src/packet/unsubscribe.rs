@@ -1,6 +1,6 @@
 //! UNSUBSCRIBE and UNSUBACK.
 
-use crate::{Properties, ReasonCode};
+use crate::{Properties, Props, ReasonCode};
 
 /// A decoded UNSUBSCRIBE packet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -8,7 +8,7 @@ pub struct Unsubscribe {
     /// Packet identifier (never 0).
     pub packet_id: u16,
     /// Properties (MQTT 5): user properties.
-    pub properties: Properties,
+    pub properties: Props,
     /// The filters to remove; never empty on the wire.
     pub filters: Vec<String>,
 }
@@ -19,7 +19,7 @@ pub struct UnsubAck {
     /// Packet identifier of the UNSUBSCRIBE being answered.
     pub packet_id: u16,
     /// Properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
     /// One code per filter (MQTT 5 only).
     pub reasons: Vec<ReasonCode>,
 }
@@ -58,7 +58,7 @@ impl Unsubscribe {
         }
         Ok(Unsubscribe {
             packet_id,
-            properties,
+            properties: properties.into(),
             filters,
         })
     }
@@ -113,7 +113,7 @@ impl UnsubAck {
             ..UnsubAck::default()
         };
         if version.is_v5() {
-            ack.properties = decode_properties(r, PropertyContext::UnsubAck)?;
+            ack.properties = decode_properties(r, PropertyContext::UnsubAck)?.into();
             while r.remaining() > 0 {
                 let code = r.u8()?;
                 if !UNSUBACK_CODES.contains(&code) {

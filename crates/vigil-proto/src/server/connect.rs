@@ -16,7 +16,7 @@ impl ServerConnection {
             ..ConnAck::default()
         };
         if self.version.is_v5() {
-            ack.properties = self.connack_properties(accepted.assigned_client_id);
+            ack.properties = self.connack_properties(accepted.assigned_client_id).into();
             if let Some(auth) = self.rare.auth_mut() {
                 auth.awaiting_client = false;
                 ack.properties.authentication_method = Some(auth.method.clone());

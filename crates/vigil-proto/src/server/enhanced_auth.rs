@@ -197,6 +197,7 @@ fn auth_packet(reason: ReasonCode, method: &str, data: Bytes) -> Packet {
             authentication_method: Some(method.to_string()),
             authentication_data: Some(data),
             ..Properties::default()
-        },
+        }
+        .into(),
     })
 }

@@ -12,7 +12,11 @@ impl ServerConnection {
                 "a client's PUBLISH carried a Subscription Identifier".into(),
             );
         }
-        if let Some(alias) = p.properties.topic_alias.take() {
+        if let Some(alias) = p
+            .properties
+            .stored_mut()
+            .and_then(|pr| pr.topic_alias.take())
+        {
             if alias == 0 || alias > self.config.topic_alias_maximum {
                 return self.protocol_error(
                     ReasonCode::TOPIC_ALIAS_INVALID,
@@ -29,7 +33,7 @@ impl ServerConnection {
                     .and_then(|a| a.inbound.get(usize::from(alias - 1)))
                     .and_then(Option::as_ref)
                 {
-                    Some(topic) => p.topic = topic.clone(),
+                    Some(topic) => p.topic = topic.as_str().into(),
                     None => {
                         return self.protocol_error(
                             ReasonCode::PROTOCOL_ERROR,
@@ -43,7 +47,7 @@ impl ServerConnection {
                 if inbound.len() <= slot {
                     inbound.resize(slot + 1, None);
                 }
-                inbound[slot] = Some(p.topic.clone());
+                inbound[slot] = Some(p.topic.to_string());
             }
         }
         if p.qos == QoS::AtMostOnce {

@@ -170,7 +170,7 @@ fn an_inflight_message_too_large_for_the_resuming_client_is_discarded() {
     let resent: Vec<_> = sent[1..]
         .iter()
         .map(|p| match p {
-            Packet::Publish(p) => (p.topic.clone(), p.dup),
+            Packet::Publish(p) => (p.topic.to_string(), p.dup),
             other => panic!("{other:?}"),
         })
         .collect();

@@ -503,7 +503,8 @@ fn inbound_topic_alias_is_resolved_and_checked() {
         properties: Properties {
             topic_alias: Some(alias),
             ..Properties::default()
-        },
+        }
+        .into(),
         ..Publish::default()
     };
     c.handle_packet(t0, Packet::Publish(with_alias("a/b", 1)));
@@ -512,7 +513,7 @@ fn inbound_topic_alias_is_resolved_and_checked() {
         let Some(ServerEvent::Publish(p)) = c.poll_event() else {
             panic!()
         };
-        assert_eq!(p.topic, "a/b");
+        assert_eq!(&*p.topic, "a/b");
         assert_eq!(p.properties.topic_alias, None);
     }
     c.handle_packet(t0, Packet::Publish(with_alias("x", 5)));
@@ -534,7 +535,8 @@ fn unknown_alias_is_a_protocol_error() {
             properties: Properties {
                 topic_alias: Some(3),
                 ..Properties::default()
-            },
+            }
+            .into(),
             ..Publish::default()
         }),
     );
@@ -674,7 +676,7 @@ fn resumed_session_resends_unacknowledged_with_dup() {
     let Packet::Publish(again) = &out[1] else {
         panic!("{out:?}")
     };
-    assert!(again.dup && again.topic == "q1" && again.qos == QoS::AtLeastOnce);
+    assert!(again.dup && &*again.topic == "q1" && again.qos == QoS::AtLeastOnce);
     assert_eq!(out[2], Packet::PubRel(Ack::new(p2.packet_id)));
 }
 
