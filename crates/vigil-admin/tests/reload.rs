@@ -74,7 +74,6 @@ async fn reload_over_http_reports_what_it_read_and_keeps_the_old_files_on_error(
         use_identity_as_username: false,
         min_version: Default::default(),
         identity: Default::default(),
-        use_identity_as_username: false,
     });
     let options = ServerOptions::from_config(&BrokerConfig::default());
     let listener = BoundListener::bind(&entry).await.unwrap();

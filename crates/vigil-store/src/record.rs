@@ -108,11 +108,11 @@ impl MessageRecord {
     /// stay alive (with a bookkeeping block) for as long as the message does.
     pub fn into_message(self, clock: &Clock) -> Message {
         Message {
-            topic: self.publish.topic,
+            topic: self.publish.topic.into(),
             payload: Bytes::copy_from_slice(&self.publish.payload),
             qos: self.publish.qos,
             retain: self.publish.retain,
-            properties: Message::boxed(self.publish.properties),
+            properties: Message::boxed(self.publish.properties.into_inner()),
             expires_at: self.expires_at.map(|ms| clock.to_instant(ms)),
         }
     }
