@@ -22,6 +22,12 @@ const N: u32 = 20_000;
 const IN_FLIGHT: u32 = 50;
 const QUEUE: usize = 1000;
 
+/// These tests each push 20,000 messages through a broker and a reader
+/// thread that must keep up with it: run side by side on two cores, a
+/// starved "healthy" reader fell 1,000 behind and its QoS 0 deliveries were
+/// (rightly) dropped, failing the test for the machine's sake. One at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Publishes `N` QoS 1 messages of 64 bytes with `IN_FLIGHT` unacknowledged
 /// at most; returns how long until the last PUBACK.
 fn publish_all(mut c: Blocking) -> Duration {
@@ -173,6 +179,7 @@ async fn wait_for(what: &str, counter: impl Fn() -> u64) {
 /// DISCONNECT 0x97 Quota exceeded (it reads it once it reads at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_is_disconnected_and_the_topic_flows() {
+    let _serial = SERIAL.lock().await;
     let b = TestBroker::start().await;
     let addr = b.addr;
     let broker = b.broker.clone();
@@ -216,6 +223,7 @@ async fn a_stuck_subscriber_is_disconnected_and_the_topic_flows() {
 /// is dropped and counted, and no publisher waits on it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_has_its_overflow_dropped_under_the_drop_policy() {
+    let _serial = SERIAL.lock().await;
     let b = TestBroker::with(|c| c.sessions.slow_consumer = SlowConsumerPolicy::Drop).await;
     let addr = b.addr;
     let stuck = tokio::task::spawn_blocking(move || stuck(addr, V311, true))
@@ -240,6 +248,7 @@ async fn a_stuck_subscriber_has_its_overflow_dropped_under_the_drop_policy() {
 /// queued and in flight: the client gets it all when it comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_slow_consumer_keeps_its_queue_for_its_return() {
+    let _serial = SERIAL.lock().await;
     let b = TestBroker::start().await;
     let addr = b.addr;
     let stuck = tokio::task::spawn_blocking(move || stuck(addr, V311, false))
@@ -338,6 +347,7 @@ fn publish_and_read(mut c: Blocking, to: &str, n: u32) -> (u32, u32) {
 /// PUBLISH is acknowledged; what could not be queued is dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_publishing_to_each_other_are_not_taken_for_slow_consumers() {
+    let _serial = SERIAL.lock().await;
     const EACH: u32 = 3_000;
     let b = TestBroker::with(|c| {
         c.sessions.max_queued_messages = 5;
