@@ -271,7 +271,7 @@ pub(crate) fn render(broker: &Broker, reloader: Option<&Reloader>) -> String {
         "vigil_uptime_seconds",
         "gauge",
         "Seconds since the broker started.",
-        broker.uptime().as_secs(),
+        broker.uptime(std::time::Instant::now()).as_secs(),
     );
     o.histogram(
         "vigil_keepalive_close_lateness_seconds",

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -13,6 +14,7 @@ use vigil_broker::core::{Broker, Counters};
 use vigil_broker::observe::sys::disconnect_counters;
 use vigil_broker::{ReloadReport, Reloader};
 use vigil_proto::message::Message;
+use vigil_proto::time::Clock;
 use vigil_proto::QoS;
 
 use crate::query;
@@ -125,16 +127,18 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
         },
         ("GET", ["api", "v1", "stats"]) => Reply::json(200, &stats(b)),
         ("GET", ["api", "v1", "clients"]) => list_clients(b, &params),
-        ("GET", ["api", "v1", "clients", id]) => with_id(id, |id| match b.client(&id) {
-            Some(c) => Reply::json(200, &client_json(&c)),
-            None => no_client(&id),
-        }),
+        ("GET", ["api", "v1", "clients", id]) => {
+            with_id(id, |id| match b.client(&id, Instant::now()) {
+                Some(c) => Reply::json(200, &client_json(&c)),
+                None => no_client(&id),
+            })
+        }
         ("DELETE", ["api", "v1", "clients", id]) => with_id(id, |id| {
             let discard = match flag(&params, "session") {
                 Ok(d) => d,
                 Err(r) => return r,
             };
-            match b.kick(&id, discard) {
+            match b.kick(Clock::now(), &id, discard) {
                 None => no_client(&id),
                 Some(k) => Reply::json(
                     200,
@@ -182,10 +186,11 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
             if let Err(e) = vigil_proto::topic::validate_topic_name(&topic) {
                 return Reply::error(400, &format!("not a topic name: {e}"), Some("topic"));
             }
-            if b.retained_matching(&topic).is_empty() {
+            if b.retained_matching(&topic, Instant::now()).is_empty() {
                 return Reply::error(404, &format!("no retained message on {topic}"), None);
             }
             b.publish(
+                Clock::now(),
                 None,
                 broker_message(topic.clone(), Bytes::new(), QoS::AtMostOnce, true),
             );
@@ -285,7 +290,7 @@ fn list_clients(b: &Broker, params: &[(String, String)]) -> Reply {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let all = b.clients(&filter);
+    let all = b.clients(&filter, Instant::now());
     let shown: Vec<Value> = all
         .iter()
         .skip((page - 1).saturating_mul(limit))
@@ -316,7 +321,7 @@ fn list_retained(b: &Broker, params: &[(String, String)]) -> Reply {
         Err(r) => return r,
     };
     let after = param(params, "after").filter(|a| !a.is_empty());
-    let (page, next) = b.retained_page(filter, after, limit);
+    let (page, next) = b.retained_page(filter, after, limit, Instant::now());
     let found: Vec<Value> = page
         .iter()
         .map(|m| {
@@ -396,7 +401,7 @@ fn stats(b: &Broker) -> Value {
     let packets = vigil_broker::observe::traffic::packet_totals();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": b.uptime().as_secs(),
+        "uptime_secs": b.uptime(Instant::now()).as_secs(),
         "connections": connected,
         "connections_parked": g(&c.connections_parked),
         "connects_total": g(&c.connections_total),
@@ -464,7 +469,8 @@ fn publish(b: &Broker, body: &Bytes) -> Reply {
         Some(Value::Bool(r)) => *r,
         Some(_) => return Reply::error(400, "expected true or false", Some("retain")),
     };
-    let matched = b.publish(None, broker_message(topic.to_owned(), payload, qos, retain));
+    let message = broker_message(topic.to_owned(), payload, qos, retain);
+    let matched = b.publish(Clock::now(), None, message);
     Reply::json(200, &json!({ "topic": topic, "matched": matched }))
 }
 

@@ -411,7 +411,12 @@ async fn store_commits_are_measured_when_there_is_a_store() {
     config.listener.bind = "127.0.0.1".parse().unwrap();
     config.listener.port = 0;
     let options = ServerOptions::from_config(&config);
-    let broker = Broker::with_store(options.core, store, contents);
+    let broker = Broker::with_store(
+        options.core,
+        store,
+        contents,
+        vigil_proto::time::Clock::now(),
+    );
     let server = Server::bind_broker(options, broker.clone()).await.unwrap();
     let mqtt = server.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

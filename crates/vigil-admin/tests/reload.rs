@@ -78,7 +78,11 @@ async fn reload_over_http_reports_what_it_read_and_keeps_the_old_files_on_error(
     let options = ServerOptions::from_config(&BrokerConfig::default());
     let listener = BoundListener::bind(&entry).await.unwrap();
     let listener_name = listener.name().to_owned();
-    let server = Server::with_listeners(vec![listener], options, Broker::new(options.core));
+    let server = Server::with_listeners(
+        vec![listener],
+        options,
+        Broker::new(options.core, std::time::Instant::now()),
+    );
     let auth_config = AuthConfig {
         acl_file: Some(acl.clone()),
         allow_anonymous: Some(true),
@@ -180,7 +184,10 @@ async fn reload_over_http_reports_what_it_read_and_keeps_the_old_files_on_error(
 
 #[tokio::test]
 async fn reload_without_files_says_so() {
-    let broker = Broker::new(ServerOptions::from_config(&BrokerConfig::default()).core);
+    let broker = Broker::new(
+        ServerOptions::from_config(&BrokerConfig::default()).core,
+        std::time::Instant::now(),
+    );
     let admin = AdminServer::start(
         AdminOptions {
             addr: "127.0.0.1:0".parse().unwrap(),

@@ -58,7 +58,11 @@ async fn conn_and_fan_in_run_over_tls_wss_and_websocket() {
         .collect();
     let port = ports[0].clone();
     let options = ServerOptions::from_config(&BrokerConfig::default());
-    let server = Server::with_listeners(listeners, options, Broker::new(options.core));
+    let server = Server::with_listeners(
+        listeners,
+        options,
+        Broker::new(options.core, std::time::Instant::now()),
+    );
     let (_stop, rx) = oneshot::channel::<()>();
     tokio::spawn(server.run_until(async {
         let _ = rx.await;

@@ -5,11 +5,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tracing::{error, info};
 use vigil_proto::server::{KeepAlivePolicy, PublishRateLimit, ServerConfig};
+use vigil_proto::time::Clock;
 
 use vigil_store::{Durability, Store};
 
@@ -103,7 +104,7 @@ pub struct Server {
 impl Server {
     /// Binds the listener, with a broker that keeps everything in memory.
     pub async fn bind(options: ServerOptions) -> std::io::Result<Server> {
-        Server::bind_broker(options, Broker::new(options.core)).await
+        Server::bind_broker(options, Broker::new(options.core, Instant::now())).await
     }
 
     /// Binds the listener for `broker` (for one opened on a store).
@@ -210,7 +211,7 @@ impl Server {
     /// Serves until `shutdown` completes, then tells every client (MQTT 5:
     /// DISCONNECT 0x8B) and waits up to 5 s for the connections to close.
     pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let timers = tokio::spawn(self.broker.clone().run_timers());
+        let timers = tokio::spawn(run_timers(self.broker.clone()));
         let sys = match self.options.sys_interval {
             Some(every) => Some(crate::observe::sys::start(self.broker.clone(), every)?),
             None => None,
@@ -372,7 +373,7 @@ pub fn open_broker(
     salvage: bool,
 ) -> Result<Arc<Broker>, vigil_store::StoreError> {
     let backend = match config.backend {
-        StoreBackend::Memory => return Ok(Broker::new(core)),
+        StoreBackend::Memory => return Ok(Broker::new(core, Instant::now())),
         StoreBackend::Disk => vigil_store::DiskBackend::open(&config.data_dir)?,
     };
     let durability = match config.durability {
@@ -381,9 +382,9 @@ pub fn open_broker(
             Durability::Periodic(Duration::from_millis(config.sync_interval_ms.max(1)))
         }
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let (store, contents) = Store::open(Box::new(backend), durability, salvage)?;
-    let broker = Broker::with_store(core, store, contents);
+    let broker = Broker::with_store(core, store, contents, Clock::now());
     info!(
         data_dir = %config.data_dir.display(),
         took_ms = started.elapsed().as_millis() as u64,
@@ -391,4 +392,23 @@ pub fn open_broker(
         "store opened"
     );
     Ok(broker)
+}
+
+/// The timer task: sleeps to the core's next will-delay or session-expiry
+/// deadline (or until a new one is scheduled) and hands it the time then.
+/// The one place the core's timers meet the real clock.
+async fn run_timers(broker: Arc<Broker>) {
+    loop {
+        let changed = std::future::poll_fn(|cx| broker.timers_changed().poll_wait(cx));
+        match broker.poll_timeout() {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = changed => {}
+                }
+            }
+            None => changed.await,
+        }
+        broker.handle_timeout(Clock::now());
+    }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
+use vigil_proto::time::Clock;
 use vigil_proto::{Packet, ProtocolVersion, ReasonCode};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -238,13 +239,13 @@ async fn the_history_says_why_a_client_was_closed_for_keep_alive() {
 async fn a_kicked_client_reads_administrative_action_and_its_history_says_so() {
     let b = TestBroker::start().await;
     let mut c = connected(&b, "kick-me", V5, 60, None).await;
-    let info = b.broker.client("kick-me").expect("listed");
+    let info = b.broker.client("kick-me", Instant::now()).expect("listed");
     assert!(info.connected);
     assert_eq!(info.protocol, Some(5));
     assert_eq!(info.keep_alive_secs, Some(60));
-    assert!(b.broker.kick("nobody", false).is_none());
+    assert!(b.broker.kick(Clock::now(), "nobody", false).is_none());
     assert_eq!(
-        b.broker.kick("kick-me", true),
+        b.broker.kick(Clock::now(), "kick-me", true),
         Some(vigil_broker::core::clients::Kicked::Connection)
     );
     match c.recv_within(Duration::from_secs(5)).await {
@@ -252,7 +253,9 @@ async fn a_kicked_client_reads_administrative_action_and_its_history_says_so() {
         other => panic!("expected DISCONNECT 0x98, got {other:?}"),
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while b.broker.disconnects("kick-me").is_none() || b.broker.client("kick-me").is_some() {
+    while b.broker.disconnects("kick-me").is_none()
+        || b.broker.client("kick-me", Instant::now()).is_some()
+    {
         assert!(
             Instant::now() < deadline,
             "kick not recorded or session kept"

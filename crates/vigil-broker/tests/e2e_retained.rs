@@ -14,6 +14,7 @@ use bytes::Bytes;
 use common::{Blocking, TestBroker};
 use vigil_broker::core::Broker;
 use vigil_proto::message::Message;
+use vigil_proto::time::Clock;
 use vigil_proto::{Ack, Packet, ProtocolVersion, QoS};
 
 const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -21,6 +22,7 @@ const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
 fn store_retained(broker: &Broker, n: usize) {
     for i in 0..n {
         broker.publish(
+            Clock::now(),
             None,
             Message {
                 topic: format!("ret/{i}/x"),
@@ -34,6 +36,7 @@ fn store_retained(broker: &Broker, n: usize) {
     }
     // Not matched by `ret/#`: must not be streamed.
     broker.publish(
+        Clock::now(),
         None,
         Message {
             topic: "other/1".into(),

@@ -61,7 +61,11 @@ async fn publish_and_subscribe_over_tls_websocket_and_wss() {
         .map(|l| l.local_addr().unwrap().port())
         .collect();
     let options = ServerOptions::from_config(&BrokerConfig::default());
-    let server = Server::with_listeners(listeners, options, Broker::new(options.core));
+    let server = Server::with_listeners(
+        listeners,
+        options,
+        Broker::new(options.core, std::time::Instant::now()),
+    );
     let (_stop, rx) = oneshot::channel::<()>();
     tokio::spawn(server.run_until(async {
         let _ = rx.await;

@@ -7,7 +7,10 @@
 //!
 //! What must not live here: sockets, tasks, or reading a clock. Every function
 //! that depends on time takes `now: Instant` from its caller, so that tests can
-//! drive hours of protocol on a virtual clock in microseconds.
+//! drive hours of protocol on a virtual clock in microseconds. `time::Clock`
+//! (a moment on the monotonic and the wall clock, for what is persisted)
+//! lives here too, for the broker's core and the store; its `now` is for the
+//! I/O layers, never called in this crate.
 //!
 //! The keep-alive rules these state machines implement, each with its reason
 //! and its tests, are in `docs/keepalive.md` at the repository's root; how
@@ -24,6 +27,7 @@ pub mod qos;
 pub mod reason;
 pub mod scram;
 pub mod server;
+pub mod time;
 pub mod topic;
 
 pub use error::{DecodeError, EncodeError};

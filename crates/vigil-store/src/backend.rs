@@ -9,11 +9,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 use vigil_proto::message::Message;
+use vigil_proto::time::Clock;
 use vigil_proto::QoS;
 
 use crate::error::StoreError;
 use crate::op::{Op, Sent};
-use crate::record::{Clock, MessageRecord, QueuedHead, SessionRecord};
+use crate::record::{MessageRecord, QueuedHead, SessionRecord};
 
 /// A place the broker's durable state lives.
 pub trait Backend: Send + 'static {

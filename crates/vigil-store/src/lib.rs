@@ -21,7 +21,5 @@ pub use disk::{store_file, DiskBackend, STORE_FORMAT};
 pub use error::{RecordError, StoreError};
 pub use memory::MemoryBackend;
 pub use op::{Op, Sent};
-pub use record::{
-    Clock, MessageRecord, QueuedRecord, SessionRecord, SubscriptionRecord, WillRecord,
-};
+pub use record::{MessageRecord, QueuedRecord, SessionRecord, SubscriptionRecord, WillRecord};
 pub use writer::{Durability, Store, Ticket};

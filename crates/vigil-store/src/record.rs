@@ -5,64 +5,15 @@
 //! and a record stays readable by anyone who can read MQTT. Times are stored
 //! as Unix milliseconds, because `Instant`s mean nothing after a restart.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use vigil_proto::message::Message;
+use vigil_proto::time::Clock;
 use vigil_proto::{Packet, ProtocolVersion, Publish, QoS, SubscriptionOptions, Will};
 
 use crate::error::RecordError;
 
 /// Format byte at the start of every record written by this version.
 const RECORD_FORMAT: u8 = 1;
-
-/// One moment read from both clocks, to move deadlines between `Instant`s
-/// (which do not survive a restart) and Unix milliseconds (which do).
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// Monotonic now.
-    pub instant: Instant,
-    /// Wall-clock now, in Unix milliseconds.
-    pub unix_ms: u64,
-}
-
-impl Clock {
-    /// Reads both clocks.
-    pub fn now() -> Clock {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Clock {
-            instant: Instant::now(),
-            unix_ms,
-        }
-    }
-
-    /// `at` as Unix milliseconds.
-    pub fn to_unix(&self, at: Instant) -> u64 {
-        match at.checked_duration_since(self.instant) {
-            Some(ahead) => self.unix_ms.saturating_add(millis(ahead)),
-            None => self
-                .unix_ms
-                .saturating_sub(millis(self.instant.duration_since(at))),
-        }
-    }
-
-    /// Unix milliseconds `unix_ms` as an `Instant` (never before now minus the
-    /// time the process can represent).
-    pub fn to_instant(&self, unix_ms: u64) -> Instant {
-        if unix_ms >= self.unix_ms {
-            self.instant + Duration::from_millis(unix_ms - self.unix_ms)
-        } else {
-            let back = Duration::from_millis(self.unix_ms - unix_ms);
-            self.instant.checked_sub(back).unwrap_or(self.instant)
-        }
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// An application message at rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -581,14 +532,5 @@ mod tests {
         assert_eq!(r.delay, 10);
         assert_eq!(r.message.publish.properties.will_delay_interval, None);
         assert_eq!(r.to_will(), will);
-    }
-
-    #[test]
-    fn clock_moves_deadlines_between_instants_and_unix_time() {
-        let c = Clock::now();
-        let later = c.instant + Duration::from_secs(5);
-        assert_eq!(c.to_unix(later), c.unix_ms + 5000);
-        assert_eq!(c.to_instant(c.unix_ms + 5000), later);
-        assert_eq!(c.to_unix(c.to_instant(c.unix_ms - 2000)), c.unix_ms - 2000);
     }
 }

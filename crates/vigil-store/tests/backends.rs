@@ -1,10 +1,11 @@
 //! One suite, run against both backends: what is committed comes back.
 
 use bytes::Bytes;
+use vigil_proto::time::Clock;
 use vigil_proto::{Publish, QoS, SubscriptionOptions};
 use vigil_store::{
-    Backend, Clock, DiskBackend, MemoryBackend, MessageRecord, Op, QueuedRecord, Sent,
-    SessionRecord, SubscriptionRecord, WillRecord,
+    Backend, DiskBackend, MemoryBackend, MessageRecord, Op, QueuedRecord, Sent, SessionRecord,
+    SubscriptionRecord, WillRecord,
 };
 
 fn msg(topic: &str, payload: &'static [u8], qos: QoS) -> MessageRecord {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use vigil_proto::time::Clock;
+
 use super::*;
 
 /// How long a closing connection may take to flush its last packets.
@@ -42,6 +44,7 @@ impl Driver {
             |c| *c,
         );
         self.count_drops(self.conn.drops());
+        let now = Clock::now();
         match self.attached.take() {
             Some(a) => {
                 // What happens to the will, as the core is about to decide:
@@ -53,6 +56,7 @@ impl Driver {
                 };
                 info!(client = %a.session.client_id(), peer = %self.peer, reason = %closed.reason, will = %will, "client disconnected");
                 self.broker.note_disconnect(
+                    now,
                     &a.session,
                     crate::core::clients::Ended {
                         conn_id: a.conn_id,
@@ -60,7 +64,7 @@ impl Driver {
                         keep_alive: self.conn.keep_alive(),
                         will,
                         peer: self.peer,
-                        figures: self.stats.read(),
+                        figures: self.stats.read(now.instant),
                     },
                 );
                 let info = DisconnectInfo {
@@ -69,8 +73,7 @@ impl Driver {
                     session_expiry: closed.session_expiry,
                     state: self.conn.take_state(),
                 };
-                self.broker
-                    .disconnect(Instant::now(), &a.session, a.conn_id, info);
+                self.broker.disconnect(now, &a.session, a.conn_id, info);
             }
             None => {
                 self.broker.counters().count_disconnect(&closed.reason);

@@ -2,13 +2,13 @@
 //! call into the broker core whose answer goes back into the state machine.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
 use tracing::{error, info, warn};
 use vigil_proto::message::Outgoing;
 use vigil_proto::server::{Accepted, CloseReason, ServerEvent};
+use vigil_proto::time::Clock;
 use vigil_proto::{Connect, QoS, ReasonCode};
 use vigil_store::Ticket;
 
@@ -89,7 +89,8 @@ impl Driver {
                             // Backpressure: no ack and no further reads until the
                             // subscribers that are behind have room for this message.
                             let from = self.attached.as_ref().map(|a| a.session.clone());
-                            self.broker.deliver_blocked(from.as_ref(), blocked).await;
+                            super::room::deliver_blocked(&self.broker, from.as_ref(), blocked)
+                                .await;
                             self.ack_routed(&mut batch, ack);
                         }
                     }
@@ -123,8 +124,10 @@ impl Driver {
 
     /// Answers pending events until one leaves something to await.
     fn handle_events_until_wait(&mut self, batch: &mut ReadBatch) -> Option<Wait> {
+        // Read once per run of events, not per event: they were read together.
+        let mut now = None;
         while let Some(event) = self.conn.poll_event() {
-            if let Some(wait) = self.handle_event(event, batch) {
+            if let Some(wait) = self.handle_event(event, batch, &mut now) {
                 return Some(wait);
             }
         }
@@ -133,7 +136,13 @@ impl Driver {
 
     /// Answers one event; returns what must be awaited, if anything, with
     /// every owed wake already paid (a wait may need the subscribers to drain).
-    fn handle_event(&mut self, event: ServerEvent, batch: &mut ReadBatch) -> Option<Wait> {
+    /// `now` is read on first need.
+    fn handle_event(
+        &mut self,
+        event: ServerEvent,
+        batch: &mut ReadBatch,
+        now: &mut Option<Clock>,
+    ) -> Option<Wait> {
         match event {
             ServerEvent::Connect(c) => {
                 batch.wakes.wake_all();
@@ -158,9 +167,10 @@ impl Driver {
                     let guard = self.broker.guard_inbound_qos2(&a.session, packet_id);
                     batch.ticket = batch.ticket.max(guard);
                 }
-                let routed =
-                    self.broker
-                        .publish_packet(&a.session, p, Instant::now(), &mut batch.wakes);
+                let now = *now.get_or_insert_with(Clock::now);
+                let routed = self
+                    .broker
+                    .publish_packet(&a.session, p, now, &mut batch.wakes);
                 if qos != QoS::AtMostOnce {
                     batch.ticket = batch.ticket.max(routed.ticket);
                 }
@@ -318,54 +328,49 @@ impl Driver {
                 .map_or_else(|| c.username.clone(), |l| l.username.clone()),
             peer: self.peer,
         };
-        match self.broker.connect(request).await {
-            Ok(grant) => {
-                info!(
-                    client = %client_id,
-                    peer = %self.peer,
-                    protocol = c.protocol.level(),
-                    keep_alive = c.keep_alive,
-                    clean_start = c.clean_start,
-                    session_present = grant.session_present,
-                    "client connected"
-                );
-                self.conn.accept(
-                    Instant::now(),
-                    Accepted {
-                        session_present: grant.session_present,
-                        assigned_client_id: (assigned && v5).then_some(client_id),
-                        state: grant.state,
-                        auth_data,
-                    },
-                );
-                self.broker.note_connected(
-                    grant.session.client_id(),
-                    crate::core::clients::NewConnection {
-                        conn_id: grant.conn_id,
-                        peer: self.peer,
-                        username: login
-                            .as_ref()
-                            .map_or_else(|| c.username.clone(), |l| l.username.clone()),
-                        protocol: c.protocol,
-                        keep_alive: self.conn.keep_alive(),
-                        listener: self.slot.as_ref().map(|s| s.0.name.clone()),
-                        stats: self.stats.clone(),
-                    },
-                );
-                grant.session.mailbox.set_home(WakeInbox::here());
-                if let (Some(auth), Some(login)) = (self.broker.auth(), login) {
-                    auth.track(grant.conn_id, &grant.session, login);
-                }
-                self.control = Some(grant.control);
-                self.attached = Some(Attached {
-                    session: grant.session,
-                    conn_id: grant.conn_id,
-                });
-            }
-            Err(code) => {
-                warn!(client = %client_id, peer = %self.peer, reason = %code, "connection refused");
-                self.conn.refuse(code);
-            }
+        let grant = super::takeover::connect(&self.broker, &request).await;
+        info!(
+            client = %client_id,
+            peer = %self.peer,
+            protocol = c.protocol.level(),
+            keep_alive = c.keep_alive,
+            clean_start = c.clean_start,
+            session_present = grant.session_present,
+            "client connected"
+        );
+        let now = Clock::now();
+        self.conn.accept(
+            now.instant,
+            Accepted {
+                session_present: grant.session_present,
+                assigned_client_id: (assigned && v5).then_some(client_id),
+                state: grant.state,
+                auth_data,
+            },
+        );
+        self.broker.note_connected(
+            now,
+            grant.session.client_id(),
+            crate::core::clients::NewConnection {
+                conn_id: grant.conn_id,
+                peer: self.peer,
+                username: login
+                    .as_ref()
+                    .map_or_else(|| c.username.clone(), |l| l.username.clone()),
+                protocol: c.protocol,
+                keep_alive: self.conn.keep_alive(),
+                listener: self.slot.as_ref().map(|s| s.0.name.clone()),
+                stats: self.stats.clone(),
+            },
+        );
+        grant.session.mailbox.set_home(WakeInbox::here());
+        if let (Some(auth), Some(login)) = (self.broker.auth(), login) {
+            auth.track(grant.conn_id, &grant.session, login);
         }
+        self.control = Some(grant.control);
+        self.attached = Some(Attached {
+            session: grant.session,
+            conn_id: grant.conn_id,
+        });
     }
 }

@@ -13,6 +13,8 @@ mod close;
 mod enhanced_auth;
 mod events;
 mod parking;
+mod room;
+mod takeover;
 
 pub(crate) use parking::ParkingLot;
 
@@ -707,7 +709,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let _client = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let broker = Broker::new(crate::core::CoreConfig::default());
+        let broker = Broker::new(crate::core::CoreConfig::default(), Instant::now());
         let fut = serve(stream, peer, broker, ServerConfig::default(), None, None);
         let task = std::mem::size_of_val(&fut);
         let session = std::mem::size_of::<crate::core::Session>();

@@ -473,8 +473,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, peer) = listener.accept().unwrap();
-        let grant = broker
-            .connect(ConnectRequest {
+        let grant = broker.connect_now(
+            vigil_proto::time::Clock::now(),
+            &ConnectRequest {
                 client_id: id.into(),
                 protocol: ProtocolVersion::V3_1_1,
                 clean_start: true,
@@ -482,9 +483,8 @@ mod tests {
                 will: None,
                 username: None,
                 peer,
-            })
-            .await
-            .unwrap();
+            },
+        );
         let now = Instant::now();
         let mut conn = ServerConnection::new(ServerConfig::default(), now);
         conn.handle_packet(
@@ -515,7 +515,7 @@ mod tests {
     }
 
     fn lot() -> Arc<ParkingLot> {
-        let broker = Broker::new(CoreConfig::default());
+        let broker = Broker::new(CoreConfig::default(), Instant::now());
         let (lot, _serve) =
             ParkingLot::start(broker, ServerConfig::default(), Duration::ZERO).unwrap();
         lot

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tracing::info;
 use vigil_proto::server::CloseReason;
+use vigil_proto::time::Clock;
 use vigil_proto::ProtocolVersion;
 
 use super::history::DisconnectRecord;
@@ -119,33 +120,27 @@ pub enum Kicked {
     NotConnected,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Broker {
-    /// Records the connection `conn_id` of `client_id` (after CONNACK),
-    /// from `listener`, counting into `stats`.
-    pub(crate) fn note_connected(&self, client_id: &str, conn: NewConnection) {
+    /// Records the connection `conn_id` of `client_id` (after CONNACK at
+    /// `now`), from `listener`, counting into `stats`.
+    pub(crate) fn note_connected(&self, now: Clock, client_id: &str, conn: NewConnection) {
         let meta = ConnMeta {
             conn_id: conn.conn_id,
             peer: conn.peer,
             username: conn.username,
             protocol: conn.protocol,
             keep_alive: conn.keep_alive,
-            connected_at: Instant::now(),
-            connected_unix_ms: unix_ms(),
+            connected_at: now.instant,
+            connected_unix_ms: now.unix_ms,
             listener: conn.listener,
             stats: conn.stats,
         };
         self.clients.live.lock().insert(Arc::from(client_id), meta);
     }
 
-    /// Records why the connection `conn_id` of `session` ended, in the
-    /// client id's disconnect history, and forgets the connection.
-    pub(crate) fn note_disconnect(&self, session: &SessionRef, ended: Ended<'_>) {
+    /// Records why the connection `conn_id` of `session` ended at `now`, in
+    /// the client id's disconnect history, and forgets the connection.
+    pub(crate) fn note_disconnect(&self, now: Clock, session: &SessionRef, ended: Ended<'_>) {
         let Ended {
             conn_id,
             reason,
@@ -164,7 +159,8 @@ impl Broker {
                 _ => None,
             }
         };
-        let connected_for = connected_at.map_or(Duration::ZERO, |t| t.elapsed());
+        let connected_for =
+            connected_at.map_or(Duration::ZERO, |t| now.instant.saturating_duration_since(t));
         if let CloseReason::KeepAliveTimeout {
             silent_for,
             keep_alive,
@@ -174,9 +170,15 @@ impl Broker {
             crate::observe::histogram::KEEPALIVE_LATENESS
                 .record(silent_for.saturating_sub(deadline));
         }
-        let record =
-            DisconnectRecord::new(reason, keep_alive, will, peer.to_string(), connected_for)
-                .with_figures(figures);
+        let record = DisconnectRecord::new(
+            now.unix_ms,
+            reason,
+            keep_alive,
+            will,
+            peer.to_string(),
+            connected_for,
+        )
+        .with_figures(figures);
         self.history.record(session.client_id(), record);
     }
 
@@ -185,7 +187,12 @@ impl Broker {
         self.history.of(client_id)
     }
 
-    fn client_info(&self, session: &SessionRef, meta: Option<&ConnMeta>) -> ClientInfo {
+    fn client_info(
+        &self,
+        session: &SessionRef,
+        meta: Option<&ConnMeta>,
+        now: Instant,
+    ) -> ClientInfo {
         let subscriptions = session.inner.lock().subscriptions.len();
         ClientInfo {
             client_id: session.client_id().to_owned(),
@@ -200,12 +207,13 @@ impl Broker {
             durable: session.is_durable(),
             parked: session.is_online() && session.is_parked(),
             listener: meta.and_then(|m| m.listener.as_deref().map(str::to_owned)),
-            figures: meta.map(|m| m.stats.read()),
+            figures: meta.map(|m| m.stats.read(now)),
         }
     }
 
-    /// The clients (sessions) matching `filter`, sorted by client id.
-    pub fn clients(&self, filter: &ClientFilter) -> Vec<ClientInfo> {
+    /// The clients (sessions) matching `filter`, sorted by client id, as
+    /// they are at `now`.
+    pub fn clients(&self, filter: &ClientFilter, now: Instant) -> Vec<ClientInfo> {
         let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
         let live = self.clients.live.lock().clone();
         let mut out: Vec<ClientInfo> = sessions
@@ -216,7 +224,7 @@ impl Broker {
                     .as_deref()
                     .is_none_or(|p| s.client_id().starts_with(p))
             })
-            .map(|s| self.client_info(s, live.get(s.client_id())))
+            .map(|s| self.client_info(s, live.get(s.client_id()), now))
             .filter(|c| !filter.connected_only || c.connected)
             .filter(|c| {
                 filter
@@ -242,17 +250,17 @@ impl Broker {
         out
     }
 
-    /// One client (None: the broker holds no session for it).
-    pub fn client(&self, client_id: &str) -> Option<ClientInfo> {
+    /// One client as it is at `now` (None: the broker holds no session for it).
+    pub fn client(&self, client_id: &str, now: Instant) -> Option<ClientInfo> {
         let session = self.session(client_id)?;
         let meta = self.clients.live.lock().get(client_id).cloned();
-        Some(self.client_info(&session, meta.as_ref()))
+        Some(self.client_info(&session, meta.as_ref(), now))
     }
 
     /// Closes `client_id`'s connection with DISCONNECT 0x98 (Administrative
     /// action); with `discard_session` its session ends too instead of
-    /// waiting for its expiry. None: no such client.
-    pub fn kick(&self, client_id: &str, discard_session: bool) -> Option<Kicked> {
+    /// waiting for its expiry (at `now`). None: no such client.
+    pub fn kick(&self, now: Clock, client_id: &str, discard_session: bool) -> Option<Kicked> {
         let session = self.session(client_id)?;
         let mut inner = session.inner.lock();
         if inner.presence.is_ended() {
@@ -270,34 +278,40 @@ impl Broker {
             }
             None if discard_session => {
                 info!(client = client_id, "discarding offline session");
-                self.end_session(&session, &mut inner);
+                self.end_session(now, &session, &mut inner);
                 Some(Kicked::SessionDiscarded)
             }
             None => Some(Kicked::NotConnected),
         }
     }
 
-    /// Seconds since the broker started.
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+    /// Time from the broker's start to `now`.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
     }
 
-    /// Unexpired retained messages whose topic matches `filter`, by topic.
-    pub fn retained_matching(&self, filter: &str) -> Vec<Arc<vigil_proto::message::Message>> {
-        let mut found = self.retained.matching(filter, Instant::now());
+    /// Retained messages unexpired at `now` whose topic matches `filter`, by topic.
+    pub fn retained_matching(
+        &self,
+        filter: &str,
+        now: Instant,
+    ) -> Vec<Arc<vigil_proto::message::Message>> {
+        let mut found = self.retained.matching(filter, now);
         found.sort_by(|a, b| a.topic.cmp(&b.topic));
         found
     }
 
     /// A page of `retained_matching`: up to `limit` messages whose topic
-    /// sorts after `after`, and the `after` of the next page (None: last page).
+    /// sorts after `after`, and the `after` of the next page (None: last
+    /// page); expiry is judged at `now`.
     pub fn retained_page(
         &self,
         filter: &str,
         after: Option<&str>,
         limit: usize,
+        now: Instant,
     ) -> (Vec<Arc<vigil_proto::message::Message>>, Option<String>) {
-        self.retained.page(filter, after, limit, Instant::now())
+        self.retained.page(filter, after, limit, now)
     }
 
     /// Payload bytes of every retained message.

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-/// What `last_packet_ms` counts from.
+/// What `last_packet_ms` counts from: any fixed instant will do (it is
+/// never taken for the time now), one per process keeps every
+/// connection's figures 8 bytes.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// The figures of one connection (see the module's comment).
@@ -78,8 +80,8 @@ impl ConnStats {
         self.inflight.store(n as u64, Relaxed);
     }
 
-    /// The figures now.
-    pub fn read(&self) -> ConnFigures {
+    /// The figures as they are at `now`.
+    pub fn read(&self, now: Instant) -> ConnFigures {
         let last = self.last_packet_ms.load(Relaxed);
         ConnFigures {
             bytes_in: self.bytes_in.load(Relaxed),
@@ -87,7 +89,7 @@ impl ConnStats {
             packets_in: self.packets_in.load(Relaxed),
             packets_out: self.packets_out.load(Relaxed),
             since_last_packet: (last > 0).then(|| {
-                let now = Instant::now().saturating_duration_since(*EPOCH);
+                let now = now.saturating_duration_since(*EPOCH);
                 now.saturating_sub(Duration::from_millis(last - 1))
             }),
             inflight: self.inflight.load(Relaxed),
@@ -102,14 +104,14 @@ mod tests {
     #[test]
     fn counts_and_ages() {
         let s = ConnStats::default();
-        assert_eq!(s.read(), ConnFigures::default());
         let at = Instant::now();
+        assert_eq!(s.read(at), ConnFigures::default());
         s.received(14, 1, at);
         s.received(3, 0, at);
         s.sent_bytes(4);
         s.sent_packets(1);
         s.set_inflight(2);
-        let f = s.read();
+        let f = s.read(at + Duration::from_secs(3));
         assert_eq!(
             (
                 f.bytes_in,
@@ -120,6 +122,11 @@ mod tests {
             ),
             (17, 4, 1, 1, 2)
         );
-        assert!(f.since_last_packet.unwrap() < Duration::from_secs(5));
+        // The last packet's instant is kept to the millisecond.
+        let since = f.since_last_packet.unwrap();
+        assert!(
+            since > Duration::from_millis(2999) && since < Duration::from_millis(3001),
+            "{since:?}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use vigil_proto::server::CloseReason;
@@ -44,8 +44,9 @@ pub struct DisconnectRecord {
 }
 
 impl DisconnectRecord {
-    /// A record of `reason`, ended now.
+    /// A record of `reason`, ended at `at_unix_ms`.
     pub fn new(
+        at_unix_ms: u64,
         reason: &CloseReason,
         keep_alive: Option<Duration>,
         will: &'static str,
@@ -57,9 +58,7 @@ impl DisconnectRecord {
             _ => None,
         };
         DisconnectRecord {
-            at_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            at_unix_ms,
             reason: reason.label(),
             detail: reason.to_string(),
             reason_code: reason_code(reason).0,
@@ -214,7 +213,8 @@ mod tests {
     use super::*;
 
     fn rec(n: u64) -> DisconnectRecord {
-        let mut r = DisconnectRecord::new(
+        DisconnectRecord::new(
+            n,
             &CloseReason::KeepAliveTimeout {
                 silent_for: Duration::from_millis(7500),
                 keep_alive: Duration::from_secs(5),
@@ -223,9 +223,7 @@ mod tests {
             "publish",
             "127.0.0.1:1".into(),
             Duration::from_secs(1),
-        );
-        r.at_unix_ms = n;
-        r
+        )
     }
 
     #[test]

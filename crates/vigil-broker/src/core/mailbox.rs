@@ -4,7 +4,8 @@
 //! Overflow policy (counted in `Counters`): QoS 0 is dropped when the session
 //! is offline or the queue is full. QoS 1/2 for an online session that is full
 //! is handed back to the publisher's connection, which waits a short bounded
-//! time for space before it acknowledges and reads on; a queue still full then
+//! time for space (listening on `space`: the waiting is the connection's, the
+//! mailbox only tells) before it acknowledges and reads on; a queue still full then
 //! is *stalled* (a slow consumer: see `overflow::SlowConsumerPolicy`) and is not
 //! waited on again until it has drained empty. QoS 1/2 for an offline session
 //! beyond the bound is dropped with a counter and one warning per episode.
@@ -208,13 +209,13 @@ impl Mailbox {
         !std::mem::replace(&mut self.queue.lock().stalled, true)
     }
 
-    /// Marks the session's connection as held (or no longer held) waiting
-    /// for room in other sessions' queues.
-    pub fn set_held(&self, held: bool) {
+    /// Marks the session's connection as held (or, at `now`, no longer
+    /// held) waiting for room in other sessions' queues.
+    pub fn set_held(&self, held: bool, now: std::time::Instant) {
         let mut q = self.queue.lock();
         q.held = held;
         if !held {
-            q.extra().held_until = Some(std::time::Instant::now());
+            q.extra().held_until = Some(now);
         }
     }
 
@@ -280,32 +281,10 @@ impl Mailbox {
         self.queue.lock().has_streams()
     }
 
-    /// Queues `outgoing`, waiting for room until `deadline`; hands it back if
-    /// there is still none then (or the session went offline meanwhile).
-    pub async fn push_when_space(
-        &self,
-        mut outgoing: Outgoing,
-        limits: MailboxLimits,
-        is_online: impl Fn() -> bool,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), Outgoing> {
-        let space = self.queue.lock().extra().space.clone();
-        loop {
-            let space = space.notified();
-            tokio::pin!(space);
-            space.as_mut().enable();
-            if !is_online() {
-                return Err(outgoing);
-            }
-            match self.push(outgoing, true, limits) {
-                // Online pushes are never dropped as offline.
-                PushOutcome::Queued | PushOutcome::DroppedOffline => return Ok(()),
-                PushOutcome::Full(o) => outgoing = o,
-            }
-            if tokio::time::timeout_at(deadline, space).await.is_err() {
-                return Err(outgoing);
-            }
-        }
+    /// Told whenever a drain makes room: publishers whose deliveries found
+    /// the queue full listen here while they wait (made on first use).
+    pub fn space(&self) -> Arc<Notify> {
+        self.queue.lock().extra().space.clone()
     }
 
     /// Completes when a delivery may be waiting (a permit is stored if none is waiting).

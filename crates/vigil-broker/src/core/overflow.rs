@@ -2,14 +2,19 @@
 //! bounded time for room (a subscriber momentarily behind catches up), and a
 //! queue still full after that is a slow consumer, dealt with by policy, so
 //! that one stuck client costs only itself and never throttles a topic.
+//!
+//! The waiting is the publishing connection's (`crate::connection`): it
+//! marks itself held, tries `offer_blocked` each time the subscriber's
+//! mailbox makes `space`, and at its deadline hands what is left to
+//! `give_up_blocked`, which applies the policy.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tracing::{info, warn};
 use vigil_proto::message::Outgoing;
 
-use super::{Broker, Control, Counters, SessionRef};
+use super::{Broker, Control, Counters, PushOutcome, SessionRef};
 
 /// What the broker does with a connected subscriber whose queue stays full
 /// for longer than a publisher may wait (`[sessions] slow_consumer`).
@@ -55,54 +60,71 @@ impl Default for OverflowConfig {
     }
 }
 
-impl Broker {
-    /// Waits (at most `overflow.wait` for all of them) for room in each full
-    /// queue, so an acknowledged QoS 1/2 message is not dropped because a
-    /// subscriber is momentarily behind; the publisher `from` is held
-    /// meanwhile. A queue still full then is a slow consumer: the policy
-    /// applies, the delivery is dropped and counted, and its later overflow
-    /// is dropped at once without holding any publisher again. A subscriber
-    /// whose own connection is held the same way (two clients publishing to
-    /// each other, each waiting for the other to drain) is no slow consumer:
-    /// its overflow is dropped and counted, and it stays connected.
-    pub async fn deliver_blocked(
-        &self,
-        from: Option<&SessionRef>,
-        blocked: Vec<(SessionRef, Outgoing)>,
-    ) {
-        if let Some(from) = from {
-            from.mailbox.set_held(true);
+/// A delivery still held back after one more try (`Broker::offer_blocked`).
+#[derive(Debug)]
+pub enum StillBlocked {
+    /// The queue is still full: wait for its `space` and try again, or give up.
+    Full(Outgoing),
+    /// The subscriber went offline: no use waiting, give up.
+    Offline(Outgoing),
+}
+
+impl StillBlocked {
+    /// The delivery, to try again or give up on.
+    pub fn into_outgoing(self) -> Outgoing {
+        match self {
+            StillBlocked::Full(o) | StillBlocked::Offline(o) => o,
         }
-        let started = std::time::Instant::now();
-        let deadline = tokio::time::Instant::from_std(started) + self.config.overflow.wait;
-        for (session, outgoing) in blocked {
-            let limits = self.config.mailbox;
-            let s = session.clone();
-            match session
-                .mailbox
-                .push_when_space(outgoing, limits, move || s.is_online(), deadline)
-                .await
-            {
-                Ok(()) => self.counters.messages_out.add(1),
-                Err(o) => {
-                    if session.is_online() && session.mailbox.stall() {
-                        if session.mailbox.held_since(started) {
-                            Counters::add(&self.counters.held_subscriber_stalls, 1);
-                            warn!(
-                                client = session.client_id(),
-                                "queue full while its own connection waits to publish: dropping its QoS 1/2 overflow until it drains"
-                            );
-                        } else {
-                            self.slow_consumer(&session);
-                        }
-                    }
-                    self.drop_blocked(&session, &o);
-                }
+    }
+}
+
+impl Broker {
+    /// One more try to queue a QoS 1/2 delivery that found `session`'s queue
+    /// full (`Routed::blocked`): queued and counted, or handed back. The
+    /// caller listens on the mailbox's `space` before each try, waits at most
+    /// `overflow.wait` for all of a message's blocked deliveries, holding the
+    /// publisher meanwhile (`Mailbox::set_held`), and gives up on what is left
+    /// with `give_up_blocked`, so an acknowledged message is not dropped
+    /// because a subscriber is momentarily behind.
+    pub fn offer_blocked(
+        &self,
+        session: &SessionRef,
+        outgoing: Outgoing,
+    ) -> Result<(), StillBlocked> {
+        if !session.is_online() {
+            return Err(StillBlocked::Offline(outgoing));
+        }
+        match session.mailbox.push(outgoing, true, self.config.mailbox) {
+            // Online pushes are never dropped as offline.
+            PushOutcome::Queued | PushOutcome::DroppedOffline => {
+                self.counters.messages_out.add(1);
+                Ok(())
+            }
+            PushOutcome::Full(o) => Err(StillBlocked::Full(o)),
+        }
+    }
+
+    /// Gives up on a blocked delivery whose publisher has waited since
+    /// `held_from`: the queue still full is a slow consumer (the policy
+    /// applies), the delivery is dropped and counted, and the queue's later
+    /// overflow is dropped at once without holding any publisher again. A
+    /// subscriber whose own connection was held the same way meanwhile (two
+    /// clients publishing to each other, each waiting for the other to drain)
+    /// is no slow consumer: its overflow is dropped and counted, and it stays
+    /// connected.
+    pub fn give_up_blocked(&self, session: &SessionRef, outgoing: &Outgoing, held_from: Instant) {
+        if session.is_online() && session.mailbox.stall() {
+            if session.mailbox.held_since(held_from) {
+                Counters::add(&self.counters.held_subscriber_stalls, 1);
+                warn!(
+                    client = session.client_id(),
+                    "queue full while its own connection waits to publish: dropping its QoS 1/2 overflow until it drains"
+                );
+            } else {
+                self.slow_consumer(session);
             }
         }
-        if let Some(from) = from {
-            from.mailbox.set_held(false);
-        }
+        self.drop_blocked(session, outgoing);
     }
 
     /// Applies the slow-consumer policy to `session`, whose queue just stalled.

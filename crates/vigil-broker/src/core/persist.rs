@@ -16,11 +16,12 @@ use std::time::Duration;
 use tracing::{info, warn};
 use vigil_proto::message::Outgoing;
 use vigil_proto::server::{DeliveryProgress, DeliveryStep, Inflight, InflightStage, SessionState};
+use vigil_proto::time::Clock;
 use vigil_proto::topic::SharedFilter;
 use vigil_proto::{ProtocolVersion, QoS, Will};
 use vigil_store::{
-    Clock, Contents, MessageRecord, Op, QueuedEntry, Sent, SessionRecord, Store,
-    SubscriptionRecord, Ticket, WillRecord,
+    Contents, MessageRecord, Op, QueuedEntry, Sent, SessionRecord, Store, SubscriptionRecord,
+    Ticket, WillRecord,
 };
 
 use super::session::{Presence, SessionInner};
@@ -160,12 +161,11 @@ impl Broker {
     }
 
     /// Rebuilds sessions, queues, in-flight state, retained messages and
-    /// timers from what the store held, one step per kind of record.
+    /// timers from what the store held, at `clock`, one step per kind of record.
     /// Sessions that were connected when the broker stopped are treated as
     /// disconnected now (their wills follow the usual delay); sessions and
     /// will delays that ran out while the broker was down end now, wills first.
-    pub(super) fn recover(&self, contents: Contents) {
-        let clock = Clock::now();
+    pub(super) fn recover(&self, contents: Contents, clock: Clock) {
         let mut r = Recovery::default();
         let sessions_found = contents.sessions.len();
         let skipped = contents.skipped;
@@ -201,7 +201,7 @@ impl Broker {
             );
         }
         for (session, will) in r.due_wills {
-            self.publish_will(&session, will);
+            self.publish_will(clock, &session, will);
         }
     }
 

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use tracing::info;
 use vigil_proto::message::{Message, Outgoing};
+use vigil_proto::time::Clock;
 use vigil_proto::topic::{self, SharedFilter};
 use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, Will};
 
-use vigil_store::{Clock, MessageRecord, Op, QueuedRecord, Ticket};
+use vigil_store::{MessageRecord, Op, QueuedRecord, Ticket};
 
 use super::retained::RetainedCursor;
 use super::{Broker, Counters, PushOutcome, SessionRef, Wakes};
@@ -36,35 +37,37 @@ pub struct SubscribeViolation {
 }
 
 impl Broker {
-    /// Routes a message published by `from` (None for wills) to every matching
-    /// subscriber's mailbox and updates the retained index. Returns the number
-    /// of subscribers it was routed to. QoS 1/2 deliveries that found an online
-    /// subscriber's queue full are dropped here (counted); a publishing
-    /// connection uses `publish_packet` instead, which hands them back so it
-    /// can wait for room.
-    pub fn publish(&self, from: Option<&SessionRef>, message: Message) -> usize {
-        let routed = self.route(from, message, &mut Wakes::default());
+    /// Routes a message published by `from` (None for wills) at `now` to
+    /// every matching subscriber's mailbox and updates the retained index.
+    /// Returns the number of subscribers it was routed to. QoS 1/2 deliveries
+    /// that found an online subscriber's queue full are dropped here
+    /// (counted); a publishing connection uses `publish_packet` instead,
+    /// which hands them back so it can wait for room.
+    pub fn publish(&self, now: Clock, from: Option<&SessionRef>, message: Message) -> usize {
+        let routed = self.route(now, from, message, &mut Wakes::default());
         for (session, outgoing) in routed.blocked {
             self.drop_blocked(&session, &outgoing);
         }
         routed.matched
     }
 
-    fn route(&self, from: Option<&SessionRef>, message: Message, wakes: &mut Wakes) -> Routed {
+    fn route(
+        &self,
+        now: Clock,
+        from: Option<&SessionRef>,
+        message: Message,
+        wakes: &mut Wakes,
+    ) -> Routed {
         if from.is_some() {
             self.counters.messages_in.add(1);
         }
         let message = Arc::new(message);
         let mut ops = Vec::new();
         // Computed once per message, and only when something is written.
-        let mut record: Option<(MessageRecord, Clock)> = None;
+        let mut record: Option<MessageRecord> = None;
         let mut record_of = |m: &Message| {
             record
-                .get_or_insert_with(|| {
-                    let clock = Clock::now();
-                    (MessageRecord::from_message(m, &clock), clock)
-                })
-                .0
+                .get_or_insert_with(|| MessageRecord::from_message(m, &now))
                 .clone()
         };
         if message.retain {
@@ -162,16 +165,18 @@ impl Broker {
 
     /// Routes an inbound PUBLISH received at `now`. QoS 1/2 deliveries to
     /// online subscribers whose queues are full come back in `blocked`: the
-    /// caller must wake `wakes` and pass them to `deliver_blocked` before
-    /// acknowledging. Subscribers are not woken here but added to `wakes`.
+    /// caller must wake `wakes` and wait for room for them (`offer_blocked`,
+    /// `give_up_blocked`) before acknowledging. Subscribers are not woken
+    /// here but added to `wakes`.
     pub fn publish_packet(
         &self,
         from: &SessionRef,
         publish: Publish,
-        now: Instant,
+        now: Clock,
         wakes: &mut Wakes,
     ) -> Routed {
-        self.route(Some(from), Message::from_publish(publish, now), wakes)
+        let message = Message::from_publish(publish, now.instant);
+        self.route(now, Some(from), message, wakes)
     }
 
     /// Adds the subscriptions of a SUBSCRIBE; returns one code per filter, and
@@ -308,15 +313,18 @@ impl Broker {
         }
     }
 
-    pub(super) fn publish_will(&self, session: &SessionRef, will: Will) {
+    /// Publishes `session`'s will at `now` (its Message Expiry Interval
+    /// counts from here).
+    pub(super) fn publish_will(&self, now: Clock, session: &SessionRef, will: Will) {
         info!(client = session.client_id(), topic = %will.topic, "publishing will");
         Counters::add(&self.counters.wills_published, 1);
         let mut properties = will.properties;
         properties.will_delay_interval = None;
         let expires_at = properties
             .message_expiry_interval
-            .map(|s| Instant::now() + std::time::Duration::from_secs(u64::from(s)));
+            .map(|s| now.instant + std::time::Duration::from_secs(u64::from(s)));
         self.publish(
+            now,
             None,
             Message {
                 topic: will.topic,

@@ -196,7 +196,12 @@ pub struct Session {
     parked: AtomicBool,
     /// Deliveries waiting for the connection.
     pub mailbox: Mailbox,
+    /// Told when a connection lets go of the session (`Broker::disconnect`):
+    /// a CONNECT whose claim was `Held` listens here, never the core.
     pub(crate) released: Notify,
+    /// Held by the connection layer from a CONNECT's first claim on the
+    /// session to its grant, so concurrent CONNECTs take the session over
+    /// one after another, in the order they came. Never locked by the core.
     pub(crate) connect_lock: tokio::sync::Mutex<()>,
     pub(crate) inner: Mutex<SessionInner>,
 }

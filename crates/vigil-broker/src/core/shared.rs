@@ -15,14 +15,13 @@
 //!   sent when it returns, or handed on when its session expires. New
 //!   messages go to members that are online meanwhile.
 
-use std::time::Instant;
-
 use tracing::{info, warn};
 use vigil_proto::message::Outgoing;
 use vigil_proto::server::InflightStage;
+use vigil_proto::time::Clock;
 use vigil_proto::topic::{self, SharedFilter};
 use vigil_proto::QoS;
-use vigil_store::{Clock, MessageRecord, Op, QueuedRecord};
+use vigil_store::{MessageRecord, Op, QueuedRecord};
 
 use super::session::SessionInner;
 use super::{Broker, Counters, SessionRef, Wakes};
@@ -83,13 +82,13 @@ impl Broker {
         }
     }
 
-    /// Hands each orphaned delivery to another member of its group; call
-    /// once the ended session's subscriptions are removed.
-    pub(super) fn hand_on_shared(&self, session: &SessionRef, orphans: Orphans) {
+    /// Hands each orphaned delivery to another member of its group at `now`
+    /// (what expired by then is dropped); call once the ended session's
+    /// subscriptions are removed.
+    pub(super) fn hand_on_shared(&self, now: Clock, session: &SessionRef, orphans: Orphans) {
         if orphans.deliveries.is_empty() {
             return;
         }
-        let now = Instant::now();
         let groups: Vec<SharedFilter<'_>> = orphans
             .filters
             .iter()
@@ -99,7 +98,7 @@ impl Broker {
         let mut handed = Vec::new();
         let mut lost = 0u64;
         for o in orphans.deliveries {
-            if o.message.is_expired(now) {
+            if o.message.is_expired(now.instant) {
                 Counters::add(&self.counters.dropped_expired, 1);
                 continue;
             }
@@ -126,12 +125,11 @@ impl Broker {
             {
                 let seq = self.next_seq();
                 outgoing.persisted = Some(seq);
-                let clock = Clock::now();
                 ops.push(Op::Enqueue {
                     session: m.subscriber.key,
                     seq: seq.get(),
                     record: QueuedRecord {
-                        message: MessageRecord::from_message(&outgoing.message, &clock),
+                        message: MessageRecord::from_message(&outgoing.message, &now),
                         qos: outgoing.qos,
                         retain: outgoing.retain,
                         subscription_ids: outgoing.subscription_ids.clone(),
@@ -172,6 +170,7 @@ mod tests {
     use vigil_proto::server::{CloseReason, Inflight, SessionState};
     use vigil_proto::{ProtocolVersion, Subscribe, Subscription, SubscriptionOptions};
 
+    use super::super::tests::virtual_start;
     use super::super::{ConnectGrant, ConnectRequest, CoreConfig, DisconnectInfo};
     use super::*;
 
@@ -187,8 +186,8 @@ mod tests {
         }
     }
 
-    async fn member(b: &Broker, id: &str, expiry: u32, qos: QoS) -> ConnectGrant {
-        let g = b.connect(req(id, expiry)).await.unwrap();
+    fn member(b: &Broker, now: Clock, id: &str, expiry: u32, qos: QoS) -> ConnectGrant {
+        let g = b.connect_now(now, &req(id, expiry));
         let sub = Subscribe {
             packet_id: 1,
             filters: vec![Subscription {
@@ -204,9 +203,10 @@ mod tests {
         g
     }
 
-    fn publish(b: &Broker, n: usize, qos: QoS) {
+    fn publish(b: &Broker, now: Clock, n: usize, qos: QoS) {
         for i in 0..n {
             b.publish(
+                now,
                 None,
                 Message {
                     topic: "t".into(),
@@ -226,7 +226,7 @@ mod tests {
         out
     }
 
-    fn leave(b: &Broker, g: &ConnectGrant, state: SessionState, now: Instant) {
+    fn leave(b: &Broker, g: &ConnectGrant, state: SessionState, now: Clock) {
         let info = DisconnectInfo {
             reason: CloseReason::PeerClosed,
             publish_will: false,
@@ -239,12 +239,13 @@ mod tests {
     /// QoS 2 stays exactly once: a PUBLISH sent to the departed member may
     /// have reached it and goes to no one else (MQTT-4.8.2-5); one it never
     /// sent, and one it had queued, go to the other member.
-    #[tokio::test]
-    async fn qos2_sent_to_a_departed_member_is_not_sent_again_and_unsent_is() {
-        let b = Broker::new(CoreConfig::default());
-        let a = member(&b, "a", 0, QoS::ExactlyOnce).await;
-        let other = member(&b, "b", 0, QoS::ExactlyOnce).await;
-        publish(&b, 6, QoS::ExactlyOnce);
+    #[test]
+    fn qos2_sent_to_a_departed_member_is_not_sent_again_and_unsent_is() {
+        let t0 = virtual_start();
+        let b = Broker::new(CoreConfig::default(), t0.instant);
+        let a = member(&b, t0, "a", 0, QoS::ExactlyOnce);
+        let other = member(&b, t0, "b", 0, QoS::ExactlyOnce);
+        publish(&b, t0, 6, QoS::ExactlyOnce);
         let mut mine = drain(&a.session);
         assert_eq!(mine.len(), 3, "round robin over two members");
         let queued = mine.pop().unwrap();
@@ -257,7 +258,7 @@ mod tests {
         }
         state.last_packet_id = 2;
         assert_eq!(drain(&other.session).len(), 3);
-        leave(&b, &a, state, Instant::now());
+        leave(&b, &a, state, t0);
         let handed = drain(&other.session);
         assert_eq!(handed.len(), 1, "only the unsent one");
         assert!(handed[0].shared && handed[0].qos == QoS::ExactlyOnce);
@@ -267,13 +268,15 @@ mod tests {
     }
 
     /// A member whose session persists is waited for; when its session
-    /// expires, what it still held goes to another member.
-    #[tokio::test]
-    async fn a_persistent_member_is_waited_for_until_its_session_expires() {
-        let b = Broker::new(CoreConfig::default());
-        let a = member(&b, "a", 60, QoS::AtLeastOnce).await;
-        let other = member(&b, "b", 0, QoS::AtLeastOnce).await;
-        publish(&b, 2, QoS::AtLeastOnce);
+    /// expires (at exactly its deadline), what it still held goes to
+    /// another member.
+    #[test]
+    fn a_persistent_member_is_waited_for_until_its_session_expires() {
+        let t0 = virtual_start();
+        let b = Broker::new(CoreConfig::default(), t0.instant);
+        let a = member(&b, t0, "a", 60, QoS::AtLeastOnce);
+        let other = member(&b, t0, "b", 0, QoS::AtLeastOnce);
+        publish(&b, t0, 2, QoS::AtLeastOnce);
         let sent = drain(&a.session);
         assert_eq!(sent.len(), 1);
         drain(&other.session);
@@ -286,13 +289,19 @@ mod tests {
             state.inflight.insert(1, entry);
         }
         state.last_packet_id = 1;
-        let t0 = Instant::now();
         leave(&b, &a, state, t0);
         assert!(drain(&other.session).is_empty(), "waited for");
         // Meanwhile new messages go to the member that is online.
-        publish(&b, 2, QoS::AtLeastOnce);
+        publish(&b, t0, 2, QoS::AtLeastOnce);
         assert_eq!(drain(&other.session).len(), 2);
-        b.handle_timeout(t0 + Duration::from_secs(61));
+        let end = t0 + Duration::from_secs(60);
+        b.handle_timeout(Clock {
+            instant: end.instant - Duration::from_nanos(1),
+            ..end
+        });
+        assert!(b.session("a").is_some(), "not a tick before");
+        assert!(drain(&other.session).is_empty());
+        b.handle_timeout(end);
         assert!(b.session("a").is_none(), "expired");
         assert_eq!(drain(&other.session).len(), 1, "handed on at expiry");
         assert_eq!(Counters::get(&b.counters().shared_redelivered), 1);

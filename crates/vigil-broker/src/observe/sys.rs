@@ -70,7 +70,7 @@ impl Reading {
         let t = crate::observe::traffic::packet_totals();
         let (_, sent_by_qos) = crate::observe::traffic::publishes();
         Reading {
-            uptime: broker.uptime().as_secs(),
+            uptime: broker.uptime(std::time::Instant::now()).as_secs(),
             connected: Counters::get(&c.connections_current),
             sessions: broker.session_count() as u64,
             connects: Counters::get(&c.connections_total),
@@ -271,6 +271,7 @@ pub fn disconnect_counters(c: &Counters) -> [(&'static str, &std::sync::atomic::
 /// Publishes one retained `$SYS` message as the broker.
 fn publish(broker: &Broker, topic: String, value: String) {
     broker.publish(
+        vigil_proto::time::Clock::now(),
         None,
         Message {
             topic,

@@ -164,7 +164,11 @@ pub async fn start(entries: &[ListenerEntry], edit: impl FnOnce(&mut BrokerConfi
     for e in entries {
         listeners.push(BoundListener::bind(e).await.unwrap());
     }
-    let server = Server::with_listeners(listeners, options, Broker::new(options.core));
+    let server = Server::with_listeners(
+        listeners,
+        options,
+        Broker::new(options.core, std::time::Instant::now()),
+    );
     let addrs = server
         .listeners()
         .iter()
