@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use thiserror::Error;
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::Reloader;
 
 pub use query::encode_segment;

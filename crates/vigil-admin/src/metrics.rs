@@ -6,10 +6,10 @@
 
 use std::fmt::Write;
 
-use vigil_broker::core::{Broker, Counters};
 use vigil_broker::observe::histogram::{self, Snapshot};
 use vigil_broker::observe::sys::disconnect_counters;
 use vigil_broker::Reloader;
+use vigil_broker::{Broker, Counters};
 
 /// MQTT 5 reason code of each disconnect label, for the help text.
 const REASON_CODES: &str = "client_disconnect=client's code, keep_alive_timeout=0x8D, \

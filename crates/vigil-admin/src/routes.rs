@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use vigil_broker::core::clients::{ClientFilter, ClientInfo, Kicked};
-use vigil_broker::core::history::DisconnectRecord;
-use vigil_broker::core::{Broker, Counters};
 use vigil_broker::observe::sys::disconnect_counters;
+use vigil_broker::DisconnectRecord;
+use vigil_broker::{Broker, Counters};
+use vigil_broker::{ClientFilter, ClientInfo, Kicked};
 use vigil_broker::{ReloadReport, Reloader};
 use vigil_proto::message::Message;
 use vigil_proto::time::Clock;

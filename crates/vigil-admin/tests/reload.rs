@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use vigil_admin::{AdminOptions, AdminServer};
 use vigil_broker::auth::{Auth, AuthConfig};
 use vigil_broker::config::{BrokerConfig, ListenerEntry, TlsConfig};
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::{BoundListener, Reloader, Server, ServerOptions};
 
 /// 2030-01-01T00:00:00Z, the test certificate's notAfter.

@@ -5,7 +5,7 @@ use clap::Parser;
 use tokio::sync::oneshot;
 use vigil_bench::{run, BenchArgs};
 use vigil_broker::config::{BrokerConfig, ListenerEntry, ListenerProtocol, TlsConfig};
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::{BoundListener, Server, ServerOptions};
 
 #[derive(Parser)]

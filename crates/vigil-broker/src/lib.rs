@@ -1,11 +1,16 @@
 //! vigil-broker: the MQTT broker.
 //!
-//! What lives here: the broker core (`core`: session registry with takeover,
-//! bounded mailboxes, subscription trie, retained messages, wills and session
-//! expiry as deadline logic), configuration (`config`), and the thin tokio
-//! shell (`server` accepts; `connection` runs one client's socket against its
-//! `vigil_proto::server::ServerConnection`). Protocol rules live in
-//! vigil-proto, not here.
+//! What lives here: the broker core (`core`, sans-IO: session registry with
+//! takeover, bounded mailboxes, subscription trie, retained messages, wills
+//! and session expiry as deadline logic, all taking `now` from the caller),
+//! configuration (`config`), and the thin tokio shell (`server` accepts and
+//! drives the core's timers; `connection` runs one client's socket against
+//! its `vigil_proto::server::ServerConnection` and does the core's waiting).
+//! Protocol rules live in vigil-proto, not here.
+//!
+//! The core is private to this crate; its public face is [`Broker`] (what an
+//! embedder or the admin API asks of it) and [`Counters`], with the types
+//! their signatures need, re-exported here.
 //!
 //! In the repository: `docs/architecture.md` follows a PUBLISH and a
 //! keep-alive deadline through this crate and explains parking and the
@@ -16,7 +21,7 @@
 pub mod auth;
 pub mod config;
 mod connection;
-pub mod core;
+pub(crate) mod core;
 mod fd_table;
 pub mod listener;
 pub mod observe;
@@ -24,6 +29,11 @@ pub mod reload;
 pub mod server;
 pub mod transport;
 
+pub use crate::core::clients::{ClientFilter, ClientInfo, Kicked};
+pub use crate::core::history::DisconnectRecord;
+pub use crate::core::{
+    Broker, ConnFigures, CoreConfig, Counters, MailboxLimits, OverflowConfig, ShardedCounter,
+};
 pub use listener::{BoundListener, ListenError};
 pub use reload::{ReloadReport, Reloader};
 pub use server::{open_broker, spawn_worker_runtimes, CertReloader, Server, ServerOptions};

@@ -373,9 +373,9 @@ async fn reload_revokes_removed_users_and_keeps_the_old_files_when_a_new_one_is_
         assert_eq!(r.reason_code, 0x87, "{id}");
         assert_eq!(r.detail, "credentials revoked by a reload", "{id}");
     }
-    assert!(vigil_broker::core::Counters::get(&b.broker.counters().disconnect_revoked) >= 3);
+    assert!(vigil_broker::Counters::get(&b.broker.counters().disconnect_revoked) >= 3);
     assert_eq!(
-        vigil_broker::core::Counters::get(&b.broker.counters().disconnect_protocol_error),
+        vigil_broker::Counters::get(&b.broker.counters().disconnect_protocol_error),
         0
     );
 }

@@ -132,7 +132,7 @@ async fn a_token_that_expires_while_connected_ends_the_connection_with_0xa0() {
         assert_eq!((r.reason, r.reason_code), ("login_expired", 0xA0), "{id}");
     }
     assert_eq!(
-        vigil_broker::core::Counters::get(&b.broker.counters().disconnect_login_expired),
+        vigil_broker::Counters::get(&b.broker.counters().disconnect_login_expired),
         2
     );
     // The long-lived token's connection is untouched.

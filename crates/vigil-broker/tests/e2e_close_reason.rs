@@ -236,9 +236,7 @@ async fn keep_alive_expiry_is_read_as_0x8d_by_a_client_still_writing() {
         write_once_readable_then_expect(&mut s, ReasonCode::KEEP_ALIVE_TIMEOUT).await;
         assert!(start.elapsed() >= Duration::from_millis(1400));
         if park > 0 {
-            assert!(
-                vigil_broker::core::Counters::get(&b.broker.counters().disconnect_keep_alive) == 1
-            );
+            assert!(vigil_broker::Counters::get(&b.broker.counters().disconnect_keep_alive) == 1);
         }
     }
 }
@@ -252,7 +250,7 @@ async fn takeover_is_read_as_0x8e_by_a_client_still_writing() {
             // The old connection is parked before the takeover reaches it.
             let parked = &b.broker.counters().connections_parked;
             tokio::time::timeout(Duration::from_secs(5), async {
-                while vigil_broker::core::Counters::get(parked) == 0 {
+                while vigil_broker::Counters::get(parked) == 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             })

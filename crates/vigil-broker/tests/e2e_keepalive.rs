@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{connect, connected, subscribe, RawClient, TestBroker};
-use vigil_broker::core::Counters;
+use vigil_broker::Counters;
 use vigil_proto::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Will};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;

@@ -246,7 +246,7 @@ async fn a_kicked_client_reads_administrative_action_and_its_history_says_so() {
     assert!(b.broker.kick(Clock::now(), "nobody", false).is_none());
     assert_eq!(
         b.broker.kick(Clock::now(), "kick-me", true),
-        Some(vigil_broker::core::clients::Kicked::Connection)
+        Some(vigil_broker::Kicked::Connection)
     );
     match c.recv_within(Duration::from_secs(5)).await {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::ADMINISTRATIVE_ACTION),

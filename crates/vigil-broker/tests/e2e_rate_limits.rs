@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use common::{connected, RawClient, TestBroker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vigil_broker::core::Counters;
+use vigil_broker::Counters;
 use vigil_proto::{
     Ack, Connect, Disconnect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
     Subscription, SubscriptionOptions,

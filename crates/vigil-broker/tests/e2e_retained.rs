@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Blocking, TestBroker};
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_proto::message::Message;
 use vigil_proto::time::Clock;
 use vigil_proto::{Ack, Packet, ProtocolVersion, QoS};
@@ -127,7 +127,10 @@ async fn twenty_thousand_retained_all_arrive_while_pings_are_answered() {
         worst < Duration::from_millis(250),
         "a PINGRESP took {worst:?} while retained messages streamed"
     );
-    let queued = b.broker.session("sub").map_or(0, |s| s.mailbox.len());
+    let queued = b
+        .broker
+        .client("sub", Instant::now())
+        .map_or(0, |c| c.queued);
     assert_eq!(queued, 0, "nothing went through the session queue");
 }
 

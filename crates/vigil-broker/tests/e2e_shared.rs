@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{connected, RawClient, TestBroker};
-use vigil_broker::core::Counters;
+use vigil_broker::Counters;
 use vigil_proto::{
     Ack, Packet, ProtocolVersion, Publish, QoS, Subscribe, Subscription, SubscriptionOptions,
 };

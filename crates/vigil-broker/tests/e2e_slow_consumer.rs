@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Blocking, TestBroker};
 use vigil_broker::config::SlowConsumerPolicy;
-use vigil_broker::core::{Broker, Counters};
+use vigil_broker::{Broker, Counters};
 use vigil_proto::{Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode};
 
 const V311: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -162,8 +162,8 @@ fn check(b: &Broker, o: &Outcome) {
         1,
         "one stall, counted once"
     );
-    if let Some(s) = b.session("stuck") {
-        assert!(s.mailbox.len() <= QUEUE, "the stuck queue stayed bounded");
+    if let Some(s) = b.client("stuck", Instant::now()) {
+        assert!(s.queued <= QUEUE, "the stuck queue stayed bounded");
     }
 }
 
@@ -214,7 +214,7 @@ async fn a_stuck_subscriber_is_disconnected_and_the_topic_flows() {
     })
     .await;
     assert!(
-        b.broker.session("stuck").is_none(),
+        b.broker.client("stuck", Instant::now()).is_none(),
         "its clean session ended"
     );
 }
@@ -240,7 +240,10 @@ async fn a_stuck_subscriber_has_its_overflow_dropped_under_the_drop_policy() {
         "{dropped} dropped for the stuck subscriber"
     );
     assert_eq!(Counters::get(&c.disconnect_slow_consumer), 0);
-    assert!(b.broker.session("stuck").is_some_and(|s| s.is_online()));
+    assert!(b
+        .broker
+        .client("stuck", Instant::now())
+        .is_some_and(|c| c.connected));
     drop(stuck);
 }
 
@@ -262,8 +265,11 @@ async fn a_persistent_slow_consumer_keeps_its_queue_for_its_return() {
     })
     .await;
     drop(stuck);
-    let session = b.broker.session("stuck").expect("its session persists");
-    let queued = session.mailbox.len();
+    let queued = b
+        .broker
+        .client("stuck", Instant::now())
+        .expect("its session persists")
+        .queued;
     assert!(queued > 0, "its queue was kept");
     let back = tokio::task::spawn_blocking(move || {
         let (mut c, present) = Blocking::connect(addr, V311, "stuck", false);

@@ -203,7 +203,7 @@ async fn a_message_too_large_for_one_subscriber_is_dropped_for_it_only() {
     assert_eq!(&next_publish(&mut small).await.payload[..], b"small");
     let dropped = &b.broker.counters().dropped_too_large;
     let start = std::time::Instant::now();
-    while vigil_broker::core::Counters::get(dropped) != 1 {
+    while vigil_broker::Counters::get(dropped) != 1 {
         assert!(start.elapsed() < WAIT, "the drop is counted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

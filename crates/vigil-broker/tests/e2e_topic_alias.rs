@@ -161,7 +161,7 @@ async fn aliases_survive_parking() {
     ));
     subscribe(&mut sub, &topic).await;
     let mut publisher = connected(&b, "pub", V5, 60, None).await;
-    let parked = || vigil_broker::core::Counters::get(&b.broker.counters().connections_parked);
+    let parked = || vigil_broker::Counters::get(&b.broker.counters().connections_parked);
     let mut seen = Vec::new();
     for i in 0..2u8 {
         let start = std::time::Instant::now();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use vigil_broker::config::{BrokerConfig, ListenerEntry, ListenerProtocol, TlsConfig};
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::{BoundListener, Server, ServerOptions};
 use vigil_client::{
     Client, ConnectOptions, Connector, Event, Message, QoS, TlsConnector, WsConnector,

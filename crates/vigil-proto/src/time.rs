@@ -28,7 +28,7 @@ impl Clock {
     pub fn now() -> Clock {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| millis(d));
+            .map_or(0, millis);
         Clock {
             instant: Instant::now(),
             unix_ms,

@@ -321,7 +321,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 /// Starts the admin listener on a thread of its own.
 fn start_admin(
     admin: &vigil_broker::config::AdminConfig,
-    broker: std::sync::Arc<vigil_broker::core::Broker>,
+    broker: std::sync::Arc<vigil_broker::Broker>,
     reloader: vigil_broker::Reloader,
 ) -> anyhow::Result<vigil_admin::AdminServer> {
     let token = admin.resolve_token().with_context(|| {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vigil_admin::{AdminOptions, AdminServer};
 use vigil_broker::config::BrokerConfig;
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::{Server, ServerOptions};
 use vigil_proto::{
     Connect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription, SubscriptionOptions,

@@ -326,7 +326,6 @@ impl Driver {
             username: login
                 .as_ref()
                 .map_or_else(|| c.username.clone(), |l| l.username.clone()),
-            peer: self.peer,
         };
         let grant = super::takeover::connect(&self.broker, &request).await;
         info!(

@@ -472,7 +472,7 @@ mod tests {
     async fn body(broker: &Arc<Broker>, id: &str) -> (Body, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, peer) = listener.accept().unwrap();
+        let (stream, _) = listener.accept().unwrap();
         let grant = broker.connect_now(
             vigil_proto::time::Clock::now(),
             &ConnectRequest {
@@ -482,7 +482,6 @@ mod tests {
                 session_expiry: 0,
                 will: None,
                 username: None,
-                peer,
             },
         );
         let now = Instant::now();

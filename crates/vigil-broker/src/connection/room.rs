@@ -77,7 +77,6 @@ mod tests {
             session_expiry: 0,
             will: None,
             username: None,
-            peer: "127.0.0.1:1".parse().unwrap(),
         }
     }
 

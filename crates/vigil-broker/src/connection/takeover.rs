@@ -53,7 +53,6 @@ mod tests {
             session_expiry: 60,
             will: None,
             username: None,
-            peer: "127.0.0.1:1".parse().unwrap(),
         }
     }
 

@@ -57,7 +57,7 @@ pub(crate) struct Ended<'a> {
 
 /// The live connections by client id.
 #[derive(Debug, Default)]
-pub struct ClientRegistry {
+pub(crate) struct ClientRegistry {
     live: Mutex<HashMap<Arc<str>, ConnMeta>>,
 }
 

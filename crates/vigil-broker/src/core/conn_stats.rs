@@ -16,7 +16,7 @@ static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// The figures of one connection (see the module's comment).
 #[derive(Debug, Default)]
-pub struct ConnStats {
+pub(crate) struct ConnStats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     packets_in: AtomicU64,
@@ -81,7 +81,7 @@ impl ConnStats {
     }
 
     /// The figures as they are at `now`.
-    pub fn read(&self, now: Instant) -> ConnFigures {
+    pub(crate) fn read(&self, now: Instant) -> ConnFigures {
         let last = self.last_packet_ms.load(Relaxed);
         ConnFigures {
             bytes_in: self.bytes_in.load(Relaxed),

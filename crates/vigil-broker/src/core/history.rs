@@ -13,9 +13,9 @@ use vigil_proto::ReasonCode;
 use super::ConnFigures;
 
 /// Disconnects kept per client id.
-pub const PER_CLIENT: usize = 16;
+pub(crate) const PER_CLIENT: usize = 16;
 /// Disconnects kept over all client ids; the oldest go first.
-pub const GLOBAL: usize = 20_000;
+pub(crate) const GLOBAL: usize = 20_000;
 
 /// One ended connection, as the broker saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +82,7 @@ impl DisconnectRecord {
 }
 
 /// The MQTT 5 reason code naming `reason`.
-pub fn reason_code(reason: &CloseReason) -> ReasonCode {
+pub(crate) fn reason_code(reason: &CloseReason) -> ReasonCode {
     match reason {
         CloseReason::ClientDisconnect(r) | CloseReason::ConnectRefused(r) => *r,
         CloseReason::KeepAliveTimeout { .. } => ReasonCode::KEEP_ALIVE_TIMEOUT,
@@ -121,7 +121,7 @@ impl Inner {
 
 /// The bounded disconnect history of every client id.
 #[derive(Debug)]
-pub struct DisconnectHistory {
+pub(crate) struct DisconnectHistory {
     per_client: usize,
     global: usize,
     inner: Mutex<Inner>,
@@ -135,7 +135,7 @@ impl Default for DisconnectHistory {
 
 impl DisconnectHistory {
     /// A history keeping `per_client` records per id and `global` in all.
-    pub fn with_bounds(per_client: usize, global: usize) -> DisconnectHistory {
+    pub(crate) fn with_bounds(per_client: usize, global: usize) -> DisconnectHistory {
         DisconnectHistory {
             per_client: per_client.max(1),
             global: global.max(1),
@@ -144,7 +144,7 @@ impl DisconnectHistory {
     }
 
     /// Adds `record` to `client_id`'s ring, dropping the oldest beyond the bounds.
-    pub fn record(&self, client_id: &str, record: DisconnectRecord) {
+    pub(crate) fn record(&self, client_id: &str, record: DisconnectRecord) {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let id: Arc<str> = match inner.per_client.get_key_value(client_id) {
@@ -189,7 +189,7 @@ impl DisconnectHistory {
     }
 
     /// The disconnects of `client_id`, newest first (None: none kept).
-    pub fn of(&self, client_id: &str) -> Option<Vec<DisconnectRecord>> {
+    pub(crate) fn of(&self, client_id: &str) -> Option<Vec<DisconnectRecord>> {
         let inner = self.inner.lock();
         inner
             .per_client
@@ -198,13 +198,9 @@ impl DisconnectHistory {
     }
 
     /// Records kept in all.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.inner.lock().live
-    }
-
-    /// True when nothing is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

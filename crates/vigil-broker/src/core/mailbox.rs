@@ -350,18 +350,18 @@ impl Mailbox {
 /// subscriber then writes the whole burst in one go, instead of being woken
 /// (and writing) once per message. Dropping it wakes whatever is owed.
 #[derive(Debug, Default)]
-pub struct Wakes(Vec<SessionRef>);
+pub(crate) struct Wakes(Vec<SessionRef>);
 
 impl Wakes {
     /// Remembers that `session` must be woken.
-    pub fn add(&mut self, session: &SessionRef) {
+    pub(crate) fn add(&mut self, session: &SessionRef) {
         self.0.push(session.clone());
     }
 
     /// Wakes every session owed one; call before waiting on anything.
     /// Sessions whose connection runs on another worker are handed to its
     /// inbox: one cross-thread wake per worker and burst, not per session.
-    pub fn wake_all(&mut self) {
+    pub(crate) fn wake_all(&mut self) {
         for session in self.0.drain(..) {
             match session.mailbox.home() {
                 Some(home) if !home.is_here() => home.hand_in(session),

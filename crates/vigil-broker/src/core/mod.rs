@@ -13,25 +13,24 @@
 //! `crate::server`) does the waiting with its timeouts. Tests drive all of
 //! it on a virtual clock.
 
-pub mod clients;
-pub mod conn_stats;
-pub mod counters;
-pub mod history;
-pub mod mailbox;
-pub mod overflow;
+pub(crate) mod clients;
+pub(crate) mod conn_stats;
+pub(crate) mod counters;
+pub(crate) mod history;
+pub(crate) mod mailbox;
+pub(crate) mod overflow;
 mod persist;
 mod registry;
 mod retained;
-pub mod routing;
-pub mod session;
+pub(crate) mod routing;
+pub(crate) mod session;
 mod shared;
-pub mod signal;
+pub(crate) mod signal;
 mod subscriptions;
-pub mod timers;
+pub(crate) mod timers;
 mod wake_inbox;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,13 +42,18 @@ use vigil_proto::time::Clock;
 use vigil_proto::{ProtocolVersion, Will};
 use vigil_store::{Contents, Store};
 
-pub use conn_stats::{ConnFigures, ConnStats};
+// The public face (re-exported at the crate root) ...
+pub use conn_stats::ConnFigures;
 pub use counters::{Counters, ShardedCounter};
-pub use mailbox::{Mailbox, MailboxLimits, PushOutcome, StallEnded, Wakes};
-pub use overflow::{OverflowConfig, SlowConsumerPolicy, StillBlocked};
-pub use session::{Control, ControlSignal, Session, SessionRef};
-pub use subscriptions::{Match, SubscriptionIndex};
-pub use wake_inbox::WakeInbox;
+pub use mailbox::MailboxLimits;
+pub use overflow::{OverflowConfig, SlowConsumerPolicy};
+// ... and what only the rest of the crate uses.
+pub(crate) use conn_stats::ConnStats;
+pub(crate) use mailbox::{PushOutcome, Wakes};
+pub(crate) use overflow::StillBlocked;
+pub(crate) use session::{Control, ControlSignal, Session, SessionRef};
+pub(crate) use subscriptions::SubscriptionIndex;
+pub(crate) use wake_inbox::WakeInbox;
 
 use retained::RetainedIndex;
 use session::Presence;
@@ -91,7 +95,7 @@ impl Default for CoreConfig {
 
 /// A CONNECT the connection layer has validated.
 #[derive(Debug, Clone)]
-pub struct ConnectRequest {
+pub(crate) struct ConnectRequest {
     /// Client identifier (never empty: the connection assigns one first).
     pub client_id: String,
     /// Protocol version of the client.
@@ -104,13 +108,11 @@ pub struct ConnectRequest {
     pub will: Option<Will>,
     /// User name, if any.
     pub username: Option<String>,
-    /// The client's address.
-    pub peer: SocketAddr,
 }
 
 /// What a CONNECT's claim on its session came to.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The session is the new connection's.
     Granted(ConnectGrant),
     /// A live connection holds the session and was told `Control::TakenOver`.
@@ -129,7 +131,7 @@ pub enum Claim {
 
 /// The broker's yes to a CONNECT.
 #[derive(Debug)]
-pub struct ConnectGrant {
+pub(crate) struct ConnectGrant {
     /// Session Present.
     pub session_present: bool,
     /// The session (its mailbox is what the connection drains).
@@ -144,7 +146,7 @@ pub struct ConnectGrant {
 
 /// How a connection that held a session ended.
 #[derive(Debug)]
-pub struct DisconnectInfo {
+pub(crate) struct DisconnectInfo {
     /// Why.
     pub reason: CloseReason,
     /// Publish the will (no DISCONNECT 0x00 was received).
@@ -239,12 +241,12 @@ impl Broker {
     }
 
     /// The limits the broker was built with.
-    pub fn config(&self) -> &CoreConfig {
+    pub(crate) fn config(&self) -> &CoreConfig {
         &self.config
     }
 
     /// The per-client PUBLISH rate limits new connections get.
-    pub fn publish_rate(&self) -> vigil_proto::server::PublishRateLimit {
+    pub(crate) fn publish_rate(&self) -> vigil_proto::server::PublishRateLimit {
         self.config.publish_rate
     }
 
@@ -254,24 +256,24 @@ impl Broker {
     }
 
     /// The session of `client_id`, if the broker holds one.
-    pub fn session(&self, client_id: &str) -> Option<SessionRef> {
+    pub(crate) fn session(&self, client_id: &str) -> Option<SessionRef> {
         self.sessions.lock().get(client_id).cloned()
     }
 
     /// The earliest will-delay or session-expiry deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.timers.lock().next_deadline()
     }
 
     /// Told whenever a new deadline is scheduled: the one task that drives
     /// the timers waits on it beside its sleep to `poll_timeout`.
-    pub fn timers_changed(&self) -> &WakeSignal {
+    pub(crate) fn timers_changed(&self) -> &WakeSignal {
         &self.timer_wake
     }
 
     /// Fires the wills and session expiries due at `now`: a deadline fires
     /// at exactly its instant, never a tick before.
-    pub fn handle_timeout(&self, now: Clock) {
+    pub(crate) fn handle_timeout(&self, now: Clock) {
         let due = self.timers.lock().pop_due(now.instant);
         for timer in due {
             match timer {

@@ -62,20 +62,11 @@ impl Default for OverflowConfig {
 
 /// A delivery still held back after one more try (`Broker::offer_blocked`).
 #[derive(Debug)]
-pub enum StillBlocked {
+pub(crate) enum StillBlocked {
     /// The queue is still full: wait for its `space` and try again, or give up.
     Full(Outgoing),
     /// The subscriber went offline: no use waiting, give up.
     Offline(Outgoing),
-}
-
-impl StillBlocked {
-    /// The delivery, to try again or give up on.
-    pub fn into_outgoing(self) -> Outgoing {
-        match self {
-            StillBlocked::Full(o) | StillBlocked::Offline(o) => o,
-        }
-    }
 }
 
 impl Broker {
@@ -86,7 +77,7 @@ impl Broker {
     /// publisher meanwhile (`Mailbox::set_held`), and gives up on what is left
     /// with `give_up_blocked`, so an acknowledged message is not dropped
     /// because a subscriber is momentarily behind.
-    pub fn offer_blocked(
+    pub(crate) fn offer_blocked(
         &self,
         session: &SessionRef,
         outgoing: Outgoing,
@@ -112,7 +103,12 @@ impl Broker {
     /// clients publishing to each other, each waiting for the other to drain)
     /// is no slow consumer: its overflow is dropped and counted, and it stays
     /// connected.
-    pub fn give_up_blocked(&self, session: &SessionRef, outgoing: &Outgoing, held_from: Instant) {
+    pub(crate) fn give_up_blocked(
+        &self,
+        session: &SessionRef,
+        outgoing: &Outgoing,
+        held_from: Instant,
+    ) {
         if session.is_online() && session.mailbox.stall() {
             if session.mailbox.held_since(held_from) {
                 Counters::add(&self.counters.held_subscriber_stalls, 1);

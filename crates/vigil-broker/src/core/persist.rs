@@ -93,7 +93,7 @@ impl Broker {
     /// the packets these steps announce, when one of them is a QoS 2 step: a
     /// PUBLISH sent under a packet id the store does not know, or a PUBREL
     /// the store does not remember, would be sent again as new after a crash.
-    pub fn record_progress(
+    pub(crate) fn record_progress(
         &self,
         session: &SessionRef,
         progress: &[DeliveryProgress],
@@ -127,7 +127,11 @@ impl Broker {
     /// Guards inbound QoS 2 `packet_id` of a durable session across a restart,
     /// so a PUBLISH re-sent after one is not routed twice. The PUBREC must wait
     /// for the returned ticket.
-    pub fn guard_inbound_qos2(&self, session: &SessionRef, packet_id: u16) -> Option<Ticket> {
+    pub(crate) fn guard_inbound_qos2(
+        &self,
+        session: &SessionRef,
+        packet_id: u16,
+    ) -> Option<Ticket> {
         if !session.is_durable() {
             return None;
         }
@@ -140,7 +144,11 @@ impl Broker {
     /// PUBREL arrived for inbound QoS 2 `packet_id`. The PUBCOMP must wait
     /// for the returned ticket: a client that saw PUBCOMP may reuse the id for
     /// a new message, which a stale guard would swallow as a duplicate.
-    pub fn release_inbound_qos2(&self, session: &SessionRef, packet_id: u16) -> Option<Ticket> {
+    pub(crate) fn release_inbound_qos2(
+        &self,
+        session: &SessionRef,
+        packet_id: u16,
+    ) -> Option<Ticket> {
         if !session.is_durable() {
             return None;
         }

@@ -51,7 +51,6 @@ fn req(id: &str, clean: bool, expiry: u32) -> ConnectRequest {
         session_expiry: expiry,
         will: None,
         username: None,
-        peer: "127.0.0.1:1".parse().unwrap(),
     }
 }
 

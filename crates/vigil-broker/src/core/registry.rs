@@ -24,7 +24,7 @@ use super::{
 impl Broker {
     /// The session of `client_id`, registered fresh if the broker holds none:
     /// what a CONNECT claims.
-    pub fn session_for(&self, client_id: &str) -> SessionRef {
+    pub(crate) fn session_for(&self, client_id: &str) -> SessionRef {
         let mut map = self.sessions.lock();
         if let Some(s) = map.get(client_id) {
             return s.clone();
@@ -43,7 +43,7 @@ impl Broker {
     /// `Control::TakenOver` and the answer is `Claim::Held` (see there).
     /// Claims of one session must not overlap: the caller holds the
     /// session's `connect_lock` from the first claim to the grant.
-    pub fn claim(&self, now: Clock, session: &SessionRef, req: &ConnectRequest) -> Claim {
+    pub(crate) fn claim(&self, now: Clock, session: &SessionRef, req: &ConnectRequest) -> Claim {
         let mut inner = session.inner.lock();
         if let Some(conn) = inner.presence.conn() {
             info!(
@@ -118,7 +118,7 @@ impl Broker {
     /// did not in time: the session is taken from it as it is, without the
     /// protocol state it would have handed back. Its later `disconnect` is
     /// ignored. Nothing happens if it has handed back meanwhile.
-    pub fn take_back(&self, session: &SessionRef, conn_id: u64) {
+    pub(crate) fn take_back(&self, session: &SessionRef, conn_id: u64) {
         let mut inner = session.inner.lock();
         if inner.presence.conn().map(|c| c.conn_id) != Some(conn_id) {
             return;
@@ -137,7 +137,13 @@ impl Broker {
     /// published now, or scheduled after its delay, or cancelled by the
     /// takeover that ended it; the session ends now (expiry 0) or is kept
     /// until `now` plus its expiry.
-    pub fn disconnect(&self, now: Clock, session: &SessionRef, conn_id: u64, info: DisconnectInfo) {
+    pub(crate) fn disconnect(
+        &self,
+        now: Clock,
+        session: &SessionRef,
+        conn_id: u64,
+        info: DisconnectInfo,
+    ) {
         let mut inner = session.inner.lock();
         if inner.presence.conn().map(|c| c.conn_id) != Some(conn_id) {
             return;
@@ -217,7 +223,7 @@ impl Broker {
     }
 
     /// Tells every live connection to close with `Control::Shutdown`.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         let sessions: Vec<SessionRef> = self.sessions.lock().values().cloned().collect();
         for s in sessions {
             if let Some(c) = s.inner.lock().presence.conn() {

@@ -17,7 +17,7 @@ use super::{Broker, Counters, PushOutcome, SessionRef, Wakes};
 
 /// Where a published message went.
 #[derive(Debug)]
-pub struct Routed {
+pub(crate) struct Routed {
     /// Number of subscribers it was routed to.
     pub matched: usize,
     /// QoS 1/2 deliveries waiting for room in an online subscriber's full queue.
@@ -29,7 +29,7 @@ pub struct Routed {
 
 /// A SUBSCRIBE that breaks a rule worth closing the connection for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscribeViolation {
+pub(crate) struct SubscribeViolation {
     /// Reason code for the DISCONNECT.
     pub reason: ReasonCode,
     /// What was wrong.
@@ -168,7 +168,7 @@ impl Broker {
     /// caller must wake `wakes` and wait for room for them (`offer_blocked`,
     /// `give_up_blocked`) before acknowledging. Subscribers are not woken
     /// here but added to `wakes`.
-    pub fn publish_packet(
+    pub(crate) fn publish_packet(
         &self,
         from: &SessionRef,
         publish: Publish,
@@ -181,7 +181,7 @@ impl Broker {
 
     /// Adds the subscriptions of a SUBSCRIBE; returns one code per filter, and
     /// starts streaming the matching retained messages per Retain Handling.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         session: &SessionRef,
         sub: &Subscribe,
@@ -236,7 +236,7 @@ impl Broker {
     /// holds first, then the next retained messages of its oldest stream
     /// (at least a quarter of `max` of them, so a busy queue does not starve
     /// a stream). Returns true while retained messages remain to stream.
-    pub fn next_deliveries(
+    pub(crate) fn next_deliveries(
         &self,
         session: &SessionRef,
         out: &mut Vec<Outgoing>,
@@ -277,7 +277,7 @@ impl Broker {
     }
 
     /// Removes the subscriptions of an UNSUBSCRIBE; one code per filter.
-    pub fn unsubscribe(&self, session: &SessionRef, unsub: &Unsubscribe) -> Vec<ReasonCode> {
+    pub(crate) fn unsubscribe(&self, session: &SessionRef, unsub: &Unsubscribe) -> Vec<ReasonCode> {
         let codes = unsub
             .filters
             .iter()

@@ -16,7 +16,7 @@ use super::signal::WakeSignal;
 
 /// What the broker tells a live connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     /// A new connection with the same client id took the session: send
     /// DISCONNECT 0x8E (MQTT 5), close, and hand the state back.
     TakenOver,
@@ -63,7 +63,7 @@ impl Control {
 /// first word it gets, so one atomic and a wake carry it: the tokio
 /// channel this replaces kept ~400 bytes per idle connection.
 #[derive(Debug, Default)]
-pub struct ControlSignal {
+pub(crate) struct ControlSignal {
     word: AtomicU8,
     wake: WakeSignal,
 }
@@ -78,7 +78,7 @@ impl ControlSignal {
     }
 
     /// Ready with the next word from the broker; else registers `cx` for it.
-    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Control> {
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Control> {
         loop {
             if let Some(c) = Control::from_word(self.word.swap(0, Ordering::AcqRel)) {
                 return Poll::Ready(c);
@@ -96,7 +96,8 @@ impl ControlSignal {
     }
 
     /// Waits for the next word from the broker.
-    pub async fn recv(&self) -> Control {
+    #[cfg(test)]
+    pub(crate) async fn recv(&self) -> Control {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
@@ -274,7 +275,7 @@ impl Session {
 }
 
 /// A shared session handle.
-pub type SessionRef = Arc<Session>;
+pub(crate) type SessionRef = Arc<Session>;
 
 #[cfg(test)]
 mod tests {

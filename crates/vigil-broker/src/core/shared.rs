@@ -182,7 +182,6 @@ mod tests {
             session_expiry: expiry,
             will: None,
             username: None,
-            peer: "127.0.0.1:1".parse().unwrap(),
         }
     }
 

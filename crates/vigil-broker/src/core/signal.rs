@@ -16,7 +16,7 @@ use atomic_waker::AtomicWaker;
 /// waiter at a time: a second task that waits takes the wake-ups from the
 /// first (the last to register is woken).
 #[derive(Debug, Default)]
-pub struct WakeSignal {
+pub(crate) struct WakeSignal {
     set: AtomicBool,
     waker: AtomicWaker,
 }
@@ -24,14 +24,14 @@ pub struct WakeSignal {
 impl WakeSignal {
     /// Wakes the waiter, or stores a permit for its next wait (like
     /// `Notify::notify_one`: several wakes before a wait make one permit).
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.set.store(true, Ordering::Release);
         self.waker.wake();
     }
 
     /// Ready once a permit is stored, which it takes; otherwise registers
     /// `cx` to be woken by the next `notify`.
-    pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.set.swap(false, Ordering::AcqRel) {
             return Poll::Ready(());
         }
@@ -46,13 +46,13 @@ impl WakeSignal {
 
     /// Makes `waker` the one the next `notify` wakes; true if a permit is
     /// already stored (it is left for the next `poll_wait`).
-    pub fn register(&self, waker: &std::task::Waker) -> bool {
+    pub(crate) fn register(&self, waker: &std::task::Waker) -> bool {
         self.waker.register(waker);
         self.set.load(Ordering::Acquire)
     }
 
     /// Waits for a permit.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         poll_fn(|cx| self.poll_wait(cx)).await
     }
 }

@@ -47,7 +47,7 @@ impl<S> Node<S> {
 
 /// One subscriber a published message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Match<S> {
+pub(crate) struct Match<S> {
     /// The subscriber's unique key.
     pub key: u64,
     /// The subscriber.
@@ -64,7 +64,7 @@ pub struct Match<S> {
 
 /// Topic filter → subscribers, with wildcards and shared groups.
 #[derive(Debug)]
-pub struct SubscriptionIndex<S> {
+pub(crate) struct SubscriptionIndex<S> {
     root: RwLock<Node<S>>,
 }
 
@@ -79,7 +79,7 @@ impl<S: Clone> Default for SubscriptionIndex<S> {
 impl<S: Clone> SubscriptionIndex<S> {
     /// Adds or replaces a subscription; returns true if it already existed.
     /// `filter` is the plain filter; `group` is set for `$share/{group}/{filter}`.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         key: u64,
         subscriber: S,
@@ -123,7 +123,7 @@ impl<S: Clone> SubscriptionIndex<S> {
     }
 
     /// Removes a subscription; returns true if it existed. Empty nodes are pruned.
-    pub fn unsubscribe(&self, key: u64, filter: &str, group: Option<&str>) -> bool {
+    pub(crate) fn unsubscribe(&self, key: u64, filter: &str, group: Option<&str>) -> bool {
         let levels: Vec<&str> = filter.split('/').collect();
         let mut root = self.root.write();
         remove(&mut root, &levels, key, group)
@@ -132,7 +132,7 @@ impl<S: Clone> SubscriptionIndex<S> {
     /// Appends one `Match` per receiving subscriber: non-shared subscriptions of a
     /// subscriber are merged (max QoS, all ids); each shared group adds one member,
     /// round-robin, preferring members for which `is_online` holds.
-    pub fn match_topic(
+    pub(crate) fn match_topic(
         &self,
         topic: &str,
         publisher: Option<u64>,
@@ -162,7 +162,7 @@ impl<S: Clone> SubscriptionIndex<S> {
     /// One member of the shared group `group` on `filter` other than the
     /// subscriber `exclude`, round-robin, preferring members for which
     /// `is_online` holds; None when the group has no other member.
-    pub fn pick_shared(
+    pub(crate) fn pick_shared(
         &self,
         filter: &str,
         group: &str,

@@ -46,7 +46,6 @@ fn req(id: &str, clean: bool, expiry: u32) -> ConnectRequest {
         session_expiry: expiry,
         will: None,
         username: None,
-        peer: "127.0.0.1:1".parse().unwrap(),
     }
 }
 
@@ -620,10 +619,10 @@ fn a_blocked_delivery_goes_in_once_there_is_room_or_makes_a_slow_consumer() {
         .expect("room after the drain");
     assert_eq!(subscriber.session.mailbox.len(), 2);
 
-    let Err(still) = b.offer_blocked(&session, outgoing) else {
+    let Err(StillBlocked::Full(outgoing)) = b.offer_blocked(&session, outgoing) else {
         panic!("full again");
     };
-    b.give_up_blocked(&session, &still.into_outgoing(), t0.instant);
+    b.give_up_blocked(&session, &outgoing, t0.instant);
     assert_eq!(word(&subscriber.control), Some(Control::SlowConsumer));
     assert!(subscriber.session.mailbox.is_stalled());
     assert_eq!(Counters::get(&b.counters().slow_consumers), 1);

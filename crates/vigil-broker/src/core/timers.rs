@@ -6,7 +6,7 @@ use std::time::Instant;
 
 /// Items due at instants; ties keep insertion order.
 #[derive(Debug)]
-pub struct DeadlineQueue<T> {
+pub(crate) struct DeadlineQueue<T> {
     entries: BTreeMap<(Instant, u64), T>,
     seq: u64,
 }
@@ -22,18 +22,18 @@ impl<T> Default for DeadlineQueue<T> {
 
 impl<T> DeadlineQueue<T> {
     /// Schedules `item` at `at`.
-    pub fn schedule(&mut self, at: Instant, item: T) {
+    pub(crate) fn schedule(&mut self, at: Instant, item: T) {
         self.seq += 1;
         self.entries.insert((at, self.seq), item);
     }
 
     /// The earliest deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.entries.keys().next().map(|(at, _)| *at)
     }
 
     /// Removes and returns every item due at or before `now`, earliest first.
-    pub fn pop_due(&mut self, now: Instant) -> Vec<T> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Vec<T> {
         let mut due = Vec::new();
         while let Some(entry) = self.entries.first_entry() {
             if entry.key().0 > now {
@@ -44,13 +44,9 @@ impl<T> DeadlineQueue<T> {
         due
     }
 
-    /// Number of scheduled items.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// True when nothing is scheduled.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 }

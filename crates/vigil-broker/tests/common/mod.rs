@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use vigil_broker::config::BrokerConfig;
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::{Server, ServerOptions};
 use vigil_proto::{
     Connect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription,

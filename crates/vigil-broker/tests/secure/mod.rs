@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use vigil_broker::config::{BrokerConfig, ListenerEntry, ListenerProtocol, TlsConfig};
-use vigil_broker::core::Broker;
+use vigil_broker::Broker;
 use vigil_broker::{BoundListener, CertReloader, Server, ServerOptions};
 use vigil_proto::{Connect, Packet, ProtocolVersion, ReasonCode};
 

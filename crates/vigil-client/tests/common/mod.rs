@@ -18,7 +18,7 @@ use vigil_broker::{Server, ServerOptions};
 /// A vigil broker on 127.0.0.1:0.
 pub struct VigilBroker {
     pub addr: SocketAddr,
-    pub broker: Arc<vigil_broker::core::Broker>,
+    pub broker: Arc<vigil_broker::Broker>,
     _stop: oneshot::Sender<()>,
 }
 
