@@ -57,10 +57,7 @@ impl DiskBackend {
         let path = store_file(data_dir);
         prepare_data_dir(data_dir)?;
         let db = open_file(&path)?;
-        let backend = DiskBackend {
-            db: Some(db),
-            path,
-        };
+        let backend = DiskBackend { db: Some(db), path };
         backend.check_format()?;
         Ok(backend)
     }

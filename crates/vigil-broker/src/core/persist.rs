@@ -294,9 +294,7 @@ impl Broker {
                 };
                 self.subs
                     .subscribe(session.key, session.clone(), filter, group, s.options, s.id);
-                inner
-                    .subscriptions
-                    .insert(&s.filter, (s.options, s.id));
+                inner.subscriptions.insert(&s.filter, (s.options, s.id));
             }
         }
         session.set_durable(true);

@@ -265,7 +265,12 @@ impl Session {
 
     /// The filters this session is subscribed to, as the client wrote them.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.inner.lock().subscriptions.keys().map(str::to_owned).collect()
+        self.inner
+            .lock()
+            .subscriptions
+            .keys()
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -29,6 +29,10 @@ struct Node<S> {
     children: LevelMap<Box<str>, Node<S>>,
     subs: LevelMap<u64, Entry<S>>,
     /// Boxed and absent on almost every node.
+    #[allow(
+        clippy::box_collection,
+        reason = "one word in every node instead of a map's six"
+    )]
     shared: Option<Box<HashMap<String, SharedGroup<S>>>>,
 }
 

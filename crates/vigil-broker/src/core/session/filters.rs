@@ -118,7 +118,10 @@ mod tests {
         let mut reference: BTreeMap<String, Kept> = BTreeMap::new();
         for i in 0..60u32 {
             let f = format!("t/{}", (i * 7) % 23);
-            assert_eq!(filters.insert(&f, kept(i)), reference.insert(f.clone(), kept(i)));
+            assert_eq!(
+                filters.insert(&f, kept(i)),
+                reference.insert(f.clone(), kept(i))
+            );
             if i % 4 == 0 {
                 let gone = format!("t/{}", i % 23);
                 assert_eq!(filters.remove(&gone), reference.remove(&gone));
@@ -130,7 +133,10 @@ mod tests {
             assert_eq!(got, want, "after step {i}");
             assert_eq!(filters.len(), reference.len());
         }
-        assert!(matches!(filters, Filters::Many(_)), "23 filters went past FEW");
+        assert!(
+            matches!(filters, Filters::Many(_)),
+            "23 filters went past FEW"
+        );
         let keys: Vec<String> = filters.into_keys().into_iter().map(String::from).collect();
         assert_eq!(keys, reference.into_keys().collect::<Vec<_>>());
     }

@@ -23,6 +23,10 @@ pub(super) enum LevelMap<K, V> {
     /// grown one at a time (exact, so one entry is one entry's bytes).
     Few(Vec<(K, V)>),
     /// More: boxed, so an empty or small map stays one vector wide.
+    #[allow(
+        clippy::box_collection,
+        reason = "keeps every map, few or many, one vector wide"
+    )]
     Many(Box<HashMap<K, V>>),
 }
 
@@ -71,7 +75,8 @@ impl<K: Eq + Hash, V> LevelMap<K, V> {
         if self.get(key).is_none() {
             self.insert(K::from(key), make());
         }
-        self.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
+        self.get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// Puts `value` under `key`; returns the value it replaced.
@@ -139,7 +144,11 @@ mod tests {
         let mut reference: HashMap<Box<str>, u32> = HashMap::new();
         let key = |i: u32| -> Box<str> { format!("k{}", i % 13).into() };
         for i in 0..40u32 {
-            assert_eq!(small.insert(key(i), i), reference.insert(key(i), i), "insert {i}");
+            assert_eq!(
+                small.insert(key(i), i),
+                reference.insert(key(i), i),
+                "insert {i}"
+            );
             if i % 3 == 0 {
                 let k = key(i * 7);
                 assert_eq!(small.remove(&*k), reference.remove(&k), "remove {i}");

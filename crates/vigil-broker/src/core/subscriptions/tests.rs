@@ -130,9 +130,20 @@ fn unsubscribe_prunes_the_trie() {
 #[test]
 fn trie_nodes_stay_small() {
     type S = std::sync::Arc<()>;
-    assert!(std::mem::size_of::<Node<S>>() <= 56, "{}", std::mem::size_of::<Node<S>>());
+    assert!(
+        std::mem::size_of::<Node<S>>() <= 56,
+        "{}",
+        std::mem::size_of::<Node<S>>()
+    );
     let idx = SubscriptionIndex::default();
-    idx.subscribe(1, S::default(), "cmd/d1/#", None, opts(QoS::AtLeastOnce), None);
+    idx.subscribe(
+        1,
+        S::default(),
+        "cmd/d1/#",
+        None,
+        opts(QoS::AtLeastOnce),
+        None,
+    );
     let root = idx.root.read();
     let device = root.children.get("cmd").and_then(|n| n.children.get("d1"));
     let device = device.expect("node of cmd/d1");
