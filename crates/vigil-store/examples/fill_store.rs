@@ -1,6 +1,7 @@
 //! Writes a large store for timing recovery:
 //! `cargo run --release -p vigil-store --example fill_store -- DIR SESSIONS QUEUED_PER_SESSION`
-//! then start `vigil serve --data-dir DIR` and read `took_ms` on its "store opened" line.
+//! then start `vigil serve --data-dir DIR` and read `took_ms` on its "store opened" line
+//! (`scripts/fill_store_rss.py target/release/vigil DIR` does that and reads the RSS).
 
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

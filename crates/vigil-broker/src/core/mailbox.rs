@@ -164,6 +164,17 @@ impl Mailbox {
         q.items.push_back(outgoing);
     }
 
+    /// Gives back the queue's unused room (after recovery restored it).
+    pub(crate) fn shrink_to_fit(&self) {
+        self.queue.lock().items.shrink_to_fit();
+    }
+
+    /// Room in the queue, queued deliveries included.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.queue.lock().items.capacity()
+    }
+
     /// Moves up to `max` deliveries into `out`, oldest first. Returns the end
     /// of a stall when this drain emptied a stalled queue.
     pub fn drain_into(&self, out: &mut Vec<Outgoing>, max: usize) -> Option<StallEnded> {

@@ -212,7 +212,7 @@ impl Broker {
                 .inner
                 .lock()
                 .subscriptions
-                .insert(s.filter.clone(), (s.options, id));
+                .insert(&s.filter, (s.options, id));
             codes.push(ReasonCode(s.options.qos.as_u8()));
             let send_retained = group.is_none()
                 && match s.options.retain_handling {

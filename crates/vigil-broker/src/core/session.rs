@@ -1,7 +1,6 @@
 //! One client's session as the broker holds it: its mailbox, whether a
 //! connection has it now, and what must survive until it expires.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,7 +8,9 @@ use std::task::{Context, Poll};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use vigil_proto::server::SessionState;
-use vigil_proto::{ProtocolVersion, SubscriptionOptions, Will};
+use vigil_proto::{ProtocolVersion, Will};
+
+pub(crate) use filters::Filters;
 
 use super::mailbox::Mailbox;
 use super::signal::WakeSignal;
@@ -182,7 +183,7 @@ pub(crate) struct SessionInner {
     pub(crate) username: Option<Arc<String>>,
     /// Filters as the client wrote them (with any `$share/` prefix), with
     /// their options and subscription identifier (kept for the store).
-    pub(crate) subscriptions: BTreeMap<String, (SubscriptionOptions, Option<u32>)>,
+    pub(crate) subscriptions: Filters,
 }
 
 /// A session, shared by the registry, the subscription index and its connection.
@@ -225,7 +226,7 @@ impl Session {
                 will: None,
                 protocol: ProtocolVersion::V5,
                 username: None,
-                subscriptions: BTreeMap::new(),
+                subscriptions: Filters::default(),
             }),
         }
     }
@@ -270,12 +271,19 @@ impl Session {
 
     /// The filters this session is subscribed to, as the client wrote them.
     pub fn subscriptions(&self) -> Vec<String> {
-        self.inner.lock().subscriptions.keys().cloned().collect()
+        self.inner
+            .lock()
+            .subscriptions
+            .keys()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
 /// A shared session handle.
 pub(crate) type SessionRef = Arc<Session>;
+
+mod filters;
 
 #[cfg(test)]
 mod tests {

@@ -48,7 +48,7 @@ impl Broker {
             .subscriptions
             .keys()
             .filter(|f| f.starts_with("$share/"))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         if filters.is_empty() {
             return Orphans::default();

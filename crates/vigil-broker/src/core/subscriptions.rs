@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use parking_lot::RwLock;
 use vigil_proto::{QoS, SubscriptionOptions};
 
+use level_map::LevelMap;
+
 /// One subscription of one subscriber.
 #[derive(Debug, Clone)]
 struct Entry<S> {
@@ -24,24 +26,33 @@ struct SharedGroup<S> {
 
 #[derive(Debug)]
 struct Node<S> {
-    children: HashMap<String, Node<S>>,
-    subs: HashMap<u64, Entry<S>>,
-    shared: HashMap<String, SharedGroup<S>>,
+    children: LevelMap<Box<str>, Node<S>>,
+    subs: LevelMap<u64, Entry<S>>,
+    /// Boxed and absent on almost every node.
+    #[allow(
+        clippy::box_collection,
+        reason = "one word in every node instead of a map's six"
+    )]
+    shared: Option<Box<HashMap<String, SharedGroup<S>>>>,
 }
 
 impl<S> Default for Node<S> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
-            subs: HashMap::new(),
-            shared: HashMap::new(),
+            children: LevelMap::default(),
+            subs: LevelMap::default(),
+            shared: None,
         }
     }
 }
 
 impl<S> Node<S> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subs.is_empty() && self.shared.is_empty()
+        self.children.is_empty() && self.subs.is_empty() && self.shared.is_none()
+    }
+
+    fn shared_groups(&self) -> impl Iterator<Item = &SharedGroup<S>> {
+        self.shared.iter().flat_map(|m| m.values())
     }
 }
 
@@ -91,7 +102,7 @@ impl<S: Clone> SubscriptionIndex<S> {
         let mut root = self.root.write();
         let mut node = &mut *root;
         for level in filter.split('/') {
-            node = node.children.entry(level.to_owned()).or_default();
+            node = node.children.get_or_insert_with(level, Node::default);
         }
         let entry = Entry {
             subscriber,
@@ -103,6 +114,7 @@ impl<S: Clone> SubscriptionIndex<S> {
             Some(g) => {
                 let group = node
                     .shared
+                    .get_or_insert_with(Default::default)
                     .entry(g.to_owned())
                     .or_insert_with(|| SharedGroup {
                         members: Vec::new(),
@@ -174,7 +186,7 @@ impl<S: Clone> SubscriptionIndex<S> {
         for level in filter.split('/') {
             node = node.children.get(level)?;
         }
-        let g = node.shared.get(group)?;
+        let g = node.shared.as_ref()?.get(group)?;
         let n = g.members.len();
         if n == 0 {
             return None;
@@ -205,14 +217,20 @@ fn remove<S>(node: &mut Node<S>, levels: &[&str], key: u64, group: Option<&str>)
         return match group {
             None => node.subs.remove(&key).is_some(),
             Some(g) => {
-                let Some(shared) = node.shared.get_mut(g) else {
+                let Some(groups) = node.shared.as_mut() else {
+                    return false;
+                };
+                let Some(shared) = groups.get_mut(g) else {
                     return false;
                 };
                 let before = shared.members.len();
                 shared.members.retain(|(k, _)| *k != key);
                 let removed = shared.members.len() != before;
                 if shared.members.is_empty() {
-                    node.shared.remove(g);
+                    groups.remove(g);
+                    if groups.is_empty() {
+                        node.shared = None;
+                    }
                 }
                 removed
             }
@@ -264,7 +282,7 @@ fn collect<S: Clone>(
     is_online: &impl Fn(&S) -> bool,
     out: &mut Vec<Match<S>>,
 ) {
-    for (&key, e) in &node.subs {
+    for (&key, e) in node.subs.iter() {
         if e.options.no_local && publisher == Some(key) {
             continue;
         }
@@ -277,7 +295,7 @@ fn collect<S: Clone>(
             shared: false,
         });
     }
-    for group in node.shared.values() {
+    for group in node.shared_groups() {
         let n = group.members.len();
         if n == 0 {
             continue;
@@ -327,5 +345,6 @@ fn merge_per_subscriber<S>(matches: &mut [Match<S>]) {
     }
 }
 
+mod level_map;
 #[cfg(test)]
 mod tests;

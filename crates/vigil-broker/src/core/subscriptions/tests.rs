@@ -124,6 +124,37 @@ fn unsubscribe_prunes_the_trie() {
     assert!(idx.root.read().is_empty());
 }
 
+/// A recovered broker holds a node per level of every session's filter
+/// (100,000 sessions on `cmd/{id}/#` are 200,000 nodes): a node, and an
+/// entry in a node with one child or one subscriber, stay a few words.
+#[test]
+fn trie_nodes_stay_small() {
+    type S = std::sync::Arc<()>;
+    assert!(
+        std::mem::size_of::<Node<S>>() <= 56,
+        "{}",
+        std::mem::size_of::<Node<S>>()
+    );
+    let idx = SubscriptionIndex::default();
+    idx.subscribe(
+        1,
+        S::default(),
+        "cmd/d1/#",
+        None,
+        opts(QoS::AtLeastOnce),
+        None,
+    );
+    let root = idx.root.read();
+    let device = root.children.get("cmd").and_then(|n| n.children.get("d1"));
+    let device = device.expect("node of cmd/d1");
+    match (&device.children, &device.children.get("#").expect("#").subs) {
+        (LevelMap::Few(children), LevelMap::Few(subs)) => {
+            assert_eq!((children.capacity(), subs.capacity()), (1, 1));
+        }
+        _ => panic!("one child and one subscriber are few"),
+    }
+}
+
 /// One writer's step in `concurrent_publishers_and_subscribers`.
 #[derive(Clone, Copy)]
 enum Op {
@@ -337,7 +368,20 @@ fn concurrent_publishers_and_subscribers() {
 }
 
 fn level() -> impl Strategy<Value = &'static str> {
-    prop_oneof![Just("a"), Just("b"), Just(""), Just("$x")]
+    // More than `level_map::FEW` distinct levels, so nodes with many
+    // children (and many subscribers) take the hash-map path too.
+    prop_oneof![
+        Just("a"),
+        Just("b"),
+        Just(""),
+        Just("$x"),
+        Just("c"),
+        Just("d"),
+        Just("e"),
+        Just("f"),
+        Just("g"),
+        Just("h"),
+    ]
 }
 
 fn filter() -> impl Strategy<Value = String> {
@@ -356,7 +400,7 @@ fn filter() -> impl Strategy<Value = String> {
 proptest! {
     #[test]
     fn agrees_with_the_reference_matcher(
-        filters in prop::collection::vec(filter(), 1..12),
+        filters in prop::collection::vec(filter(), 1..40),
         topic in prop::collection::vec(level(), 1..5).prop_map(|l| l.join("/")),
     ) {
         let idx = SubscriptionIndex::default();
