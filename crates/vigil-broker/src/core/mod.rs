@@ -5,6 +5,7 @@
 //! logic (`poll_timeout` / `handle_timeout(now)`) driven by one small task.
 
 pub mod clients;
+pub mod cluster;
 pub mod conn_stats;
 pub mod counters;
 pub mod history;
@@ -159,6 +160,8 @@ pub struct Broker {
     /// The last disconnects of every client id.
     history: history::DisconnectHistory,
     started: Instant,
+    /// The cluster this broker is a node of; never set on a single node.
+    cluster: std::sync::OnceLock<Arc<dyn cluster::ClusterHook>>,
 }
 
 impl Broker {
@@ -191,6 +194,7 @@ impl Broker {
             clients: clients::ClientRegistry::default(),
             history: history::DisconnectHistory::default(),
             started: Instant::now(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 

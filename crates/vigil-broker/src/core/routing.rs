@@ -11,8 +11,9 @@ use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, W
 
 use vigil_store::{Clock, MessageRecord, Op, QueuedRecord, Ticket};
 
+use super::cluster::RemoteAcks;
 use super::retained::RetainedCursor;
-use super::{Broker, Counters, PushOutcome, SessionRef, Wakes};
+use super::{Broker, Counters, Match, PushOutcome, SessionRef, Wakes};
 
 /// Where a published message went.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct Routed {
     /// The store commit that holds what routing wrote (retained message,
     /// deliveries to persistent sessions): acknowledge only once it is durable.
     pub ticket: Option<Ticket>,
+    /// What other cluster nodes must accept before the publisher is acknowledged.
+    pub remote: Option<RemoteAcks>,
 }
 
 /// A SUBSCRIBE that breaks a rule worth closing the connection for.
@@ -58,25 +61,19 @@ impl Broker {
         let mut ops = Vec::new();
         // Computed once per message, and only when something is written.
         let mut record: Option<(MessageRecord, Clock)> = None;
-        let mut record_of = |m: &Message| {
-            record
-                .get_or_insert_with(|| {
-                    let clock = Clock::now();
-                    (MessageRecord::from_message(m, &clock), clock)
-                })
-                .0
-                .clone()
-        };
         if message.retain {
             self.retained.update(&message);
             if self.store.is_some() {
                 ops.push(if message.payload.is_empty() {
                     Op::DeleteRetained(message.topic.clone())
                 } else {
-                    Op::PutRetained(record_of(&message))
+                    Op::PutRetained(record_of(&mut record, &message))
                 });
             }
         }
+        // Handed to the cluster (absent on a single node) before local
+        // delivery, so the remote hop overlaps with the local work.
+        let remote = self.forward_to_cluster(&message);
         let mut matches = Vec::new();
         self.subs.match_topic(
             &message.topic,
@@ -84,6 +81,22 @@ impl Broker {
             |s| s.is_online(),
             &mut matches,
         );
+        let mut routed = self.deliver_matches(&message, matches, ops, record, wakes);
+        routed.remote = remote;
+        routed
+    }
+
+    /// Queues `message` for each of `matches` (read access checked per
+    /// delivery), writing `ops` and the deliveries to persistent sessions to
+    /// the store first.
+    pub(super) fn deliver_matches(
+        &self,
+        message: &Arc<Message>,
+        mut matches: Vec<Match<SessionRef>>,
+        mut ops: Vec<Op>,
+        mut record: Option<(MessageRecord, Clock)>,
+        wakes: &mut Wakes,
+    ) -> Routed {
         // The ACL's read check, per delivery (none without an ACL).
         matches.retain(|m| self.may_deliver(&m.subscriber, &message.topic));
         let matched = matches.len();
@@ -117,6 +130,7 @@ impl Broker {
                 matched,
                 blocked,
                 ticket,
+                remote: None,
             };
         }
         let mut deliveries = Vec::with_capacity(matches.len());
@@ -136,7 +150,7 @@ impl Broker {
                     session: m.subscriber.key,
                     seq: seq.get(),
                     record: QueuedRecord {
-                        message: record_of(&message),
+                        message: record_of(&mut record, message),
                         qos: outgoing.qos,
                         retain: outgoing.retain,
                         subscription_ids: outgoing.subscription_ids.clone(),
@@ -157,6 +171,7 @@ impl Broker {
             matched,
             blocked,
             ticket,
+            remote: None,
         }
     }
 
@@ -203,6 +218,9 @@ impl Broker {
             let existed =
                 self.subs
                     .subscribe(session.key, session.clone(), filter, group, s.options, id);
+            if !existed {
+                self.route_added(filter, group);
+            }
             session
                 .inner
                 .lock()
@@ -299,11 +317,17 @@ impl Broker {
     pub(super) fn remove_subscription(&self, session: &SessionRef, filter: &str) {
         match SharedFilter::parse(filter) {
             Ok(Some(shared)) => {
-                self.subs
-                    .unsubscribe(session.key, shared.filter, Some(shared.group));
+                if self
+                    .subs
+                    .unsubscribe(session.key, shared.filter, Some(shared.group))
+                {
+                    self.route_removed(shared.filter, Some(shared.group));
+                }
             }
             _ => {
-                self.subs.unsubscribe(session.key, filter, None);
+                if self.subs.unsubscribe(session.key, filter, None) {
+                    self.route_removed(filter, None);
+                }
             }
         }
     }
@@ -360,4 +384,15 @@ impl Broker {
         }
         None
     }
+}
+
+/// The store record of `m`, made on first use and reused after.
+fn record_of(record: &mut Option<(MessageRecord, Clock)>, m: &Message) -> MessageRecord {
+    record
+        .get_or_insert_with(|| {
+            let clock = Clock::now();
+            (MessageRecord::from_message(m, &clock), clock)
+        })
+        .0
+        .clone()
 }

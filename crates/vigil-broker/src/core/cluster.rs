@@ -1,0 +1,192 @@
+//! The cluster's narrow way into the core. A broker without `[cluster]`
+//! never sets a hook: routing then checks one empty `OnceLock` per message
+//! and nothing else. With a hook (the `vigil-cluster` crate), the core tells
+//! it of every message published here and of every filter that gains its
+//! first or loses its last local subscriber, and the cluster hands back
+//! messages other nodes forwarded through `deliver_forwarded`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use vigil_proto::message::Message;
+use vigil_proto::topic::SharedFilter;
+use vigil_store::{Clock, MessageRecord, Op, Ticket};
+
+use super::routing::Routed;
+use super::{Broker, Wakes};
+
+/// What the core calls on a cluster node. Every method runs on the thread
+/// that published or subscribed, so each must only queue work, never wait.
+pub trait ClusterHook: Send + Sync + fmt::Debug {
+    /// A message published on this node (by a client or as a will), before
+    /// its local delivery. Returns what the publisher's acknowledgement
+    /// must wait for on other nodes (None: nothing).
+    fn forward(&self, message: &Arc<Message>) -> Option<RemoteAcks>;
+    /// `filter` (of shared group `group`) got its first local subscriber.
+    fn route_added(&self, filter: &str, group: Option<&str>);
+    /// `filter` (of shared group `group`) lost its last local subscriber.
+    fn route_removed(&self, filter: &str, group: Option<&str>);
+    /// Members, routes and link traffic, for the admin API.
+    fn status(&self) -> serde_json::Value;
+}
+
+/// Acceptances by other nodes that a publisher's acknowledgement waits
+/// for: per link, the sequence number its peer must have accepted. A link
+/// publishes the highest sequence number settled (accepted, or given up
+/// with its peer) on a watch channel; a dropped channel settles everything.
+#[derive(Debug, Clone)]
+pub struct RemoteAcks {
+    waits: Vec<(watch::Receiver<u64>, u64)>,
+    /// Past this the acknowledgement goes out whatever the links say, so a
+    /// node that hangs holds no publisher for longer than this.
+    deadline: Instant,
+}
+
+impl RemoteAcks {
+    /// Nothing to wait for yet, and `deadline` as the limit.
+    pub fn new(deadline: Instant) -> RemoteAcks {
+        RemoteAcks {
+            waits: Vec::new(),
+            deadline,
+        }
+    }
+
+    /// Waits for `settled` to reach `seq` as well.
+    pub fn push(&mut self, settled: watch::Receiver<u64>, seq: u64) {
+        match self
+            .waits
+            .iter_mut()
+            .find(|(rx, _)| rx.same_channel(&settled))
+        {
+            Some((_, s)) => *s = (*s).max(seq),
+            None => self.waits.push((settled, seq)),
+        }
+    }
+
+    /// Adds what `other` waits for (the later deadline holds).
+    pub fn merge(&mut self, other: RemoteAcks) {
+        self.deadline = self.deadline.max(other.deadline);
+        for (rx, seq) in other.waits {
+            self.push(rx, seq);
+        }
+    }
+
+    /// True when there is nothing to wait for.
+    pub fn is_empty(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    /// Completes once every link has settled its sequence number, or at
+    /// the deadline. Returns false if the deadline cut it short.
+    pub async fn settled(self) -> bool {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        for (mut rx, seq) in self.waits {
+            let reached = rx.wait_for(|&settled| settled >= seq);
+            match tokio::time::timeout_at(deadline, reached).await {
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Broker {
+    /// Makes this broker a cluster node: call once, before serving. The
+    /// filters of the sessions recovered from the store are announced to
+    /// the hook at once. Returns false if a hook was set already.
+    pub fn set_cluster(&self, hook: Arc<dyn ClusterHook>) -> bool {
+        if self.cluster.set(hook.clone()).is_err() {
+            return false;
+        }
+        let sessions: Vec<_> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let filters: Vec<String> = session.inner.lock().subscriptions.keys().cloned().collect();
+            for f in filters {
+                match SharedFilter::parse(&f) {
+                    Ok(Some(shared)) => hook.route_added(shared.filter, Some(shared.group)),
+                    _ => hook.route_added(&f, None),
+                }
+            }
+        }
+        true
+    }
+
+    /// The cluster hook, on a cluster node.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterHook>> {
+        self.cluster.get()
+    }
+
+    pub(super) fn forward_to_cluster(&self, message: &Arc<Message>) -> Option<RemoteAcks> {
+        self.cluster.get()?.forward(message)
+    }
+
+    pub(super) fn route_added(&self, filter: &str, group: Option<&str>) {
+        if let Some(c) = self.cluster.get() {
+            c.route_added(filter, group);
+        }
+    }
+
+    pub(super) fn route_removed(&self, filter: &str, group: Option<&str>) {
+        if let Some(c) = self.cluster.get() {
+            c.route_removed(filter, group);
+        }
+    }
+
+    /// Delivers a message another node forwarded to this node's
+    /// subscribers: every matching plain subscription, and one member of
+    /// each shared group in `groups` (`(group, filter)`: the ones the
+    /// forwarding node chose this node for). It is not forwarded again and
+    /// does not touch the retained index (retained messages are replicated
+    /// on their own, `set_retained_from_cluster`). Subscribers are added to
+    /// `wakes`; QoS 1/2 deliveries that found a full queue come back in
+    /// `blocked` for `deliver_blocked`.
+    pub fn deliver_forwarded(
+        &self,
+        message: Message,
+        groups: &[(String, String)],
+        wakes: &mut Wakes,
+    ) -> Routed {
+        let message = Arc::new(message);
+        let mut matches = Vec::new();
+        self.subs
+            .match_topic_with(&message.topic, None, false, |s| s.is_online(), &mut matches);
+        for (group, filter) in groups {
+            if let Some(m) = self
+                .subs
+                .pick_shared(filter, group, u64::MAX, |s| s.is_online())
+            {
+                matches.push(m);
+            }
+        }
+        self.deliver_matches(&message, matches, Vec::new(), None, wakes)
+    }
+
+    /// Sets (or, with an empty payload, deletes) the retained message of its
+    /// topic as another node decided it, without delivering it to anyone;
+    /// returns the store commit that holds it.
+    pub fn set_retained_from_cluster(&self, message: Message) -> Option<Ticket> {
+        let message = Arc::new(message);
+        self.retained.update(&message);
+        self.store.as_ref()?;
+        let op = if message.payload.is_empty() {
+            Op::DeleteRetained(message.topic.clone())
+        } else {
+            Op::PutRetained(MessageRecord::from_message(&message, &Clock::now()))
+        };
+        self.persist(vec![op])
+    }
+
+    /// The retained message of `topic`, if any and unexpired.
+    pub fn retained_of(&self, topic: &str) -> Option<Arc<Message>> {
+        self.retained.get(topic, Instant::now())
+    }
+
+    /// Up to `limit` unexpired retained messages of every topic (`$`
+    /// topics included) sorting after `after`, in topic order.
+    pub fn retained_after(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Message>> {
+        self.retained.after(after, limit, Instant::now())
+    }
+}
