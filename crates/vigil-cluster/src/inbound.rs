@@ -49,19 +49,22 @@ impl Cluster {
         let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut buf))
             .await
             .map_err(|_| LinkError::Timeout(HANDSHAKE_TIMEOUT))??;
-        let (node, generation) = match hello {
+        let key = match hello {
             Some(Frame::Hello {
                 node_id,
                 generation,
-            }) => (node_id, generation),
+                link,
+            }) => (node_id, generation, link),
             Some(other) => return Err(LinkError::Unexpected(format!("{other:?} before hello"))),
             None => return Ok(()),
         };
+        let (node, generation, _) = key;
         let mut applied = {
             let mut map = self.applied.lock();
-            // Older generations of the node will not send again.
-            map.retain(|&(n, g), _| n != node || g >= generation);
-            map.get(&(node, generation)).copied().unwrap_or(0)
+            // A node has one link to this one: its earlier links (and
+            // generations) will not send again.
+            map.retain(|k, _| k.0 != node || *k == key);
+            map.get(&key).copied().unwrap_or(0)
         };
         write_frames(&mut wr, &[Frame::Welcome { applied }]).await?;
         info!(node, generation, "cluster link from node up");
@@ -79,7 +82,7 @@ impl Cluster {
             let last = self.apply(frames, applied).await?;
             if last > applied {
                 applied = last;
-                self.applied.lock().insert((node, generation), applied);
+                self.applied.lock().insert(key, applied);
                 write_frames(&mut wr, &[Frame::Ack { seq: applied }]).await?;
             }
         }

@@ -51,6 +51,9 @@ pub(crate) struct Peer {
     pub(crate) generation: u64,
     /// Its cluster address.
     pub(crate) addr: SocketAddr,
+    /// This link's number among this run's links (sequence numbers count
+    /// per link: a node declared dead and back gets a fresh link).
+    pub(crate) link: u64,
     queue: Mutex<Queue>,
     /// Something was queued (or the link retired).
     wake: Notify,
@@ -112,10 +115,12 @@ impl Peer {
     /// A link to `node_id` (generation `generation`) at `addr`, with the
     /// replay of retained messages queued first.
     pub(crate) fn new(node_id: u64, generation: u64, addr: SocketAddr) -> Peer {
+        static LINKS: AtomicU64 = AtomicU64::new(1);
         Peer {
             node_id,
             generation,
             addr,
+            link: LINKS.fetch_add(1, Relaxed),
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 written: 0,
@@ -327,6 +332,7 @@ pub(crate) async fn run_connection(
     let hello = Frame::Hello {
         node_id: me.0,
         generation: me.1,
+        link: peer.link,
     };
     write_frames(&mut wr, &[hello]).await?;
     let mut buf = BytesMut::new();

@@ -46,8 +46,9 @@ pub(crate) struct Cluster {
     pub(crate) peers: RwLock<HashMap<u64, Arc<Peer>>>,
     /// Live members other than this node, as last read.
     pub(crate) members: RwLock<Vec<Member>>,
-    /// Highest sequence number applied per (sender node, generation).
-    pub(crate) applied: Mutex<HashMap<(u64, u64), u64>>,
+    /// Highest sequence number applied per inbound link (sender node,
+    /// generation, link number).
+    pub(crate) applied: Mutex<HashMap<(u64, u64, u64), u64>>,
     /// Stamps of retained topics.
     pub(crate) stamps: RetainedStamps,
     /// Traffic counters.

@@ -39,6 +39,10 @@ pub(crate) enum Frame {
         node_id: u64,
         /// The sender's generation (its start time, unix ms).
         generation: u64,
+        /// Which of the sender's links to this node it is: sequence
+        /// numbers count per link, and a node declared dead and back gets
+        /// a new one.
+        link: u64,
     },
     /// The answer to `Hello`: the highest sequence number already applied
     /// from this sender generation (resent frames up to it are skipped).
@@ -114,10 +118,12 @@ impl Frame {
             Frame::Hello {
                 node_id,
                 generation,
+                link,
             } => {
                 out.put_u8(HELLO);
                 out.put_u64(*node_id);
                 out.put_u64(*generation);
+                out.put_u64(*link);
             }
             Frame::Welcome { applied } => {
                 out.put_u8(WELCOME);
@@ -177,6 +183,7 @@ impl Frame {
             HELLO => Frame::Hello {
                 node_id: take_u64(&mut body, "hello")?,
                 generation: take_u64(&mut body, "hello")?,
+                link: take_u64(&mut body, "hello")?,
             },
             WELCOME => Frame::Welcome {
                 applied: take_u64(&mut body, "welcome")?,
@@ -333,6 +340,7 @@ mod tests {
             Frame::Hello {
                 node_id: 3,
                 generation: 1_700_000_000_000,
+                link: 4,
             },
             Frame::Welcome { applied: 42 },
             Frame::Publish {
