@@ -178,10 +178,11 @@ fn three_nodes() -> Vec<Node> {
     nodes
 }
 
-/// Waits until `node` holds at least `n` routes of member `of`.
-fn routes_converge(node: &Node, of: u64, n: u64) {
+/// Waits until `node` holds at least `n` routes of member `of`; returns
+/// how long that took.
+fn routes_converge(node: &Node, of: u64, n: u64) -> Duration {
     let what = format!("node {} sees {n} routes of node {of}", node.id);
-    wait_until(&what, Duration::from_secs(30), || node.routes_of(of) >= n);
+    wait_until(&what, Duration::from_secs(30), || node.routes_of(of) >= n)
 }
 
 /// Receives messages until `done` says enough or `limit` passes.
@@ -235,7 +236,8 @@ async fn cross_node_publish_subscribe_at_every_qos_is_complete_and_in_order() {
     let (s3, mut e3) = nodes[2].client("sub-3").await;
     s2.subscribe("t/#", QoS::ExactlyOnce).await.unwrap();
     s3.subscribe("t/#", QoS::ExactlyOnce).await.unwrap();
-    routes_converge(&nodes[0], 2, 1);
+    let took = routes_converge(&nodes[0], 2, 1);
+    eprintln!("a subscription on node 2 reached node 1's routes in {took:?}");
     routes_converge(&nodes[0], 3, 1);
     routes_converge(&nodes[1], 3, 1);
     const N: u32 = 200;
