@@ -109,7 +109,9 @@ impl Driver {
         };
         let held = std::mem::take(&mut batch.held);
         if let Some(remote) = batch.remote.take() {
-            remote.settled().await;
+            if !remote.settled().await {
+                warn!(client = %self.client_id(), "other cluster nodes did not accept a message in time; acknowledging it anyway");
+            }
             if ticket.is_none() {
                 for (packet_id, qos, matched) in held {
                     crate::auth::send_ack(&mut self.conn, packet_id, qos, matched);

@@ -1,8 +1,9 @@
 //! The cluster's narrow way into the core. A broker without `[cluster]`
 //! never sets a hook: routing then checks one empty `OnceLock` per message
 //! and nothing else. With a hook (the `vigil-cluster` crate), the core tells
-//! it of every message published here and of every filter that gains its
-//! first or loses its last local subscriber, and the cluster hands back
+//! it of every message published here and of every local subscription
+//! added or removed (a re-SUBSCRIBE that only changes options is neither),
+//! and the cluster hands back
 //! messages other nodes forwarded through `deliver_forwarded`.
 
 use std::fmt;
@@ -24,9 +25,10 @@ pub trait ClusterHook: Send + Sync + fmt::Debug {
     /// its local delivery. Returns what the publisher's acknowledgement
     /// must wait for on other nodes (None: nothing).
     fn forward(&self, message: &Arc<Message>) -> Option<RemoteAcks>;
-    /// `filter` (of shared group `group`) got its first local subscriber.
+    /// A local subscription on `filter` (of shared group `group`) was
+    /// added; the hook counts them per filter.
     fn route_added(&self, filter: &str, group: Option<&str>);
-    /// `filter` (of shared group `group`) lost its last local subscriber.
+    /// A local subscription on `filter` (of shared group `group`) was removed.
     fn route_removed(&self, filter: &str, group: Option<&str>);
     /// Members, routes and link traffic, for the admin API.
     fn status(&self) -> serde_json::Value;
@@ -188,5 +190,166 @@ impl Broker {
     /// topics included) sorting after `after`, in topic order.
     pub fn retained_after(&self, after: Option<&str>, limit: usize) -> Vec<Arc<Message>> {
         self.retained.after(after, limit, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+    use vigil_proto::{ProtocolVersion, QoS, Subscribe, Subscription, SubscriptionOptions};
+
+    use super::super::{ConnectRequest, CoreConfig, SessionRef};
+    use super::*;
+
+    /// A hook that records what the core told it.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        forwarded: Mutex<Vec<String>>,
+        routes: Mutex<Vec<(String, Option<String>, bool)>>,
+    }
+
+    impl ClusterHook for Recorder {
+        fn forward(&self, message: &Arc<Message>) -> Option<RemoteAcks> {
+            self.forwarded.lock().push(message.topic.clone());
+            None
+        }
+        fn route_added(&self, filter: &str, group: Option<&str>) {
+            let route = (filter.to_owned(), group.map(str::to_owned), true);
+            self.routes.lock().push(route);
+        }
+        fn route_removed(&self, filter: &str, group: Option<&str>) {
+            let route = (filter.to_owned(), group.map(str::to_owned), false);
+            self.routes.lock().push(route);
+        }
+        fn status(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+
+    async fn client(b: &Broker, id: &str, filters: &[&str]) -> SessionRef {
+        let g = b
+            .connect(ConnectRequest {
+                client_id: id.into(),
+                protocol: ProtocolVersion::V5,
+                clean_start: true,
+                session_expiry: 0,
+                will: None,
+                username: None,
+                peer: "127.0.0.1:1".parse().unwrap(),
+            })
+            .await
+            .unwrap();
+        let sub = Subscribe {
+            packet_id: 1,
+            filters: filters
+                .iter()
+                .map(|f| Subscription {
+                    filter: (*f).into(),
+                    options: SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        ..SubscriptionOptions::default()
+                    },
+                })
+                .collect(),
+            ..Subscribe::default()
+        };
+        b.subscribe(&g.session, &sub).unwrap();
+        g.session
+    }
+
+    fn message(topic: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"m"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+        }
+    }
+
+    fn queued(s: &SessionRef) -> usize {
+        let mut out = Vec::new();
+        s.mailbox.drain_into(&mut out, 100);
+        out.len()
+    }
+
+    /// The hook hears of every subscription added and removed (those made
+    /// before it was set included, a repeated SUBSCRIBE not), and of local
+    /// publishes but not of forwarded deliveries.
+    #[tokio::test]
+    async fn the_hook_hears_of_each_subscription_and_of_local_publishes_only() {
+        let b = Broker::new(CoreConfig::default());
+        let early = client(&b, "early", &["a/#"]).await;
+        let hook = Arc::new(Recorder::default());
+        assert!(b.set_cluster(hook.clone()));
+        assert!(!b.set_cluster(hook.clone()), "set once");
+        let late = client(&b, "late", &["a/#", "$share/g/s"]).await;
+        // The same filter again, other options: a replacement, not a route.
+        b.subscribe(
+            &late,
+            &Subscribe {
+                packet_id: 3,
+                filters: vec![Subscription {
+                    filter: "a/#".into(),
+                    options: SubscriptionOptions::default(),
+                }],
+                ..Subscribe::default()
+            },
+        )
+        .unwrap();
+        let unsub = vigil_proto::Unsubscribe {
+            packet_id: 2,
+            filters: vec!["a/#".into()],
+            ..Default::default()
+        };
+        b.unsubscribe(&early, &unsub);
+        b.unsubscribe(&late, &unsub);
+        let routes = hook.routes.lock().clone();
+        assert_eq!(
+            routes,
+            vec![
+                ("a/#".into(), None, true),
+                ("a/#".into(), None, true),
+                ("s".into(), Some("g".into()), true),
+                ("a/#".into(), None, false),
+                ("a/#".into(), None, false),
+            ]
+        );
+        b.publish(None, message("s"));
+        let mut wakes = Wakes::default();
+        b.deliver_forwarded(message("s"), &[], &mut wakes);
+        assert_eq!(*hook.forwarded.lock(), vec!["s".to_string()]);
+        assert_eq!(
+            queued(&late),
+            1,
+            "the local publish; the forwarded one named no group"
+        );
+        b.deliver_forwarded(message("s"), &[("g".into(), "s".into())], &mut wakes);
+        assert_eq!(queued(&late), 1, "the group this node was chosen for");
+    }
+
+    /// A retained write from another node sets the index without being
+    /// delivered or forwarded, and an empty payload deletes.
+    #[tokio::test]
+    async fn a_retained_write_from_the_cluster_is_stored_not_delivered() {
+        let b = Broker::new(CoreConfig::default());
+        let hook = Arc::new(Recorder::default());
+        b.set_cluster(hook.clone());
+        let s = client(&b, "s", &["r/#"]).await;
+        let mut m = message("r/1");
+        m.retain = true;
+        b.set_retained_from_cluster(m.clone());
+        assert_eq!(queued(&s), 0);
+        assert!(hook.forwarded.lock().is_empty());
+        assert_eq!(
+            b.retained_of("r/1").map(|m| m.topic.clone()),
+            Some("r/1".into())
+        );
+        assert_eq!(b.retained_after(None, 10).len(), 1);
+        m.payload = Bytes::new();
+        b.set_retained_from_cluster(m);
+        assert!(b.retained_of("r/1").is_none());
     }
 }
