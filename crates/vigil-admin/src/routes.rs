@@ -126,6 +126,14 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
             body: crate::metrics::render(b, state.reloader.as_ref()).into_bytes(),
         },
         ("GET", ["api", "v1", "stats"]) => Reply::json(200, &stats(b)),
+        ("GET", ["api", "v1", "cluster"]) => match b.cluster() {
+            Some(c) => Reply::json(200, &c.status()),
+            None => Reply::error(
+                404,
+                "this broker is not a cluster node (no [cluster])",
+                None,
+            ),
+        },
         ("GET", ["api", "v1", "clients"]) => list_clients(b, &params),
         ("GET", ["api", "v1", "clients", id]) => {
             with_id(id, |id| match b.client(&id, Instant::now()) {

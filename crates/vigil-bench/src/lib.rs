@@ -78,6 +78,25 @@ pub struct Common {
     /// Sample this process's CPU and RSS during the run (the broker), shown in the summary and the JSON.
     #[arg(long = "broker-pid", global = true)]
     pub broker_pid: Option<u32>,
+    /// More broker processes whose CPU and RSS add to --broker-pid's (the
+    /// other nodes of a cluster); repeatable.
+    #[arg(long = "also-pid", value_name = "PID", global = true)]
+    pub also_pids: Vec<u32>,
+    /// Subscribers connect to this HOST:PORT instead of -h/-p (fan-in,
+    /// fan-out, pairs): another node of a cluster, so that every message
+    /// crosses a node-to-node link.
+    #[arg(long = "sub-addr", value_name = "HOST:PORT", global = true)]
+    pub sub_addr: Option<String>,
+    /// Seconds to wait between the last SUBACK and the first PUBLISH
+    /// (fan-in, fan-out, pairs): a cluster's routes take a moment to reach
+    /// the other nodes, and what is published before is not forwarded.
+    #[arg(
+        long = "settle",
+        value_name = "SECS",
+        default_value_t = 0.0,
+        global = true
+    )]
+    pub settle: f64,
     /// No progress output.
     #[arg(long = "quiet", global = true)]
     pub quiet: bool,
@@ -102,6 +121,20 @@ pub struct Common {
     /// Print help.
     #[arg(long = "help", action = clap::ArgAction::Help, global = true)]
     pub help: Option<bool>,
+}
+
+impl Common {
+    /// CPU and RSS of the broker's processes (--broker-pid and every
+    /// --also-pid), summed; None without --broker-pid or if one is gone.
+    pub fn broker_sample(&self) -> Option<measure::ProcSample> {
+        let mut total = measure::ProcSample::read(self.broker_pid?)?;
+        for &pid in &self.also_pids {
+            let s = measure::ProcSample::read(pid)?;
+            total.cpu_secs += s.cpu_secs;
+            total.rss_bytes += s.rss_bytes;
+        }
+        Some(total)
+    }
 }
 
 /// `vigil bench` arguments.
@@ -174,6 +207,26 @@ impl Target {
             }),
             tls,
             credentials: (c.username.clone(), c.password.clone()),
+        })
+    }
+
+    /// The target subscribers connect to: --sub-addr's, or this one.
+    pub fn for_subscribers(&self, c: &Common) -> Result<Target, BenchError> {
+        let Some(sub) = &c.sub_addr else {
+            return Ok(self.clone());
+        };
+        let addr = sub
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| BenchError::Args(format!("cannot resolve --sub-addr {sub}")))?;
+        if self.ws_url.is_some() || self.tls.is_some() {
+            return Err(BenchError::Args(
+                "--sub-addr works with plain MQTT only (not --ws or --tls)".into(),
+            ));
+        }
+        Ok(Target {
+            addr,
+            ..self.clone()
         })
     }
 

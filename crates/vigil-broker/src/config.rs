@@ -35,9 +35,14 @@ pub struct BrokerConfig {
     pub sys: SysConfig,
     /// The admin HTTP listener (None: off).
     pub admin: Option<AdminConfig>,
+    /// Cluster membership (None: a single broker).
+    pub cluster: Option<ClusterConfig>,
 }
 
 pub use crate::observe::config::{AdminConfig, SysConfig};
+pub use cluster::ClusterConfig;
+
+mod cluster;
 
 /// The TCP listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -567,6 +572,9 @@ impl BrokerConfig {
             ));
         }
         if let Some(problem) = self.admin.as_ref().and_then(AdminConfig::problem) {
+            return Err(invalid(problem));
+        }
+        if let Some(problem) = self.cluster.as_ref().and_then(ClusterConfig::problem) {
             return Err(invalid(problem));
         }
         Ok(())

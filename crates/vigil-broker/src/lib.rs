@@ -23,17 +23,22 @@ pub mod config;
 mod connection;
 pub(crate) mod core;
 mod fd_table;
+pub mod forwarded;
 pub mod listener;
 pub mod observe;
 pub mod reload;
+pub mod remote_acks;
 pub mod server;
 pub mod transport;
 
 pub use crate::core::clients::{ClientFilter, ClientInfo, Kicked};
+pub use crate::core::cluster::ClusterHook;
 pub use crate::core::history::DisconnectRecord;
 pub use crate::core::{
     Broker, ConnFigures, CoreConfig, Counters, MailboxLimits, OverflowConfig, ShardedCounter,
 };
+pub use forwarded::ForwardedBatch;
 pub use listener::{BoundListener, ListenError};
 pub use reload::{ReloadReport, Reloader};
+pub use remote_acks::RemoteAcks;
 pub use server::{open_broker, spawn_worker_runtimes, CertReloader, Server, ServerOptions};

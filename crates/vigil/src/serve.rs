@@ -90,6 +90,18 @@ pub(crate) struct ServeArgs {
     /// File whose first line is the admin bearer token (implies --admin).
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// This node's id in a cluster: a positive integer no other node has
+    /// (turns clustering on, as does any --cluster-* flag or [cluster]).
+    #[arg(long, value_name = "N")]
+    cluster_node_id: Option<u64>,
+    /// Cluster address: gossip (UDP) and node-to-node links (TCP) share it
+    /// [default: 127.0.0.1:7946]; port 0 picks a free one (logged).
+    #[arg(long, value_name = "ADDR:PORT")]
+    cluster_bind: Option<SocketAddr>,
+    /// Cluster address of a node to join through (repeatable; replaces the
+    /// file's seeds; may name this node).
+    #[arg(long = "cluster-seed", value_name = "ADDR:PORT")]
+    cluster_seeds: Vec<SocketAddr>,
     /// Log format: text for people, json (one object per line) for log shippers.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -234,6 +246,21 @@ impl ServeArgs {
                 admin.token_file = Some(file.clone());
             }
         }
+        let cluster_flags = self.cluster_node_id.is_some()
+            || self.cluster_bind.is_some()
+            || !self.cluster_seeds.is_empty();
+        if cluster_flags {
+            let cluster = config.cluster.get_or_insert_with(Default::default);
+            if let Some(id) = self.cluster_node_id {
+                cluster.node_id = id;
+            }
+            if let Some(bind) = self.cluster_bind {
+                cluster.bind = bind;
+            }
+            if !self.cluster_seeds.is_empty() {
+                cluster.seeds = self.cluster_seeds.clone();
+            }
+        }
         if let Some(d) = self.durability {
             config.store.durability = match d {
                 DurabilityArg::Always => DurabilityMode::Always,
@@ -292,6 +319,18 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         for l in server.listeners() {
             tracing::info!(listener = %l.name(), "vigil listening");
         }
+        // Joined before serving, so the routes of recovered sessions are
+        // announced and no client publishes before forwarding is in place.
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let mqtt = server.local_addr().context("no MQTT listener address")?;
+                Some(
+                    vigil_cluster::ClusterNode::start(c, &server.broker(), mqtt)
+                        .context("cannot join the cluster ([cluster], --cluster-*)")?,
+                )
+            }
+            None => None,
+        };
         // One SIGHUP handler for everything it reloads: certificates and the
         // auth files (caught even with neither, or SIGHUP would end the broker).
         let reloader = vigil_broker::Reloader::new(auth.clone(), server.cert_reloader());
@@ -305,14 +344,23 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
         if let Some(a) = &admin {
             a.set_ready(true);
         }
+        if let Some(c) = &cluster {
+            c.set_ready(true);
+        }
         server
             .run_until(async {
                 shutdown_signal().await;
                 if let Some(a) = &admin {
                     a.set_ready(false);
                 }
+                if let Some(c) = &cluster {
+                    c.set_ready(false);
+                }
             })
             .await?;
+        if let Some(c) = cluster {
+            c.stop();
+        }
         tracing::info!("stopped");
         Ok(std::process::ExitCode::SUCCESS)
     })
@@ -504,6 +552,32 @@ mod tests {
         let err = config_for(&["--admin-bind", "0.0.0.0"]).unwrap_err();
         assert!(format!("{err:#}").contains("admin.token"), "{err:#}");
         assert!(config_for(&["--admin-bind", "0.0.0.0", "--admin-token-file", "/t"]).is_ok());
+    }
+
+    #[test]
+    fn cluster_flags_turn_the_cluster_on_and_need_a_node_id() {
+        assert_eq!(config_for(&[]).unwrap().cluster, None);
+        let c = config_for(&[
+            "--cluster-node-id",
+            "2",
+            "--cluster-bind",
+            "127.0.0.2:7000",
+            "--cluster-seed",
+            "127.0.0.1:7000",
+            "--cluster-seed",
+            "127.0.0.2:7000",
+        ])
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.bind.to_string(), "127.0.0.2:7000");
+        assert_eq!(c.seeds.len(), 2);
+        let err = config_for(&["--cluster-bind", "127.0.0.1:7000"]).unwrap_err();
+        assert!(format!("{err:#}").contains("cluster.node_id"), "{err:#}");
+        let err =
+            config_for(&["--cluster-node-id", "1", "--cluster-bind", "0.0.0.0:7000"]).unwrap_err();
+        assert!(format!("{err:#}").contains("cluster.bind"), "{err:#}");
     }
 
     #[test]

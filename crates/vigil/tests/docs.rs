@@ -37,6 +37,34 @@ fn every_test_cited_in_keepalive_md_exists() {
 }
 
 #[test]
+fn every_test_cited_in_cluster_md_exists() {
+    let doc = read(&root().join("docs/cluster.md"));
+    let cited = cited_tests(&doc);
+    assert!(!cited.is_empty(), "no citation found");
+    for (file, function) in cited {
+        let source = read(&root().join(&file));
+        assert!(
+            source.contains(&format!("fn {function}()")),
+            "docs/cluster.md cites {file}::{function}, which does not exist"
+        );
+    }
+    // The tests it lists by name are in the cluster test file.
+    let tests = read(&root().join("crates/vigil/tests/cluster.rs"));
+    for name in doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|c| c.contains('_') && !c.contains(['/', ' ', '.', ':', '=']))
+        .filter(|c| c.split('_').count() > 4)
+    {
+        assert!(
+            tests.contains(&format!("fn {name}()")),
+            "docs/cluster.md names the test {name}, which crates/vigil/tests/cluster.rs lacks"
+        );
+    }
+}
+
+#[test]
 fn links_between_documents_lead_somewhere() {
     for doc in [
         "README.md",
@@ -44,6 +72,7 @@ fn links_between_documents_lead_somewhere() {
         "docs/keepalive.md",
         "docs/architecture.md",
         "docs/configuration.md",
+        "docs/cluster.md",
     ] {
         let path = root().join(doc);
         let text = read(&path);

@@ -66,7 +66,7 @@ pub(crate) async fn run(
         rate,
         keep_alive,
     } = plan;
-    let before = common.broker_pid.and_then(ProcSample::read);
+    let before = common.broker_sample();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let start = Instant::now();
     let mut tasks = JoinSet::new();
@@ -99,7 +99,7 @@ pub(crate) async fn run(
     let connect_secs = start.elapsed().as_secs_f64();
     progress.say(format!("conn: holding {} connections", held.len()));
     tokio::time::sleep(duration).await;
-    let after = common.broker_pid.and_then(ProcSample::read);
+    let after = common.broker_sample();
     let per_conn = match (before, after) {
         (Some(b), Some(a)) if !held.is_empty() => {
             Some((a.rss_bytes as f64 - b.rss_bytes as f64) / held.len() as f64)

@@ -14,7 +14,7 @@ use vigil_proto::{Packet, Publish, Subscribe, Subscription};
 use super::client_id;
 use super::ping::{PingStats, PingerPool};
 use crate::conn::{connect_packet, BenchConn};
-use crate::measure::{Latency, ProcSample};
+use crate::measure::Latency;
 use crate::progress::Progress;
 use crate::{BenchError, Common, Report, Target};
 
@@ -116,7 +116,7 @@ pub(crate) async fn run(
     }
     let mut max_rss = 0u64;
     while Instant::now() < end {
-        if let Some(s) = common.broker_pid.and_then(ProcSample::read) {
+        if let Some(s) = common.broker_sample() {
             max_rss = max_rss.max(s.rss_bytes);
         }
         progress.say(format!(

@@ -12,7 +12,7 @@ use vigil_proto::{Ack, Packet, Publish, QoS, Subscribe, Subscription, Subscripti
 
 use super::{client_id, Flow};
 use crate::conn::{connect_packet, BenchConn};
-use crate::measure::{Latency, ProcSample};
+use crate::measure::Latency;
 use crate::payload::Stamp;
 use crate::progress::Progress;
 use crate::tracker::SeqTracker;
@@ -92,12 +92,13 @@ pub(crate) async fn run(
         shape.subscribers()
     ));
     let mut subs = JoinSet::new();
+    let sub_target = target.for_subscribers(common)?;
     for s in 0..shape.subscribers() {
         let filter = match shape {
             Shape::Pairs(_) => format!("bench/pair/{s}"),
             _ => "bench/flow".into(),
         };
-        let mut conn = open(target, client_id("sub", s), flow.persistent).await?;
+        let mut conn = open(&sub_target, client_id("sub", s), flow.persistent).await?;
         conn.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             filters: vec![Subscription {
@@ -131,7 +132,15 @@ pub(crate) async fn run(
     for p in 0..shape.publishers() {
         conns.push(open(target, client_id("pub", p), false).await?);
     }
-    let before = common.broker_pid.and_then(ProcSample::read);
+    if common.settle > 0.0 {
+        progress.say(format!(
+            "{}: settling for {} s",
+            shape.name(),
+            common.settle
+        ));
+        tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
+    }
+    let before = common.broker_sample();
     let start = Instant::now();
     let end = start + duration;
     let mut pubs = JoinSet::new();
@@ -169,7 +178,7 @@ pub(crate) async fn run(
         }
     }
     let publish_secs = start.elapsed().as_secs_f64();
-    let after = common.broker_pid.and_then(ProcSample::read);
+    let after = common.broker_sample();
     // Drain: wait until every expected delivery arrived, or 3 s without progress.
     let expected: u64 = (0..shape.subscribers())
         .map(|s| {

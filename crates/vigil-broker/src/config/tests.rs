@@ -105,8 +105,23 @@ fn the_documented_complete_file_is_the_default_broker() {
         .and_then(|rest| rest.split("```").next())
         .expect("a toml block in docs/configuration.md");
     assert_eq!(parse(block).unwrap(), BrokerConfig::default());
-    // The [admin] lines are comments there (the table turns it on).
-    let admin_block = block
+    // The [admin] and [cluster] lines are comments there (each table turns
+    // its feature on).
+    let (block_without_cluster, cluster_part) = block
+        .split_once("# [cluster]")
+        .expect("a commented [cluster] table in the complete file");
+    let cluster_block = format!("[cluster]{cluster_part}").replace("# node_id", "node_id");
+    let cluster_block = cluster_block
+        .replace("# bind", "bind")
+        .replace("# seeds", "seeds");
+    assert_eq!(
+        parse(&cluster_block).unwrap().cluster,
+        Some(ClusterConfig {
+            node_id: 1,
+            ..ClusterConfig::default()
+        })
+    );
+    let admin_block = block_without_cluster
         .replace("# [admin]", "[admin]")
         .replace("# bind", "bind")
         .replace("# port", "port");
@@ -125,6 +140,7 @@ fn the_documented_complete_file_is_the_default_broker() {
         "auth",
         "sys",
         "admin",
+        "cluster",
     ] {
         let err = parse(&format!("[{section}]\nno_such_key = 1\n")).unwrap_err();
         let msg = err.to_string();

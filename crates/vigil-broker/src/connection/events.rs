@@ -15,6 +15,7 @@ use vigil_store::Ticket;
 use super::{Attached, Driver};
 use crate::auth::Login;
 use crate::core::{ConnectRequest, SessionRef, WakeInbox, Wakes};
+use crate::remote_acks::RemoteAcks;
 use crate::transport::CertLogin;
 
 /// What answering the events of one read gathers.
@@ -28,6 +29,9 @@ struct ReadBatch {
     gate: Option<Ticket>,
     /// Subscribers of this read's PUBLISHes, woken once at the end.
     wakes: Wakes,
+    /// Other cluster nodes that must accept this read's QoS 1/2 messages
+    /// before their acks go out (None on a single node).
+    remote: Option<RemoteAcks>,
 }
 
 /// What an event leaves to await.
@@ -46,8 +50,9 @@ pub(super) enum Wait {
 enum Unanswered {
     /// A wait came up part-way; events after it are still to answer.
     Wait(ReadBatch, Wait),
-    /// Every event is answered; the held acks wait for this commit.
-    Durable(ReadBatch, Ticket),
+    /// Every event is answered; the held acks wait for this commit and
+    /// the batch's other cluster nodes.
+    Durable(ReadBatch, Option<Ticket>),
 }
 
 impl Driver {
@@ -71,14 +76,17 @@ impl Driver {
         if let Some(wait) = self.handle_events_until_wait(&mut batch) {
             return Some(Unanswered::Wait(batch, wait));
         }
-        let ticket = self.end_batch(&mut batch)?;
+        let ticket = self.end_batch(&mut batch);
+        if ticket.is_none() && batch.remote.is_none() {
+            return None;
+        }
         Some(Unanswered::Durable(batch, ticket))
     }
 
     /// Awaits what `answer_events` left, answering the events after it.
     async fn answer_events_waiting(&mut self, rest: Unanswered) {
         let (mut batch, ticket) = match rest {
-            Unanswered::Durable(batch, ticket) => (batch, Some(ticket)),
+            Unanswered::Durable(batch, ticket) => (batch, ticket),
             Unanswered::Wait(mut batch, first) => {
                 let mut next = Some(first);
                 while let Some(wait) = next {
@@ -100,9 +108,20 @@ impl Driver {
                 (batch, ticket)
             }
         };
+        let held = std::mem::take(&mut batch.held);
+        if let Some(remote) = batch.remote.take() {
+            if !remote.settled().await {
+                warn!(client = %self.client_id(), "other cluster nodes did not accept a message in time; acknowledging it anyway");
+            }
+            if ticket.is_none() {
+                for (packet_id, qos, matched) in held {
+                    crate::auth::send_ack(&mut self.conn, packet_id, qos, matched);
+                }
+                return;
+            }
+        }
         if let Some(t) = ticket {
-            self.ack_when_durable(t, std::mem::take(&mut batch.held))
-                .await;
+            self.ack_when_durable(t, held).await;
         }
     }
 
@@ -173,6 +192,12 @@ impl Driver {
                     .publish_packet(&a.session, p, now, &mut batch.wakes);
                 if qos != QoS::AtMostOnce {
                     batch.ticket = batch.ticket.max(routed.ticket);
+                    if let Some(remote) = routed.remote {
+                        match &mut batch.remote {
+                            Some(r) => r.merge(remote),
+                            None => batch.remote = Some(remote),
+                        }
+                    }
                 }
                 let ack = (packet_id, qos, routed.matched);
                 if !routed.blocked.is_empty() {
@@ -220,7 +245,8 @@ impl Driver {
     /// holding it is durable.
     fn ack_routed(&mut self, batch: &mut ReadBatch, (packet_id, qos, matched): (u16, QoS, usize)) {
         let acks_wait = self.broker.store().is_some_and(|s| s.acks_wait());
-        if acks_wait && batch.ticket.is_some() && qos != QoS::AtMostOnce {
+        let waits = (acks_wait && batch.ticket.is_some()) || batch.remote.is_some();
+        if waits && qos != QoS::AtMostOnce {
             batch.held.push((packet_id, qos, matched));
         } else {
             crate::auth::send_ack(&mut self.conn, packet_id, qos, matched);

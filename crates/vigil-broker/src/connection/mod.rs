@@ -13,7 +13,7 @@ mod close;
 mod enhanced_auth;
 mod events;
 mod parking;
-mod room;
+pub(crate) mod room;
 mod takeover;
 
 pub(crate) use parking::ParkingLot;

@@ -14,6 +14,7 @@
 //! it on a virtual clock.
 
 pub(crate) mod clients;
+pub(crate) mod cluster;
 pub(crate) mod conn_stats;
 pub(crate) mod counters;
 pub(crate) mod history;
@@ -194,6 +195,8 @@ pub struct Broker {
     history: history::DisconnectHistory,
     /// When the broker started (for its uptime).
     started: Instant,
+    /// The cluster this broker is a node of; never set on a single node.
+    cluster: std::sync::OnceLock<Arc<dyn cluster::ClusterHook>>,
 }
 
 impl Broker {
@@ -232,6 +235,7 @@ impl Broker {
             clients: clients::ClientRegistry::default(),
             history: history::DisconnectHistory::default(),
             started: now,
+            cluster: std::sync::OnceLock::new(),
         }
     }
 

@@ -211,6 +211,33 @@ impl RetainedIndex {
         (out, next)
     }
 
+    /// The unexpired retained message of `topic`.
+    pub(crate) fn get(&self, topic: &str, now: Instant) -> Option<Arc<Message>> {
+        let map = self.by_topic.read();
+        map.get(topic).filter(|m| !m.is_expired(now)).cloned()
+    }
+
+    /// Up to `limit` unexpired retained messages of any topic sorting
+    /// after `after`, in topic order (a whole-index copy, in pages).
+    pub(crate) fn after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        now: Instant,
+    ) -> Vec<Arc<Message>> {
+        let map = self.by_topic.read();
+        let start = match after {
+            Some(t) => Bound::Excluded(t),
+            None => Bound::Unbounded,
+        };
+        map.range::<str, _>((start, Bound::Unbounded))
+            .map(|(_, m)| m)
+            .filter(|m| !m.is_expired(now))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// Number of retained topics.
     pub(crate) fn len(&self) -> usize {
         self.by_topic.read().len()

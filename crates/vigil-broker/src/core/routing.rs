@@ -13,7 +13,9 @@ use vigil_proto::{Publish, ReasonCode, RetainHandling, Subscribe, Unsubscribe, W
 use vigil_store::{MessageRecord, Op, QueuedRecord, Ticket};
 
 use super::retained::RetainedCursor;
+use super::subscriptions::Match;
 use super::{Broker, Counters, PushOutcome, SessionRef, Wakes};
+use crate::remote_acks::RemoteAcks;
 
 /// Where a published message went.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub(crate) struct Routed {
     /// The store commit that holds what routing wrote (retained message,
     /// deliveries to persistent sessions): acknowledge only once it is durable.
     pub ticket: Option<Ticket>,
+    /// What other cluster nodes must accept before the publisher is acknowledged.
+    pub remote: Option<RemoteAcks>,
 }
 
 /// A SUBSCRIBE that breaks a rule worth closing the connection for.
@@ -65,21 +69,19 @@ impl Broker {
         let mut ops = Vec::new();
         // Computed once per message, and only when something is written.
         let mut record: Option<MessageRecord> = None;
-        let mut record_of = |m: &Message| {
-            record
-                .get_or_insert_with(|| MessageRecord::from_message(m, &now))
-                .clone()
-        };
         if message.retain {
             self.retained.update(&message);
             if self.store.is_some() {
                 ops.push(if message.payload.is_empty() {
                     Op::DeleteRetained(message.topic.clone())
                 } else {
-                    Op::PutRetained(record_of(&message))
+                    Op::PutRetained(record_of(&mut record, &message, &now))
                 });
             }
         }
+        // Handed to the cluster (absent on a single node) before local
+        // delivery, so the remote hop overlaps with the local work.
+        let remote = self.forward_to_cluster(&message);
         let mut matches = Vec::new();
         self.subs.match_topic(
             &message.topic,
@@ -87,6 +89,23 @@ impl Broker {
             |s| s.is_online(),
             &mut matches,
         );
+        let mut routed = self.deliver_matches(now, &message, matches, ops, record, wakes);
+        routed.remote = remote;
+        routed
+    }
+
+    /// Queues `message` for each of `matches` (read access checked per
+    /// delivery), writing `ops` and the deliveries to persistent sessions to
+    /// the store first.
+    pub(super) fn deliver_matches(
+        &self,
+        now: Clock,
+        message: &Arc<Message>,
+        mut matches: Vec<Match<SessionRef>>,
+        mut ops: Vec<Op>,
+        mut record: Option<MessageRecord>,
+        wakes: &mut Wakes,
+    ) -> Routed {
         // The ACL's read check, per delivery (none without an ACL).
         matches.retain(|m| self.may_deliver(&m.subscriber, &message.topic));
         let matched = matches.len();
@@ -120,6 +139,7 @@ impl Broker {
                 matched,
                 blocked,
                 ticket,
+                remote: None,
             };
         }
         let mut deliveries = Vec::with_capacity(matches.len());
@@ -139,7 +159,7 @@ impl Broker {
                     session: m.subscriber.key,
                     seq: seq.get(),
                     record: QueuedRecord {
-                        message: record_of(&message),
+                        message: record_of(&mut record, message, &now),
                         qos: outgoing.qos,
                         retain: outgoing.retain,
                         subscription_ids: outgoing.subscription_ids.clone(),
@@ -160,6 +180,7 @@ impl Broker {
             matched,
             blocked,
             ticket,
+            remote: None,
         }
     }
 
@@ -208,6 +229,9 @@ impl Broker {
             let existed =
                 self.subs
                     .subscribe(session.key, session.clone(), filter, group, s.options, id);
+            if !existed {
+                self.route_added(filter, group);
+            }
             session
                 .inner
                 .lock()
@@ -304,11 +328,17 @@ impl Broker {
     pub(super) fn remove_subscription(&self, session: &SessionRef, filter: &str) {
         match SharedFilter::parse(filter) {
             Ok(Some(shared)) => {
-                self.subs
-                    .unsubscribe(session.key, shared.filter, Some(shared.group));
+                if self
+                    .subs
+                    .unsubscribe(session.key, shared.filter, Some(shared.group))
+                {
+                    self.route_removed(shared.filter, Some(shared.group));
+                }
             }
             _ => {
-                self.subs.unsubscribe(session.key, filter, None);
+                if self.subs.unsubscribe(session.key, filter, None) {
+                    self.route_removed(filter, None);
+                }
             }
         }
     }
@@ -368,4 +398,11 @@ impl Broker {
         }
         None
     }
+}
+
+/// The store record of `m`, made on first use and reused after.
+fn record_of(record: &mut Option<MessageRecord>, m: &Message, now: &Clock) -> MessageRecord {
+    record
+        .get_or_insert_with(|| MessageRecord::from_message(m, now))
+        .clone()
 }

@@ -151,12 +151,30 @@ impl<S: Clone> SubscriptionIndex<S> {
         is_online: impl Fn(&S) -> bool,
         out: &mut Vec<Match<S>>,
     ) {
+        self.match_topic_with(topic, publisher, true, is_online, out);
+    }
+
+    /// `match_topic` without shared groups (`shared` false): a message
+    /// forwarded by another cluster node, which chose the groups itself.
+    pub(crate) fn match_topic_with(
+        &self,
+        topic: &str,
+        publisher: Option<u64>,
+        shared: bool,
+        is_online: impl Fn(&S) -> bool,
+        out: &mut Vec<Match<S>>,
+    ) {
         let start = out.len();
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
         {
             let root = self.root.read();
-            walk(&root, &levels, 0, dollar, publisher, &is_online, out);
+            let ctx = Walk {
+                publisher,
+                shared,
+                is_online: &is_online,
+            };
+            walk(&root, &levels, 0, dollar, &ctx, out);
         }
         merge_per_subscriber(&mut out[start..]);
         let mut kept = start;
@@ -246,44 +264,49 @@ fn remove<S>(node: &mut Node<S>, levels: &[&str], key: u64, group: Option<&str>)
     removed
 }
 
-fn walk<S: Clone>(
+/// What every step of a match needs, whatever the level.
+struct Walk<'a, F> {
+    publisher: Option<u64>,
+    shared: bool,
+    is_online: &'a F,
+}
+
+fn walk<S: Clone, F: Fn(&S) -> bool>(
     node: &Node<S>,
     levels: &[&str],
     depth: usize,
     dollar: bool,
-    publisher: Option<u64>,
-    is_online: &impl Fn(&S) -> bool,
+    ctx: &Walk<'_, F>,
     out: &mut Vec<Match<S>>,
 ) {
     // A leading wildcard never matches a `$` topic (MQTT-4.7.2-1).
     let wildcards_ok = !(depth == 0 && dollar);
     if wildcards_ok {
         if let Some(hash) = node.children.get("#") {
-            collect(hash, publisher, is_online, out);
+            collect(hash, ctx, out);
         }
     }
     let Some(level) = levels.get(depth) else {
-        collect(node, publisher, is_online, out);
+        collect(node, ctx, out);
         return;
     };
     if let Some(child) = node.children.get(*level) {
-        walk(child, levels, depth + 1, dollar, publisher, is_online, out);
+        walk(child, levels, depth + 1, dollar, ctx, out);
     }
     if wildcards_ok {
         if let Some(plus) = node.children.get("+") {
-            walk(plus, levels, depth + 1, dollar, publisher, is_online, out);
+            walk(plus, levels, depth + 1, dollar, ctx, out);
         }
     }
 }
 
-fn collect<S: Clone>(
+fn collect<S: Clone, F: Fn(&S) -> bool>(
     node: &Node<S>,
-    publisher: Option<u64>,
-    is_online: &impl Fn(&S) -> bool,
+    ctx: &Walk<'_, F>,
     out: &mut Vec<Match<S>>,
 ) {
     for (&key, e) in node.subs.iter() {
-        if e.options.no_local && publisher == Some(key) {
+        if e.options.no_local && ctx.publisher == Some(key) {
             continue;
         }
         out.push(Match {
@@ -295,6 +318,9 @@ fn collect<S: Clone>(
             shared: false,
         });
     }
+    if !ctx.shared {
+        return;
+    }
     for group in node.shared_groups() {
         let n = group.members.len();
         if n == 0 {
@@ -303,7 +329,7 @@ fn collect<S: Clone>(
         let start = group.cursor.fetch_add(1, Relaxed) % n;
         let pick = (0..n)
             .map(|i| (start + i) % n)
-            .find(|&i| is_online(&group.members[i].1.subscriber))
+            .find(|&i| (ctx.is_online)(&group.members[i].1.subscriber))
             .unwrap_or(start);
         let (key, e) = &group.members[pick];
         out.push(Match {

@@ -1,0 +1,148 @@
+//! The receiving side of links: a node that forwards to this one opens a
+//! connection, says who it is, learns what this node applied from it
+//! already, and streams frames; this node delivers them to its local
+//! subscribers (never forwarding them again), stores retained writes that
+//! win, and acknowledges each batch once it is accepted: queued for every
+//! subscriber, and written to the store where a persistent session or a
+//! retained message needs it (when the store acknowledges only what is
+//! durable).
+//!
+//! All of it runs on the cluster's own thread, so a busy link takes no time
+//! from the workers that answer PINGREQs; what it hands them is bounded by
+//! the subscribers' own queues.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+use vigil_broker::ForwardedBatch;
+use vigil_proto::time::Clock;
+
+use crate::link::{read_frame, write_frames, LinkError, HANDSHAKE_TIMEOUT};
+use crate::node::Cluster;
+use crate::wire::{decode_message, Frame, WireError};
+
+/// Frames applied per acknowledgement at most.
+const APPLY_BATCH: usize = 1024;
+
+impl Cluster {
+    /// Serves one inbound connection until it ends; a malformed frame
+    /// closes it with a log line.
+    pub(crate) async fn serve_link(self: Arc<Self>, stream: TcpStream, from: SocketAddr) {
+        match self.receive(stream).await {
+            Ok(()) => debug!(peer = %from, "cluster link closed by its sender"),
+            Err(e @ (LinkError::Wire(_) | LinkError::Unexpected(_))) => {
+                self.counters.bad_links.fetch_add(1, Relaxed);
+                warn!(peer = %from, cause = %e, "cluster link closed: the peer broke the link protocol");
+            }
+            Err(e) => debug!(peer = %from, cause = %e, "cluster link closed"),
+        }
+    }
+
+    async fn receive(&self, stream: TcpStream) -> Result<(), LinkError> {
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let mut buf = BytesMut::new();
+        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut buf))
+            .await
+            .map_err(|_| LinkError::Timeout(HANDSHAKE_TIMEOUT))??;
+        let key = match hello {
+            Some(Frame::Hello {
+                node_id,
+                generation,
+                link,
+            }) => (node_id, generation, link),
+            Some(other) => return Err(LinkError::Unexpected(format!("{other:?} before hello"))),
+            None => return Ok(()),
+        };
+        let (node, generation, _) = key;
+        let mut applied = {
+            let mut map = self.applied.lock();
+            // A node has one link to this one: its earlier links (and
+            // generations) will not send again.
+            map.retain(|k, _| k.0 != node || *k == key);
+            map.get(&key).copied().unwrap_or(0)
+        };
+        write_frames(&mut wr, &[Frame::Welcome { applied }]).await?;
+        info!(node, generation, "cluster link from node up");
+        loop {
+            let Some(first) = read_frame(&mut rd, &mut buf).await? else {
+                return Ok(());
+            };
+            let mut frames = vec![first];
+            while frames.len() < APPLY_BATCH {
+                match Frame::decode(&mut buf)? {
+                    Some(f) => frames.push(f),
+                    None => break,
+                }
+            }
+            let last = self.apply(frames, applied).await?;
+            if last > applied {
+                applied = last;
+                self.applied.lock().insert(key, applied);
+                write_frames(&mut wr, &[Frame::Ack { seq: applied }]).await?;
+            }
+        }
+    }
+
+    /// Applies frames in order, skipping those up to `applied` (resent
+    /// after a reconnect); returns the last sequence number applied.
+    async fn apply(&self, frames: Vec<Frame>, applied: u64) -> Result<u64, LinkError> {
+        let Some(broker) = self.broker.upgrade() else {
+            return Ok(applied);
+        };
+        let clock = Clock::now();
+        let now = clock.instant;
+        let mut batch = ForwardedBatch::new(clock);
+        let mut last = applied;
+        for frame in frames {
+            match frame {
+                Frame::Publish {
+                    seq,
+                    groups,
+                    packet,
+                } => {
+                    if seq <= last {
+                        continue;
+                    }
+                    let message = decode_message(packet, now)?;
+                    batch.deliver(&broker, message, &groups);
+                    self.counters.received.fetch_add(1, Relaxed);
+                    last = seq;
+                }
+                Frame::Retain { seq, stamp, packet } => {
+                    if seq <= last {
+                        continue;
+                    }
+                    let message = decode_message(packet, now)?;
+                    if !message.retain {
+                        return Err(LinkError::Wire(WireError::Publish(
+                            "a retained write without the retain flag".into(),
+                        )));
+                    }
+                    batch.add_ticket(self.apply_retained(&broker, message, stamp, clock));
+                    last = seq;
+                }
+                other => {
+                    return Err(LinkError::Unexpected(format!(
+                        "{other:?} on an inbound link"
+                    )))
+                }
+            }
+        }
+        // A full subscriber queue holds the link as it would hold a local
+        // publisher: bounded by the slow-consumer wait.
+        let ticket = batch.finish(&broker).await;
+        if let (Some(ticket), Some(store)) = (ticket, broker.store()) {
+            if store.acks_wait() {
+                store.durable(ticket).await.map_err(|e| {
+                    LinkError::Io(std::io::Error::other(format!("store failed: {e}")))
+                })?;
+            }
+        }
+        Ok(last)
+    }
+}

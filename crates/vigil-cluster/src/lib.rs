@@ -1,0 +1,222 @@
+//! vigil-cluster: several `vigil serve` nodes serving one MQTT namespace.
+//!
+//! - `membership`: chitchat gossip over UDP on the cluster address, with
+//!   phi-accrual failure detection; each node announces its id, cluster
+//!   address and generation (chitchat's node id), its MQTT address and its
+//!   readiness.
+//! - `routes`: the topic filters each node has local subscribers for, one
+//!   chitchat key per filter, and the trie of other nodes' routes.
+//! - `wire`, `link`, `inbound`: the node-to-node TCP links (same address
+//!   and port as the gossip) and their framed format.
+//! - `forward`: the broker core's hook: a PUBLISH goes once to each node
+//!   with a matching route; retained messages go to every node.
+//! - `retained`: last-writer-wins stamps of retained messages.
+//! - `node`: one node's state and its membership loop.
+//!
+//! Everything runs on a thread of its own with its own runtime; the broker's
+//! workers only append to bounded link queues. `docs/cluster.md` explains
+//! the design and what is promised.
+
+mod forward;
+mod inbound;
+mod link;
+mod membership;
+mod node;
+mod retained;
+mod routes;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::info;
+use vigil_broker::config::ClusterConfig;
+use vigil_broker::Broker;
+
+use node::Cluster;
+
+/// Why a cluster node could not start.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The cluster address could not be bound for the links (TCP).
+    #[error("cannot listen on {addr}/TCP for cluster links: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Gossip could not start (UDP on the cluster address).
+    #[error("cannot start cluster gossip on {addr}/UDP: {cause}")]
+    Gossip {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        cause: String,
+    },
+    /// The cluster's thread or runtime could not start.
+    #[error("cannot start the cluster thread: {0}")]
+    Thread(std::io::Error),
+    /// The broker is a cluster node already.
+    #[error("the broker already has a cluster hook")]
+    AlreadyClustered,
+}
+
+/// A running cluster node: its thread, and the hook the broker calls.
+#[derive(Debug)]
+pub struct ClusterNode {
+    cluster: Arc<Cluster>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Joins the cluster `config` describes as the node serving MQTT on
+    /// `mqtt`, and makes `broker` forward through it. Call before the
+    /// broker serves clients. Gossip (UDP) and links (TCP) share
+    /// `config.bind`; port 0 picks a port free for both.
+    pub fn start(
+        config: &ClusterConfig,
+        broker: &Arc<Broker>,
+        mqtt: SocketAddr,
+    ) -> Result<ClusterNode, ClusterError> {
+        let generation = retained::unix_ms();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let config = config.clone();
+        let weak = Arc::downgrade(broker);
+        let thread = std::thread::Builder::new()
+            .name("vigil-cluster".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(ClusterError::Thread(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let (listener, gossip) =
+                        match bind(&config, generation, &mqtt.to_string()).await {
+                            Ok(bound) => bound,
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        };
+                    let addr = gossip.chitchat_id().gossip_advertise_addr;
+                    let cluster = Arc::new(Cluster {
+                        node_id: config.node_id,
+                        generation,
+                        addr,
+                        broker: weak,
+                        local: Default::default(),
+                        remote: Default::default(),
+                        peers: Default::default(),
+                        members: Default::default(),
+                        applied: Default::default(),
+                        stamps: Default::default(),
+                        counters: Default::default(),
+                        shared_turn: Default::default(),
+                        ready: Default::default(),
+                        stop: Default::default(),
+                    });
+                    let accepting = tokio::spawn(cluster.clone().accept_links(listener));
+                    if tx.send(Ok(cluster.clone())).is_err() {
+                        return;
+                    }
+                    cluster.run_membership(gossip).await;
+                    accepting.abort();
+                    // Links end with the runtime when the thread returns.
+                });
+            })
+            .map_err(ClusterError::Thread)?;
+        let cluster = match rx.recv() {
+            Ok(Ok(cluster)) => cluster,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(ClusterError::Thread(std::io::Error::other(
+                    "the cluster thread ended while starting",
+                )));
+            }
+        };
+        if !broker.set_cluster(cluster.clone()) {
+            cluster.stop.notify_one();
+            let _ = thread.join();
+            return Err(ClusterError::AlreadyClustered);
+        }
+        info!(
+            node = cluster.node_id,
+            generation,
+            addr = %cluster.addr,
+            "cluster listening"
+        );
+        Ok(ClusterNode {
+            cluster,
+            thread: Some(thread),
+        })
+    }
+
+    /// The cluster address (gossip and links), with the port chosen if 0 was asked.
+    pub fn addr(&self) -> SocketAddr {
+        self.cluster.addr
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.cluster.node_id
+    }
+
+    /// Announces whether this node serves clients.
+    pub fn set_ready(&self, ready: bool) {
+        self.cluster.ready.store(ready, Relaxed);
+    }
+
+    /// Leaves: stops gossiping (the others see the node go within seconds)
+    /// and ends the cluster thread.
+    pub fn stop(mut self) {
+        self.cluster.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds the link listener and starts gossip on the same address and
+/// port; with port 0, tries ports until one is free for both.
+async fn bind(
+    config: &ClusterConfig,
+    generation: u64,
+    mqtt: &str,
+) -> Result<(TcpListener, chitchat::ChitchatHandle), ClusterError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| ClusterError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        match membership::start(config.node_id, generation, addr, &config.seeds, mqtt).await {
+            Ok(handle) => return Ok((listener, handle)),
+            // The port was free for TCP but taken for UDP: another one.
+            Err(_) if config.bind.port() == 0 && attempts < 20 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

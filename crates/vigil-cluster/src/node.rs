@@ -1,0 +1,255 @@
+//! One node's cluster state and its membership loop: every
+//! `MEMBERSHIP_TICK` it gossips the routes that changed here (in batches)
+//! and reads who is alive and which routes changed elsewhere, opening links
+//! to nodes that joined and retiring those of nodes that left.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chitchat::ChitchatHandle;
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+use vigil_broker::Broker;
+
+use crate::link::{run_peer, Peer};
+use crate::membership::{self, Member, Reader, RouteDelta};
+use crate::retained::RetainedStamps;
+use crate::routes::{LocalRoutes, RouteTable};
+
+/// How often the membership loop runs.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(50);
+/// Route changes gossiped per lock of the chitchat state.
+const ROUTE_BATCH: usize = 10_000;
+
+/// A node's view of the cluster, shared by the broker's threads (through
+/// `ClusterHook`) and the cluster thread's tasks.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    /// This node's id.
+    pub(crate) node_id: u64,
+    /// This run's generation (start time, unix ms).
+    pub(crate) generation: u64,
+    /// The cluster address (gossip and links).
+    pub(crate) addr: SocketAddr,
+    /// The broker (weak: the broker holds the cluster as its hook).
+    pub(crate) broker: Weak<Broker>,
+    /// This node's routes, counted.
+    pub(crate) local: LocalRoutes,
+    /// Other nodes' routes.
+    pub(crate) remote: RwLock<RouteTable>,
+    /// Outbound links, by node id.
+    pub(crate) peers: RwLock<HashMap<u64, Arc<Peer>>>,
+    /// Live members other than this node, as last read.
+    pub(crate) members: RwLock<Vec<Member>>,
+    /// Highest sequence number applied per inbound link (sender node,
+    /// generation, link number).
+    pub(crate) applied: Mutex<HashMap<(u64, u64, u64), u64>>,
+    /// Stamps of retained topics.
+    pub(crate) stamps: RetainedStamps,
+    /// Traffic counters.
+    pub(crate) counters: ClusterCounters,
+    /// Round-robin turn among nodes with members of a shared group.
+    pub(crate) shared_turn: AtomicUsize,
+    /// Readiness to gossip.
+    pub(crate) ready: AtomicBool,
+    /// Ends the membership loop.
+    pub(crate) stop: Notify,
+}
+
+/// What crossed this node's links.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterCounters {
+    /// Messages forwarded (one per message and receiving node).
+    pub(crate) forwarded: AtomicU64,
+    /// Messages other nodes forwarded here.
+    pub(crate) received: AtomicU64,
+    /// Retained writes sent to other nodes (replication and replay).
+    pub(crate) retained_out: AtomicU64,
+    /// Retained writes from other nodes that were applied here.
+    pub(crate) retained_applied: AtomicU64,
+    /// Inbound links closed for a malformed or unexpected frame.
+    pub(crate) bad_links: AtomicU64,
+    /// Nodes that left or were declared dead.
+    pub(crate) nodes_lost: AtomicU64,
+}
+
+impl Cluster {
+    /// Gossips route changes and applies membership until `stop`.
+    pub(crate) async fn run_membership(self: Arc<Self>, handle: ChitchatHandle) {
+        let mut reader = Reader::default();
+        let mut ready_told = None;
+        let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.notified() => break,
+            }
+            let chitchat = handle.chitchat();
+            let ready = self.ready.load(Relaxed);
+            if ready_told != Some(ready) {
+                membership::set_ready(&mut *chitchat.lock().await, ready);
+                ready_told = Some(ready);
+            }
+            loop {
+                let changes = self.local.take_changes(ROUTE_BATCH);
+                if changes.is_empty() {
+                    break;
+                }
+                membership::publish_routes(&mut *chitchat.lock().await, &changes);
+            }
+            let looked = reader.look(&*chitchat.lock().await);
+            self.apply_membership(looked);
+        }
+        let chitchat = handle.chitchat();
+        membership::set_ready(&mut *chitchat.lock().await, false);
+        if let Err(e) = handle.shutdown().await {
+            warn!(cause = %e, "gossip did not stop cleanly");
+        }
+    }
+
+    /// Opens links to new members (or new generations of known ones),
+    /// retires the links and routes of members that left, and applies route
+    /// changes.
+    fn apply_membership(self: &Arc<Self>, looked: Vec<(Member, Option<RouteDelta>)>) {
+        let live: HashSet<u64> = looked.iter().map(|(m, _)| m.node_id).collect();
+        let mut table = self.remote.write();
+        let mut peers = self.peers.write();
+        for (member, delta) in &looked {
+            let known = peers.get(&member.node_id).map(|p| p.generation);
+            if known != Some(member.generation) {
+                if let Some(old) = peers.remove(&member.node_id) {
+                    info!(
+                        node = member.node_id,
+                        generation = member.generation,
+                        "cluster node restarted: its old routes and link dropped"
+                    );
+                    old.retire();
+                    table.remove_node(member.node_id);
+                } else {
+                    info!(node = member.node_id, addr = %member.cluster_addr, mqtt = %member.mqtt, "cluster node joined");
+                }
+                let peer = Arc::new(Peer::new(
+                    member.node_id,
+                    member.generation,
+                    member.cluster_addr,
+                ));
+                peers.insert(member.node_id, peer.clone());
+                let me = (self.node_id, self.generation);
+                let cluster = self.clone();
+                let refill: Arc<dyn Fn(&Peer) + Send + Sync> =
+                    Arc::new(move |p: &Peer| cluster.replay_retained(p));
+                tokio::spawn(run_peer(peer, me, refill));
+            }
+            match delta {
+                Some(RouteDelta::Full(routes)) => {
+                    table.remove_node(member.node_id);
+                    for r in routes {
+                        table.insert(member.node_id, r.clone());
+                    }
+                }
+                Some(RouteDelta::Changes(changes)) => {
+                    for (r, present) in changes {
+                        if *present {
+                            table.insert(member.node_id, r.clone());
+                        } else {
+                            table.remove(member.node_id, r);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let gone: Vec<u64> = peers
+            .keys()
+            .filter(|n| !live.contains(n))
+            .copied()
+            .collect();
+        for node in gone {
+            if let Some(peer) = peers.remove(&node) {
+                warn!(
+                    node,
+                    queued = peer.queued(),
+                    "cluster node left or stopped answering: its routes dropped, what was queued for it given up"
+                );
+                peer.retire();
+            }
+            table.remove_node(node);
+            self.counters.nodes_lost.fetch_add(1, Relaxed);
+        }
+        drop(peers);
+        drop(table);
+        *self.members.write() = looked.into_iter().map(|(m, _)| m).collect();
+    }
+
+    /// Accepts inbound links until the listener fails.
+    pub(crate) async fn accept_links(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, from)) => {
+                    tokio::spawn(self.clone().serve_link(stream, from));
+                }
+                Err(e) => {
+                    warn!(cause = %e, "cluster accept failed");
+                    // An accept error (out of descriptors) repeats at once:
+                    // pause instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Members, routes and links, for the admin API.
+    pub(crate) fn status_json(&self) -> serde_json::Value {
+        let table = self.remote.read();
+        let peers = self.peers.read();
+        let members: Vec<serde_json::Value> = self
+            .members
+            .read()
+            .iter()
+            .map(|m| {
+                let link = peers.get(&m.node_id).map(|p| {
+                    let s = &p.stats;
+                    serde_json::json!({
+                        "connected": s.connected.load(Relaxed),
+                        "connects": s.connects.load(Relaxed),
+                        "frames_out": s.frames_out.load(Relaxed),
+                        "bytes_out": s.bytes_out.load(Relaxed),
+                        "frames_acked": s.frames_acked.load(Relaxed),
+                        "queued": p.queued(),
+                        "dropped_full": s.dropped_full.load(Relaxed),
+                        "given_up": s.given_up.load(Relaxed),
+                    })
+                });
+                serde_json::json!({
+                    "node_id": m.node_id,
+                    "generation": m.generation,
+                    "cluster_addr": m.cluster_addr.to_string(),
+                    "mqtt": m.mqtt,
+                    "ready": m.ready,
+                    "routes": table.routes_of(m.node_id).map_or(0, |r| r.len()),
+                    "link": link,
+                })
+            })
+            .collect();
+        let c = &self.counters;
+        serde_json::json!({
+            "node_id": self.node_id,
+            "generation": self.generation,
+            "cluster_addr": self.addr.to_string(),
+            "local_routes": self.local.len(),
+            "members": members,
+            "forwarded": c.forwarded.load(Relaxed),
+            "received": c.received.load(Relaxed),
+            "retained_out": c.retained_out.load(Relaxed),
+            "retained_applied": c.retained_applied.load(Relaxed),
+            "bad_links": c.bad_links.load(Relaxed),
+            "nodes_lost": c.nodes_lost.load(Relaxed),
+        })
+    }
+}

@@ -1,0 +1,429 @@
+//! The node-to-node link's frames. Each frame is a 4-byte big-endian length
+//! (of what follows it), a version byte, a kind byte and the kind's body.
+//! A message travels as the MQTT 5 PUBLISH packet vigil-proto encodes and
+//! decodes (so its properties and remaining expiry need no format of their
+//! own); integers are big-endian, strings a 2-byte length and UTF-8.
+//!
+//! Decoding never panics: anything malformed is a `WireError`, and the link
+//! that sent it is closed with a log line.
+
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+use vigil_proto::message::{Message, Outgoing};
+use vigil_proto::{Packet, ProtocolVersion};
+
+/// The version byte this build writes and accepts.
+pub(crate) const VERSION: u8 = 1;
+
+/// Largest frame accepted: an MQTT packet's largest size and some room.
+pub(crate) const MAX_FRAME: usize = 268_435_455 + 64 * 1024;
+
+/// A retained message's place in last-writer-wins order: the hybrid
+/// logical clock of the write, then the id of the node that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Stamp {
+    /// Hybrid logical clock: unix milliseconds << 16 | logical counter.
+    pub(crate) clock: u64,
+    /// The node that wrote it (ties broken by the larger id).
+    pub(crate) node: u64,
+}
+
+/// One frame on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// First frame of a link, from the node that opened it.
+    Hello {
+        /// The sender's node id.
+        node_id: u64,
+        /// The sender's generation (its start time, unix ms).
+        generation: u64,
+        /// Which of the sender's links to this node it is: sequence
+        /// numbers count per link, and a node declared dead and back gets
+        /// a new one.
+        link: u64,
+    },
+    /// The answer to `Hello`: the highest sequence number already applied
+    /// from this sender generation (resent frames up to it are skipped).
+    Welcome {
+        /// Highest applied sequence number (0: none).
+        applied: u64,
+    },
+    /// A message to deliver to the receiver's local subscribers.
+    Publish {
+        /// Per-link sequence number.
+        seq: u64,
+        /// Shared groups the receiver delivers to, as (group, filter).
+        groups: Vec<(String, String)>,
+        /// The message as an MQTT 5 PUBLISH packet.
+        packet: Bytes,
+    },
+    /// A retained message (an empty payload deletes) to store, not deliver.
+    Retain {
+        /// Per-link sequence number.
+        seq: u64,
+        /// Its place in last-writer-wins order.
+        stamp: Stamp,
+        /// The message as an MQTT 5 PUBLISH packet.
+        packet: Bytes,
+    },
+    /// Every frame up to `seq` is accepted (delivered, and stored where
+    /// it had to be).
+    Ack {
+        /// Highest accepted sequence number.
+        seq: u64,
+    },
+}
+
+/// A frame that cannot be read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub(crate) enum WireError {
+    /// The length prefix exceeds `MAX_FRAME`.
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// A version this build does not speak.
+    #[error("frame version {0} (this node speaks {VERSION})")]
+    Version(u8),
+    /// An unknown frame kind.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// The body ended before a field.
+    #[error("frame truncated in {0}")]
+    Truncated(&'static str),
+    /// Bytes left after the body.
+    #[error("{0} bytes after the end of a frame")]
+    Trailing(usize),
+    /// A string that is not UTF-8.
+    #[error("a string field is not UTF-8")]
+    Utf8,
+    /// The embedded packet is not a well-formed PUBLISH.
+    #[error("embedded PUBLISH: {0}")]
+    Publish(String),
+}
+
+const HELLO: u8 = 1;
+const WELCOME: u8 = 2;
+const PUBLISH: u8 = 3;
+const RETAIN: u8 = 4;
+const ACK: u8 = 5;
+
+impl Frame {
+    /// Appends the frame's bytes to `out`.
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u32(0);
+        out.put_u8(VERSION);
+        match self {
+            Frame::Hello {
+                node_id,
+                generation,
+                link,
+            } => {
+                out.put_u8(HELLO);
+                out.put_u64(*node_id);
+                out.put_u64(*generation);
+                out.put_u64(*link);
+            }
+            Frame::Welcome { applied } => {
+                out.put_u8(WELCOME);
+                out.put_u64(*applied);
+            }
+            Frame::Publish {
+                seq,
+                groups,
+                packet,
+            } => {
+                out.put_u8(PUBLISH);
+                out.put_u64(*seq);
+                out.put_u16(u16::try_from(groups.len()).unwrap_or(u16::MAX));
+                for (group, filter) in groups.iter().take(usize::from(u16::MAX)) {
+                    put_str(out, group);
+                    put_str(out, filter);
+                }
+                out.put_slice(packet);
+            }
+            Frame::Retain { seq, stamp, packet } => {
+                out.put_u8(RETAIN);
+                out.put_u64(*seq);
+                out.put_u64(stamp.clock);
+                out.put_u64(stamp.node);
+                out.put_slice(packet);
+            }
+            Frame::Ack { seq } => {
+                out.put_u8(ACK);
+                out.put_u64(*seq);
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Takes one frame off the front of `buf`; `Ok(None)` while it is
+    /// incomplete. A frame whose length is over the limit is refused as
+    /// soon as its length is read.
+    pub(crate) fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len > MAX_FRAME {
+            return Err(WireError::TooLarge(len));
+        }
+        if buf.len() < 4 + len {
+            return Ok(None);
+        }
+        buf.advance(4);
+        let mut body = buf.split_to(len).freeze();
+        let version = take_u8(&mut body, "version")?;
+        if version != VERSION {
+            return Err(WireError::Version(version));
+        }
+        let frame = match take_u8(&mut body, "kind")? {
+            HELLO => Frame::Hello {
+                node_id: take_u64(&mut body, "hello")?,
+                generation: take_u64(&mut body, "hello")?,
+                link: take_u64(&mut body, "hello")?,
+            },
+            WELCOME => Frame::Welcome {
+                applied: take_u64(&mut body, "welcome")?,
+            },
+            PUBLISH => {
+                let seq = take_u64(&mut body, "publish")?;
+                let n = take_u16(&mut body, "publish groups")?;
+                let mut groups = Vec::with_capacity(usize::from(n).min(64));
+                for _ in 0..n {
+                    let group = take_str(&mut body)?;
+                    let filter = take_str(&mut body)?;
+                    groups.push((group, filter));
+                }
+                return Ok(Some(Frame::Publish {
+                    seq,
+                    groups,
+                    packet: body,
+                }));
+            }
+            RETAIN => {
+                let seq = take_u64(&mut body, "retain")?;
+                let clock = take_u64(&mut body, "retain")?;
+                let node = take_u64(&mut body, "retain")?;
+                return Ok(Some(Frame::Retain {
+                    seq,
+                    stamp: Stamp { clock, node },
+                    packet: body,
+                }));
+            }
+            ACK => Frame::Ack {
+                seq: take_u64(&mut body, "ack")?,
+            },
+            other => return Err(WireError::Kind(other)),
+        };
+        if body.has_remaining() {
+            return Err(WireError::Trailing(body.remaining()));
+        }
+        Ok(Some(frame))
+    }
+}
+
+/// `message` as the MQTT 5 PUBLISH packet a link carries (its remaining
+/// expiry as of `now` written into the Message Expiry Interval).
+pub(crate) fn encode_message(message: &std::sync::Arc<Message>, now: Instant) -> Bytes {
+    let outgoing = Outgoing {
+        message: message.clone(),
+        qos: message.qos,
+        retain: message.retain,
+        subscription_ids: Vec::new(),
+        persisted: None,
+        shared: false,
+    };
+    let packet_id = u16::from(message.qos != vigil_proto::QoS::AtMostOnce);
+    let mut out = BytesMut::new();
+    // A message the broker accepted always encodes; if one ever did not,
+    // an empty packet makes the receiver close the link and say so.
+    let _ = outgoing.encode(packet_id, false, now, ProtocolVersion::V5, None, &mut out);
+    out.freeze()
+}
+
+/// The message a link's PUBLISH packet carries, received at `now`.
+pub(crate) fn decode_message(packet: Bytes, now: Instant) -> Result<Message, WireError> {
+    let len = packet.len();
+    let mut buf = BytesMut::from(&packet[..]);
+    match Packet::decode(&mut buf, ProtocolVersion::V5, u32::MAX) {
+        Ok(Some(Packet::Publish(p))) if buf.is_empty() => Ok(Message::from_publish(p, now)),
+        Ok(Some(Packet::Publish(_))) => Err(WireError::Trailing(buf.len())),
+        Ok(Some(other)) => Err(WireError::Publish(format!("{other:?} instead"))),
+        Ok(None) => Err(WireError::Publish(format!("incomplete ({len} bytes)"))),
+        Err(e) => Err(WireError::Publish(e.to_string())),
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    let len = s.len().min(usize::from(u16::MAX));
+    out.put_u16(len as u16);
+    out.put_slice(&s.as_bytes()[..len]);
+}
+
+fn take_u8(b: &mut Bytes, what: &'static str) -> Result<u8, WireError> {
+    if b.remaining() < 1 {
+        return Err(WireError::Truncated(what));
+    }
+    Ok(b.get_u8())
+}
+
+fn take_u16(b: &mut Bytes, what: &'static str) -> Result<u16, WireError> {
+    if b.remaining() < 2 {
+        return Err(WireError::Truncated(what));
+    }
+    Ok(b.get_u16())
+}
+
+fn take_u64(b: &mut Bytes, what: &'static str) -> Result<u64, WireError> {
+    if b.remaining() < 8 {
+        return Err(WireError::Truncated(what));
+    }
+    Ok(b.get_u64())
+}
+
+fn take_str(b: &mut Bytes) -> Result<String, WireError> {
+    let len = usize::from(take_u16(b, "string length")?);
+    if b.remaining() < len {
+        return Err(WireError::Truncated("string"));
+    }
+    let raw = b.split_to(len);
+    String::from_utf8(raw.to_vec()).map_err(|_| WireError::Utf8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use vigil_proto::QoS;
+
+    fn message(retain: bool) -> Arc<Message> {
+        Arc::new(Message {
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"hi"),
+            qos: QoS::ExactlyOnce,
+            retain,
+            properties: None,
+            expires_at: None,
+        })
+    }
+
+    #[test]
+    fn frames_have_the_documented_bytes() {
+        let mut out = BytesMut::new();
+        Frame::Ack { seq: 7 }.encode(&mut out);
+        assert_eq!(
+            &out[..],
+            &[0, 0, 0, 10, VERSION, ACK, 0, 0, 0, 0, 0, 0, 0, 7]
+        );
+        out.clear();
+        Frame::Publish {
+            seq: 1,
+            groups: vec![("g".into(), "t/+".into())],
+            packet: Bytes::from_static(&[0x30, 0]),
+        }
+        .encode(&mut out);
+        let expected: &[u8] = &[
+            0, 0, 0, 22, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, b'g', 0, 3, b't',
+            b'/', b'+', 0x30, 0,
+        ];
+        assert_eq!(&out[..], expected);
+    }
+
+    #[test]
+    fn every_frame_round_trips_and_split_input_waits() {
+        let now = Instant::now();
+        let frames = vec![
+            Frame::Hello {
+                node_id: 3,
+                generation: 1_700_000_000_000,
+                link: 4,
+            },
+            Frame::Welcome { applied: 42 },
+            Frame::Publish {
+                seq: 9,
+                groups: vec![("g".into(), "a/#".into())],
+                packet: encode_message(&message(false), now),
+            },
+            Frame::Retain {
+                seq: 10,
+                stamp: Stamp { clock: 5, node: 2 },
+                packet: encode_message(&message(true), now),
+            },
+            Frame::Ack { seq: 10 },
+        ];
+        let mut all = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut all);
+        }
+        // Fed one byte at a time: nothing comes out before a frame is whole.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in all {
+            buf.put_u8(b);
+            while let Some(f) = Frame::decode(&mut buf).unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+        let Frame::Publish { packet, .. } = &got[2] else {
+            unreachable!()
+        };
+        let m = decode_message(packet.clone(), now).unwrap();
+        assert_eq!(&m, &*message(false));
+    }
+
+    #[test]
+    fn the_remaining_expiry_travels() {
+        let now = Instant::now();
+        let mut m = (*message(false)).clone();
+        m.expires_at = Some(now + Duration::from_secs(30));
+        let packet = encode_message(&Arc::new(m), now + Duration::from_secs(10));
+        let later = Instant::now();
+        let got = decode_message(packet, later).unwrap();
+        assert_eq!(got.expires_at, Some(later + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let cases: Vec<(Vec<u8>, WireError)> = vec![
+            (
+                vec![0xff, 0xff, 0xff, 0xff],
+                WireError::TooLarge(0xffff_ffff),
+            ),
+            (vec![0, 0, 0, 2, 9, ACK], WireError::Version(9)),
+            (vec![0, 0, 0, 2, VERSION, 77], WireError::Kind(77)),
+            (
+                vec![0, 0, 0, 3, VERSION, ACK, 1],
+                WireError::Truncated("ack"),
+            ),
+            (
+                vec![0, 0, 0, 11, VERSION, ACK, 0, 0, 0, 0, 0, 0, 0, 1, 5],
+                WireError::Trailing(1),
+            ),
+            (
+                vec![
+                    0, 0, 0, 15, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0xff,
+                ],
+                WireError::Utf8,
+            ),
+            (
+                vec![
+                    0, 0, 0, 14, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 9,
+                ],
+                WireError::Truncated("string"),
+            ),
+        ];
+        for (bytes, want) in cases {
+            let mut buf = BytesMut::from(&bytes[..]);
+            assert_eq!(Frame::decode(&mut buf), Err(want), "{bytes:?}");
+        }
+        let now = Instant::now();
+        assert!(decode_message(Bytes::from_static(&[0x30]), now).is_err());
+        assert!(decode_message(Bytes::from_static(&[0xc0, 0]), now).is_err());
+        assert!(decode_message(Bytes::from_static(&[0x30, 5, 0, 1]), now).is_err());
+    }
+}

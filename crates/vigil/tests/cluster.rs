@@ -1,0 +1,482 @@
+//! A vigil cluster on one machine: each node a `vigil serve` process on its
+//! own loopback address (127.0.0.1, .2, .3: Linux routes all of 127/8 to
+//! loopback), with its own in-memory store, its MQTT, cluster and admin
+//! ports chosen by the system and read back from its log. Every wait polls
+//! until the cluster has converged, with generous limits, never a fixed
+//! sleep.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_client::{Client, ConnectOptions, Event, Events, Message, QoS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vigil");
+
+/// One `vigil serve` node, killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    id: u64,
+    ip: &'static str,
+    mqtt: u16,
+    cluster: SocketAddr,
+    admin: u16,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port or address at the end of a log line (`... 127.0.0.1:4242`).
+fn addr_in(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .filter_map(|w| w.rsplit('=').next())
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+impl Node {
+    /// Starts node `id` on `ip`, joining through `seeds`.
+    fn start(id: u64, ip: &'static str, seeds: &[SocketAddr]) -> Node {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--store", "memory", "--bind", ip, "-p", "0"])
+            .args(["--workers", "1", "--admin-port", "0", "--admin-bind", ip])
+            .args(["--sys-interval", "0"])
+            .args(["--cluster-node-id", &id.to_string()])
+            .args(["--cluster-bind", &format!("{ip}:0")]);
+        for s in seeds {
+            cmd.args(["--cluster-seed", &s.to_string()]);
+        }
+        let mut child = cmd
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining so the node never blocks on a full pipe.
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if std::env::var_os("CLUSTER_TEST_LOGS").is_some() {
+                    eprintln!("[node {id}] {line}");
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let (mut mqtt, mut cluster, mut admin) = (None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while mqtt.is_none() || cluster.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("node {id} did not start"));
+            if line.contains("vigil listening") {
+                mqtt = Some(addr_in(&line).port());
+            } else if line.contains("cluster listening") {
+                cluster = Some(addr_in(&line));
+            } else if line.contains("admin listening") {
+                admin = Some(addr_in(&line).port());
+            }
+        }
+        Node {
+            child,
+            id,
+            ip,
+            mqtt: mqtt.unwrap(),
+            cluster: cluster.unwrap(),
+            admin: admin.unwrap(),
+        }
+    }
+
+    /// `GET /api/v1/cluster` on this node's admin listener.
+    fn status(&self) -> Value {
+        status_of(self.ip, self.admin)
+    }
+
+    /// What this node knows of member `id` (None: not a live member).
+    fn member(&self, id: u64) -> Option<Value> {
+        self.status()["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node_id"] == id)
+            .cloned()
+    }
+
+    /// Routes this node holds for member `id` (0 if it is not a member).
+    fn routes_of(&self, id: u64) -> u64 {
+        self.member(id).map_or(0, |m| m["routes"].as_u64().unwrap())
+    }
+
+    fn options(&self, client_id: &str) -> ConnectOptions {
+        let mut o = ConnectOptions::new(self.ip, self.mqtt);
+        o.session.client_id = client_id.into();
+        o.session.keep_alive = 30;
+        o.event_capacity = 8192;
+        o
+    }
+
+    async fn client(&self, client_id: &str) -> (Client, Events) {
+        Client::connect(self.options(client_id)).await.unwrap()
+    }
+}
+
+/// `GET /api/v1/cluster` on the admin listener at `ip:port`.
+fn status_of(ip: &str, port: u16) -> Value {
+    let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/cluster HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `limit`.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < limit,
+            "not converged after {limit:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// Three nodes: 1 on 127.0.0.1 seeds itself, 2 and 3 seed 1; returns once
+/// every node sees the two others.
+fn three_nodes() -> Vec<Node> {
+    let n1 = Node::start(1, "127.0.0.1", &[]);
+    let n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    let n3 = Node::start(3, "127.0.0.3", &[n1.cluster]);
+    let nodes = vec![n1, n2, n3];
+    for n in &nodes {
+        wait_until(
+            "every node sees the others",
+            Duration::from_secs(30),
+            || n.status()["members"].as_array().unwrap().len() == 2,
+        );
+    }
+    nodes
+}
+
+/// Waits until `node` holds at least `n` routes of member `of`; returns
+/// how long that took.
+fn routes_converge(node: &Node, of: u64, n: u64) -> Duration {
+    let what = format!("node {} sees {n} routes of node {of}", node.id);
+    wait_until(&what, Duration::from_secs(30), || node.routes_of(of) >= n)
+}
+
+/// Receives messages until `done` says enough or `limit` passes.
+async fn collect(
+    events: &mut Events,
+    limit: Duration,
+    mut done: impl FnMut(&[Message]) -> bool,
+) -> Vec<Message> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&got) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Message(m))) => got.push(*m),
+            Ok(Some(Event::Disconnected(e))) => panic!("subscriber lost its connection: {e}"),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    got
+}
+
+/// Payloads received on `topic`, as numbers, in arrival order.
+fn seqs(got: &[Message], topic: &str) -> Vec<u32> {
+    got.iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| String::from_utf8_lossy(&m.payload).parse().unwrap())
+        .collect()
+}
+
+/// Publishes `0..n` on `topic` at `qos`, pipelined, and waits for every ack.
+async fn publish_seq(c: &Client, topic: &str, qos: QoS, n: u32) {
+    let mut tokens = Vec::new();
+    for i in 0..n {
+        tokens.push(
+            c.publish(Message::new(topic, i.to_string()).qos(qos))
+                .await
+                .unwrap(),
+        );
+    }
+    for t in tokens {
+        t.await.unwrap();
+    }
+}
+
+/// Subscribers on two nodes get everything a publisher on a third sends,
+/// at every QoS, once each and in order; and the other way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_node_publish_subscribe_at_every_qos_is_complete_and_in_order() {
+    let nodes = three_nodes();
+    let (s2, mut e2) = nodes[1].client("sub-2").await;
+    let (s3, mut e3) = nodes[2].client("sub-3").await;
+    s2.subscribe("t/#", QoS::ExactlyOnce).await.unwrap();
+    s3.subscribe("t/#", QoS::ExactlyOnce).await.unwrap();
+    let took = routes_converge(&nodes[0], 2, 1);
+    eprintln!("a subscription on node 2 reached node 1's routes in {took:?}");
+    routes_converge(&nodes[0], 3, 1);
+    routes_converge(&nodes[1], 3, 1);
+    const N: u32 = 200;
+    let (p1, _pe1) = nodes[0].client("pub-1").await;
+    let (p2, _pe2) = nodes[1].client("pub-2").await;
+    let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
+    for (i, q) in qos.iter().enumerate() {
+        publish_seq(&p1, &format!("t/1/{i}"), *q, N).await;
+    }
+    publish_seq(&p2, "t/2/1", QoS::AtLeastOnce, N).await;
+    let expected = 4 * N as usize;
+    for (node, events) in [(2, &mut e2), (3, &mut e3)] {
+        let got = collect(events, Duration::from_secs(30), |g| g.len() >= expected).await;
+        for topic in ["t/1/0", "t/1/1", "t/1/2", "t/2/1"] {
+            assert_eq!(
+                seqs(&got, topic),
+                (0..N).collect::<Vec<_>>(),
+                "node {node}, {topic}: not every message once, in order"
+            );
+        }
+        assert_eq!(got.len(), expected, "node {node}: duplicates");
+    }
+}
+
+/// A shared group gets each message once across the cluster; with a member
+/// on the publisher's node, that member gets them all (preferred local).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_gets_each_message_once_across_the_cluster() {
+    let nodes = three_nodes();
+    let (m2, mut e2) = nodes[1].client("member-2").await;
+    let (m3, mut e3) = nodes[2].client("member-3").await;
+    m2.subscribe("$share/g/s/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    m3.subscribe("$share/g/s/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    routes_converge(&nodes[0], 2, 1);
+    routes_converge(&nodes[0], 3, 1);
+    let (p, _pe) = nodes[0].client("pub").await;
+    const N: u32 = 100;
+    publish_seq(&p, "s/x", QoS::AtLeastOnce, N).await;
+    let mut all = Vec::new();
+    let mut per_node = Vec::new();
+    for events in [&mut e2, &mut e3] {
+        // Each member's share arrives; the total is checked below.
+        let got = collect(events, Duration::from_secs(3), |g| g.len() >= N as usize).await;
+        per_node.push(got.len());
+        all.extend(seqs(&got, "s/x"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..N).collect::<Vec<_>>(), "each message once");
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "both nodes take turns: {per_node:?}"
+    );
+
+    let (m1, mut e1) = nodes[0].client("member-1").await;
+    m1.subscribe("$share/g/s/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    publish_seq(&p, "s/y", QoS::AtLeastOnce, N).await;
+    let got = collect(&mut e1, Duration::from_secs(30), |g| g.len() >= N as usize).await;
+    assert_eq!(seqs(&got, "s/y"), (0..N).collect::<Vec<_>>());
+    for events in [&mut e2, &mut e3] {
+        let stray = collect(events, Duration::from_millis(500), |g| !g.is_empty()).await;
+        assert!(
+            stray.is_empty(),
+            "a remote member got {} of them",
+            stray.len()
+        );
+    }
+}
+
+/// A node that joins late learns the routes and gets the retained messages
+/// (deletions included); a node restarted with the same id comes back with
+/// no stale routes and the retained messages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_syncs_and_a_restarted_node_has_no_stale_routes() {
+    let n1 = Node::start(1, "127.0.0.1", &[]);
+    let mut n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    wait_until("1 and 2 see each other", Duration::from_secs(30), || {
+        n1.member(2).is_some() && n2.member(1).is_some()
+    });
+    let (p, _pe) = n1.client("retainer").await;
+    for i in 1..=20u32 {
+        let m = Message::new(format!("r/{i}"), format!("kept {i}")).retain(true);
+        p.publish(m.qos(QoS::AtLeastOnce))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let clear = Message::new("r/5", "").retain(true).qos(QoS::AtLeastOnce);
+    p.publish(clear).await.unwrap().await.unwrap();
+    let (s1, mut e1) = n1.client("late-sub").await;
+    s1.subscribe("late/#", QoS::AtLeastOnce).await.unwrap();
+    let (s2, _e2) = n2.client("stale-sub").await;
+    s2.subscribe("stale/#", QoS::AtLeastOnce).await.unwrap();
+    routes_converge(&n1, 2, 1);
+
+    let n3 = Node::start(3, "127.0.0.3", &[n1.cluster]);
+    routes_converge(&n3, 1, 1);
+    for node in [&n3, &n2] {
+        retained_converge(node, 19).await;
+    }
+    let (p3, _pe3) = n3.client("late-pub").await;
+    publish_seq(&p3, "late/x", QoS::AtLeastOnce, 10).await;
+    let got = collect(&mut e1, Duration::from_secs(30), |g| g.len() >= 10).await;
+    assert_eq!(seqs(&got, "late/x"), (0..10).collect::<Vec<_>>());
+
+    let old_generation = n1.member(2).unwrap()["generation"].as_u64().unwrap();
+    drop(s2);
+    drop(n2);
+    n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    wait_until(
+        "node 1 sees node 2's new generation, without its old routes",
+        Duration::from_secs(30),
+        || {
+            n1.member(2).is_some_and(|m| {
+                m["generation"].as_u64().unwrap() > old_generation && m["routes"] == 0
+            })
+        },
+    );
+    // Its old subscription's routes are gone everywhere, not only on node 1.
+    wait_until("node 3 drops them too", Duration::from_secs(30), || {
+        n3.member(2)
+            .is_some_and(|m| m["generation"].as_u64().unwrap() > old_generation)
+            && n3.routes_of(2) == 0
+    });
+    retained_converge(&n2, 19).await;
+}
+
+/// Subscribes to `r/#` on `node` until the 19 retained messages (20 set,
+/// one deleted) are all there.
+async fn retained_converge(node: &Node, n: usize) {
+    let started = Instant::now();
+    loop {
+        let (c, mut e) = node.client(&format!("reader-{}", node.id)).await;
+        c.subscribe("r/#", QoS::AtLeastOnce).await.unwrap();
+        let got = collect(&mut e, Duration::from_secs(1), |g| g.len() >= n).await;
+        let _ = c.disconnect().await;
+        let mut payloads: Vec<String> = got
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect();
+        payloads.sort();
+        if payloads.len() == n {
+            assert!(
+                !payloads.contains(&"kept 5".to_string()),
+                "a deleted one came back"
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "node {}: {} of {n} retained messages",
+            node.id,
+            payloads.len()
+        );
+    }
+}
+
+/// `kill -9` of one of three nodes while a publisher streams: the two
+/// others keep serving and lose nothing between them; the dead node is
+/// dropped within seconds (the figure is printed), and its clients can
+/// reconnect to another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_nodes_under_load_loses_nothing_between_the_others() {
+    let mut nodes = three_nodes();
+    let (s2, mut e2) = nodes[1].client("load-sub-2").await;
+    s2.subscribe("load/#", QoS::AtLeastOnce).await.unwrap();
+    let (s3, _e3) = nodes[2].client("load-sub-3").await;
+    s3.subscribe("load/#", QoS::AtLeastOnce).await.unwrap();
+    routes_converge(&nodes[0], 2, 1);
+    routes_converge(&nodes[0], 3, 1);
+    let (p, _pe) = nodes[0].client("load-pub").await;
+    const N: u32 = 3000;
+    const KILL_AT: u32 = 500;
+    let mut victim = nodes.pop().unwrap();
+    let mut tokens = std::collections::VecDeque::new();
+    let mut watcher = None;
+    for i in 0..N {
+        let m = Message::new("load/x", i.to_string()).qos(QoS::AtLeastOnce);
+        tokens.push_back(p.publish(m).await.unwrap());
+        if tokens.len() > 50 {
+            tokens.pop_front().unwrap().await.unwrap();
+        }
+        if i == KILL_AT {
+            victim.child.kill().unwrap();
+            victim.child.wait().unwrap();
+            // Timed from its own thread, while the publisher goes on.
+            let (ip, admin) = (nodes[0].ip, nodes[0].admin);
+            watcher = Some(std::thread::spawn(move || {
+                let killed = Instant::now();
+                let gone = |m: &Value| m["node_id"] == 3;
+                while status_of(ip, admin)["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(gone)
+                {
+                    assert!(killed.elapsed() < Duration::from_secs(30), "never dropped");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                killed.elapsed()
+            }));
+        }
+    }
+    for t in tokens {
+        t.await.unwrap();
+    }
+    let n1 = &nodes[0];
+    let detected = watcher.unwrap().join().unwrap();
+    eprintln!("node 3 killed with SIGKILL: dropped by node 1 within {detected:?}");
+    assert!(detected < Duration::from_secs(10), "{detected:?}");
+    let got = collect(&mut e2, Duration::from_secs(60), |g| g.len() >= N as usize).await;
+    let mut seen = HashSet::new();
+    let firsts: Vec<u32> = seqs(&got, "load/x")
+        .into_iter()
+        .filter(|s| seen.insert(*s))
+        .collect();
+    assert_eq!(
+        firsts,
+        (0..N).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+
+    // The dead node's client reconnects to another node and is served.
+    victim.ip = "127.0.0.2";
+    victim.mqtt = nodes[1].mqtt;
+    let (back, mut eb) = Client::connect(victim.options("load-sub-3")).await.unwrap();
+    back.subscribe("after/#", QoS::AtLeastOnce).await.unwrap();
+    routes_converge(n1, 2, 2);
+    publish_seq(&p, "after/x", QoS::AtLeastOnce, 5).await;
+    let got = collect(&mut eb, Duration::from_secs(30), |g| g.len() >= 5).await;
+    assert_eq!(seqs(&got, "after/x"), (0..5).collect::<Vec<_>>());
+    let counts: HashMap<&str, u64> = [("nodes_lost", n1.status()["nodes_lost"].as_u64().unwrap())]
+        .into_iter()
+        .collect();
+    assert_eq!(counts["nodes_lost"], 1);
+}
