@@ -398,18 +398,30 @@ impl Ownership {
 
     /// Stops the node: Raft, the listener and every link. The redb file is
     /// closed once this returns.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         if let Err(e) = self.shared.raft.shutdown().await {
             tracing::warn!(error = %e, "ownership Raft did not stop cleanly");
         }
-        for task in &self.tasks {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
             task.abort();
         }
-        for task in self.tasks {
+        for task in tasks {
             let _ = task.await;
         }
         self.shared.peers.close_all();
         tracing::info!(node_id = self.shared.id, "ownership node stopped");
+    }
+}
+
+impl Drop for Ownership {
+    /// A node dropped without [`Ownership::shutdown`] still closes its
+    /// listener and links (its Raft task ends with the runtime).
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.shared.peers.close_all();
     }
 }
 

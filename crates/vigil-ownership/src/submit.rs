@@ -35,31 +35,43 @@ pub(crate) struct Shared {
 
 /// Commits `batch` here, if this node is the leader, by `deadline`.
 pub(crate) async fn commit_here(shared: &Shared, batch: Batch, deadline: Instant) -> WriteReply {
-    let (leader, quorum_age) = {
-        let metrics = shared.raft.metrics();
-        let m = metrics.borrow();
-        (m.current_leader, m.millis_since_quorum_ack)
-    };
+    let mut metrics = shared.raft.metrics();
+    let leader = metrics.borrow().current_leader;
     if leader != Some(shared.id) {
         return WriteReply::NotLeader(leader);
     }
-    if quorum_age.is_some_and(|ms| Duration::from_millis(ms) > shared.quorum_lost_after) {
-        return WriteReply::NoQuorum;
-    }
-    // On a timeout the entry may still commit later (the leader appended
-    // it); see docs/cluster-ownership.md for why that is harmless.
-    match tokio::time::timeout_at(deadline, shared.raft.client_write(batch)).await {
-        Err(_) => WriteReply::NoQuorum,
-        Ok(Ok(written)) => WriteReply::Applied(written.data),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to)))) => {
+    // A leader cut off from its majority keeps the entry it appended, and
+    // it may still commit later; see docs/cluster-ownership.md for why
+    // that is harmless. The caller is not kept waiting for it: the write
+    // gives up at the deadline, as soon as the leader has heard from no
+    // majority for `quorum_lost_after`, or when it stops leading (then
+    // the caller tries the new leader).
+    let lost_after = shared.quorum_lost_after;
+    let quorum_lost = metrics.wait_for(|m| {
+        m.current_leader != Some(shared.id)
+            || m.millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) > lost_after)
+    });
+    let written = tokio::select! {
+        written = shared.raft.client_write(batch) => written,
+        lost = quorum_lost => return match lost {
+            Ok(m) if m.current_leader != Some(shared.id) => WriteReply::NotLeader(m.current_leader),
+            Ok(_) => WriteReply::NoQuorum,
+            Err(_) => WriteReply::Stopped,
+        },
+        _ = tokio::time::sleep_until(deadline) => return WriteReply::NoQuorum,
+    };
+    match written {
+        Ok(written) => WriteReply::Applied(written.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
             WriteReply::NotLeader(to.leader_id)
         }
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
             // Not produced for a normal write; treated as a refusal to retry.
             tracing::warn!(error = %e, "ownership write refused by a membership change");
             WriteReply::NotLeader(None)
         }
-        Ok(Err(RaftError::Fatal(e))) => {
+        Err(RaftError::Fatal(e)) => {
             tracing::warn!(error = %e, "ownership write: Raft has stopped");
             WriteReply::Stopped
         }

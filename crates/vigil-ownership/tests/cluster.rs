@@ -243,6 +243,7 @@ async fn with_two_of_three_nodes_stopped_a_claim_fails_with_no_quorum_in_time() 
     let started = Instant::now();
     let refused = group.node(leader).claim("during", leader).await;
     let took = started.elapsed();
+    println!("a leader without its majority refused a claim after {took:?}");
     assert!(
         matches!(refused, Err(OwnershipError::NoQuorum(_))),
         "{refused:?}"
@@ -265,6 +266,7 @@ async fn with_two_of_three_nodes_stopped_a_claim_fails_with_no_quorum_in_time() 
     let started = Instant::now();
     let refused = group.node(others[0]).claim("alone", others[0]).await;
     let took = started.elapsed();
+    println!("a follower without a leader refused a claim after {took:?}");
     assert!(
         matches!(refused, Err(OwnershipError::NoQuorum(_))),
         "{refused:?}"
