@@ -163,12 +163,12 @@ impl Ownership {
             .clone()
             .unwrap_or_else(|| bound.to_string());
         let path = config.path.clone();
-        let db = tokio::task::spawn_blocking(move || store::open(&path))
+        let db = tokio::task::spawn_blocking(move || store::open(&path).map_err(Box::new))
             .await
             .map_err(|_| OwnershipError::Stopped)?
             .map_err(|e| OwnershipError::Open {
                 path: config.path.clone(),
-                source: Arc::new(e),
+                source: Arc::from(e),
             })?;
         let (changes, _) = broadcast::channel(config.change_buffer.max(1));
         let peers = Arc::new(Peers::new(config.heartbeat.max(Duration::from_millis(200))));
