@@ -38,16 +38,22 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Queued>) 
         let Some(first) = queue.recv().await else {
             break;
         };
-        let mut id_bytes = first.op.client_id().len();
-        let mut gathered = vec![first];
-        while gathered.len() < MAX_OPS && id_bytes < MAX_ID_BYTES {
-            match queue.try_recv() {
-                Ok(next) => {
-                    id_bytes += next.op.client_id().len();
-                    gathered.push(next);
-                }
-                Err(_) => break,
+        let mut gathered = Vec::new();
+        let mut id_bytes = 0;
+        let mut next = Some(first);
+        while let Some(queued) = next.take() {
+            // A caller that gave up (its CONNECT was already refused with
+            // NoQuorum) must not have its claim committed later.
+            if !queued.reply.is_closed() {
+                id_bytes += queued.op.client_id().len();
+                gathered.push(queued);
             }
+            if gathered.len() < MAX_OPS && id_bytes < MAX_ID_BYTES {
+                next = queue.try_recv().ok();
+            }
+        }
+        if gathered.is_empty() {
+            continue;
         }
         while batches.try_join_next().is_some() {}
         let shared = shared.clone();
