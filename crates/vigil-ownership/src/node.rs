@@ -310,7 +310,7 @@ impl Ownership {
     /// Checks that `owner` is the current owner of `client_id`, after this
     /// node has applied the entry that committed `owner.epoch` (waiting up
     /// to `within` for it): how a node asked to hand a session over refuses
-    /// a stale request.
+    /// a stale request. `NoQuorum` if it has not applied that entry in time.
     pub async fn verify_current(
         &self,
         client_id: &str,

@@ -130,6 +130,11 @@ pub(crate) async fn submit(shared: &Shared, batch: Batch) -> Result<BatchOutcome
             WriteReply::Applied(outcome) => return Ok(outcome),
             WriteReply::NoQuorum => return Err(OwnershipError::NoQuorum(started.elapsed())),
             WriteReply::Stopped => return Err(OwnershipError::Stopped),
+            WriteReply::TooLarge => {
+                return Err(OwnershipError::Raft(
+                    "the leader refused an oversized batch".into(),
+                ))
+            }
             WriteReply::NotLeader(_) => {
                 let now = Instant::now();
                 if now >= deadline {

@@ -57,4 +57,7 @@ pub(crate) enum WriteReply {
     NoQuorum,
     /// The receiver's Raft has stopped.
     Stopped,
+    /// The batch has more operations than an entry may carry (a peer of
+    /// another version): refused, since epochs number at most 2^20 per entry.
+    TooLarge,
 }

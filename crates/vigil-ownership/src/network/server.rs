@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::frame::{self, FrameError};
-use super::message::{Request, RequestFrame, Response, ResponseFrame};
+use super::message::{Request, RequestFrame, Response, ResponseFrame, WriteReply};
 use crate::submit::{commit_here, Shared};
 
 /// Requests one connection may have in progress; past it the connection
@@ -106,6 +106,13 @@ async fn answer(shared: &Shared, request: Request) -> Response {
         Request::Vote(rpc) => Response::Vote(shared.raft.vote(rpc).await),
         Request::InstallSnapshot(rpc) => {
             Response::InstallSnapshot(shared.raft.install_snapshot(rpc).await)
+        }
+        Request::Write(batch) if batch.0.len() > crate::batcher::MAX_OPS => {
+            tracing::warn!(
+                ops = batch.0.len(),
+                "ownership link: forwarded batch over the limit refused"
+            );
+            Response::Write(WriteReply::TooLarge)
         }
         Request::Write(batch) => {
             Response::Write(commit_here(shared, batch, Instant::now() + shared.claim_timeout).await)
