@@ -13,7 +13,7 @@ use chitchat::ChitchatHandle;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vigil_broker::Broker;
 
 use crate::link::{run_peer, Peer};
@@ -25,6 +25,8 @@ use crate::routes::{LocalRoutes, RouteTable};
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(50);
 /// Route changes gossiped per lock of the chitchat state.
 const ROUTE_BATCH: usize = 10_000;
+/// How often retained tombstones past their time are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// A node's view of the cluster, shared by the broker's threads (through
 /// `ClusterHook`) and the cluster thread's tasks.
@@ -83,6 +85,7 @@ impl Cluster {
     pub(crate) async fn run_membership(self: Arc<Self>, handle: ChitchatHandle) {
         let mut reader = Reader::default();
         let mut ready_told = None;
+        let mut pruned_at = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -105,6 +108,16 @@ impl Cluster {
             }
             let looked = reader.look(&*chitchat.lock().await);
             self.apply_membership(looked);
+            if pruned_at.elapsed() >= PRUNE_EVERY {
+                pruned_at = tokio::time::Instant::now();
+                let n = self.stamps.lock().prune(crate::retained::unix_ms());
+                if n > 0 {
+                    debug!(
+                        tombstones = n,
+                        "retained deletions older than an hour forgotten"
+                    );
+                }
+            }
         }
         let chitchat = handle.chitchat();
         membership::set_ready(&mut *chitchat.lock().await, false);
