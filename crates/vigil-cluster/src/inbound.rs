@@ -79,7 +79,7 @@ impl Cluster {
                     None => break,
                 }
             }
-            let last = self.apply(frames, applied).await?;
+            let last = self.apply(frames, applied, (node, generation)).await?;
             if last > applied {
                 applied = last;
                 self.applied.lock().insert(key, applied);
@@ -88,9 +88,15 @@ impl Cluster {
         }
     }
 
-    /// Applies frames in order, skipping those up to `applied` (resent
-    /// after a reconnect); returns the last sequence number applied.
-    async fn apply(&self, frames: Vec<Frame>, applied: u64) -> Result<u64, LinkError> {
+    /// Applies frames from `sender` (node, generation) in order, skipping
+    /// those up to `applied` (resent after a reconnect); returns the last
+    /// sequence number applied.
+    async fn apply(
+        &self,
+        frames: Vec<Frame>,
+        applied: u64,
+        sender: (u64, u64),
+    ) -> Result<u64, LinkError> {
         let Some(broker) = self.broker.upgrade() else {
             return Ok(applied);
         };
@@ -124,6 +130,13 @@ impl Cluster {
                         )));
                     }
                     batch.add_ticket(self.apply_retained(&broker, message, stamp, clock));
+                    last = seq;
+                }
+                Frame::Leave { seq } => {
+                    if seq <= last {
+                        continue;
+                    }
+                    self.node_leaving(sender.0, sender.1);
                     last = seq;
                 }
                 other => {

@@ -163,6 +163,12 @@ impl Peer {
         self.push(size, false, |seq| Frame::Retain { seq, stamp, packet })
     }
 
+    /// Queues the news that this node is stopping, behind everything
+    /// queued before it; its ack says the peer stopped forwarding here.
+    pub(crate) fn send_leave(&self) -> Option<u64> {
+        self.push(32, false, |seq| Frame::Leave { seq })
+    }
+
     fn push(&self, size: usize, droppable: bool, frame: impl FnOnce(u64) -> Frame) -> Option<u64> {
         if self.retired.load(Relaxed) {
             return None;

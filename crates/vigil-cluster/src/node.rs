@@ -48,6 +48,9 @@ pub(crate) struct Cluster {
     pub(crate) peers: RwLock<HashMap<u64, Arc<Peer>>>,
     /// Live members other than this node, as last read.
     pub(crate) members: RwLock<Vec<Member>>,
+    /// Members (node, generation) that said they are stopping: no routes,
+    /// no new link, until gossip sees them gone.
+    pub(crate) leaving: Mutex<HashSet<(u64, u64)>>,
     /// Highest sequence number applied per inbound link (sender node,
     /// generation, link number).
     pub(crate) applied: Mutex<HashMap<(u64, u64, u64), u64>>,
@@ -78,6 +81,8 @@ pub(crate) struct ClusterCounters {
     pub(crate) bad_links: AtomicU64,
     /// Nodes that left or were declared dead.
     pub(crate) nodes_lost: AtomicU64,
+    /// Nodes that said they were stopping (`Leave`).
+    pub(crate) nodes_left: AtomicU64,
 }
 
 impl Cluster {
@@ -126,6 +131,21 @@ impl Cluster {
         }
     }
 
+    /// Node `node`, generation `generation`, said it is stopping: its routes
+    /// go now, so nothing more is forwarded to it; its link stays until
+    /// gossip sees it gone, so what was queued for it still arrives.
+    pub(crate) fn node_leaving(&self, node: u64, generation: u64) {
+        if !self.leaving.lock().insert((node, generation)) {
+            return;
+        }
+        self.remote.write().remove_node(node);
+        self.counters.nodes_left.fetch_add(1, Relaxed);
+        info!(
+            node,
+            generation, "cluster node stopping: its routes dropped, nothing more forwarded to it"
+        );
+    }
+
     /// Opens links to new members (or new generations of known ones),
     /// retires the links and routes of members that left, and applies route
     /// changes.
@@ -133,7 +153,11 @@ impl Cluster {
         let live: HashSet<u64> = looked.iter().map(|(m, _)| m.node_id).collect();
         let mut table = self.remote.write();
         let mut peers = self.peers.write();
+        let mut leaving = self.leaving.lock();
         for (member, delta) in &looked {
+            if leaving.contains(&(member.node_id, member.generation)) {
+                continue;
+            }
             let known = peers.get(&member.node_id).map(|p| p.generation);
             if known != Some(member.generation) {
                 if let Some(old) = peers.remove(&member.node_id) {
@@ -185,16 +209,30 @@ impl Cluster {
             .collect();
         for node in gone {
             if let Some(peer) = peers.remove(&node) {
-                warn!(
-                    node,
-                    queued = peer.queued(),
-                    "cluster node left or stopped answering: its routes dropped, what was queued for it given up"
-                );
+                if leaving.contains(&(node, peer.generation)) {
+                    info!(
+                        node,
+                        queued = peer.queued(),
+                        "cluster node stopped: its link retired"
+                    );
+                } else {
+                    warn!(
+                        node,
+                        queued = peer.queued(),
+                        "cluster node left or stopped answering: its routes dropped, what was queued for it given up"
+                    );
+                }
                 peer.retire();
             }
             table.remove_node(node);
             self.counters.nodes_lost.fetch_add(1, Relaxed);
         }
+        leaving.retain(|(node, generation)| {
+            looked
+                .iter()
+                .any(|(m, _)| m.node_id == *node && m.generation == *generation)
+        });
+        drop(leaving);
         drop(peers);
         drop(table);
         *self.members.write() = looked.into_iter().map(|(m, _)| m).collect();
@@ -221,6 +259,7 @@ impl Cluster {
     pub(crate) fn status_json(&self) -> serde_json::Value {
         let table = self.remote.read();
         let peers = self.peers.read();
+        let leaving = self.leaving.lock().clone();
         let members: Vec<serde_json::Value> = self
             .members
             .read()
@@ -245,6 +284,7 @@ impl Cluster {
                     "cluster_addr": m.cluster_addr.to_string(),
                     "mqtt": m.mqtt,
                     "ready": m.ready,
+                    "leaving": leaving.contains(&(m.node_id, m.generation)),
                     "routes": table.routes_of(m.node_id).map_or(0, |r| r.len()),
                     "link": link,
                 })
@@ -263,6 +303,7 @@ impl Cluster {
             "retained_applied": c.retained_applied.load(Relaxed),
             "bad_links": c.bad_links.load(Relaxed),
             "nodes_lost": c.nodes_lost.load(Relaxed),
+            "nodes_left": c.nodes_left.load(Relaxed),
         })
     }
 }

@@ -480,3 +480,58 @@ async fn killing_one_of_three_nodes_under_load_loses_nothing_between_the_others(
         .collect();
     assert_eq!(counts["nodes_lost"], 1);
 }
+
+/// A node stopped with SIGTERM tells the others before it goes: they drop
+/// its routes at once, not when failure detection notices it gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_withdraws_its_routes_before_failure_detection() {
+    let n1 = Node::start(1, "127.0.0.1", &[]);
+    let mut n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    wait_until(
+        "node 2's link to node 1 is up",
+        Duration::from_secs(30),
+        || n2.member(1).is_some_and(|m| m["link"]["connected"] == true),
+    );
+    let (s2, _e2) = n2.client("leaver-sub").await;
+    s2.subscribe("leave/#", QoS::AtLeastOnce).await.unwrap();
+    routes_converge(&n1, 2, 1);
+
+    let sigterm = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &n2.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (mut routes_gone, mut member_gone) = (None, None);
+    while member_gone.is_none() {
+        assert!(
+            sigterm.elapsed() < Duration::from_secs(30),
+            "node 1 still lists node 2 30 s after its SIGTERM"
+        );
+        let member = n1.member(2);
+        let at = sigterm.elapsed();
+        if routes_gone.is_none() && member.as_ref().is_none_or(|m| m["routes"] == 0) {
+            routes_gone = Some(at);
+        }
+        if member.is_none() {
+            member_gone = Some(at);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (routes_gone, member_gone) = (routes_gone.unwrap(), member_gone.unwrap());
+    eprintln!(
+        "after SIGTERM, node 1 dropped node 2's routes in {routes_gone:?}; \
+         failure detection dropped node 2 itself in {member_gone:?}"
+    );
+    assert_eq!(
+        n1.status()["nodes_left"],
+        1,
+        "node 1 heard node 2 say it was stopping"
+    );
+    assert!(
+        routes_gone < Duration::from_secs(1) && routes_gone < member_gone,
+        "routes dropped in {routes_gone:?}, node in {member_gone:?}"
+    );
+    let exit = n2.child.wait().unwrap();
+    assert!(exit.success(), "node 2 stopped cleanly: {exit}");
+}
