@@ -121,6 +121,8 @@ impl ClusterNode {
                         peers: Default::default(),
                         members: Default::default(),
                         leaving: Default::default(),
+                        dead: Default::default(),
+                        inbound: Default::default(),
                         applied: Default::default(),
                         stamps: Default::default(),
                         counters: Default::default(),

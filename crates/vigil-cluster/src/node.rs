@@ -14,8 +14,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
-use vigil_broker::Broker;
+use vigil_broker::{Broker, ClusterMetrics, LinkMetrics};
 
+use crate::inbound::InboundStats;
 use crate::link::{run_peer, Peer};
 use crate::membership::{self, Member, Reader, RouteDelta};
 use crate::retained::RetainedStamps;
@@ -51,6 +52,10 @@ pub(crate) struct Cluster {
     /// Members (node, generation) that said they are stopping: no routes,
     /// no new link, until gossip sees them gone.
     pub(crate) leaving: Mutex<HashSet<(u64, u64)>>,
+    /// Nodes gossip holds as dead, as last read.
+    pub(crate) dead: AtomicU64,
+    /// What each node sent here, by node id.
+    pub(crate) inbound: Mutex<HashMap<u64, Arc<InboundStats>>>,
     /// Highest sequence number applied per inbound link (sender node,
     /// generation, link number).
     pub(crate) applied: Mutex<HashMap<(u64, u64, u64), u64>>,
@@ -111,7 +116,11 @@ impl Cluster {
                 }
                 membership::publish_routes(&mut *chitchat.lock().await, &changes);
             }
-            let looked = reader.look(&*chitchat.lock().await);
+            let looked = {
+                let state = chitchat.lock().await;
+                self.dead.store(state.dead_nodes().count() as u64, Relaxed);
+                reader.look(&state)
+            };
             self.apply_membership(looked);
             if pruned_at.elapsed() >= PRUNE_EVERY {
                 pruned_at = tokio::time::Instant::now();
@@ -252,6 +261,60 @@ impl Cluster {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
+        }
+    }
+
+    /// Members, routes and both directions of traffic, for `/metrics`.
+    pub(crate) fn metrics_now(&self) -> ClusterMetrics {
+        let table = self.remote.read();
+        let peers = self.peers.read();
+        let inbound = self.inbound.lock();
+        let leaving = self.leaving.lock().clone();
+        let members = self.members.read();
+        let links = members
+            .iter()
+            .map(|m| {
+                let mut l = LinkMetrics {
+                    node_id: m.node_id,
+                    routes: table.routes_of(m.node_id).map_or(0, |r| r.len()) as u64,
+                    ..LinkMetrics::default()
+                };
+                if let Some(p) = peers.get(&m.node_id) {
+                    let s = &p.stats;
+                    l.connected = s.connected.load(Relaxed);
+                    l.connects = s.connects.load(Relaxed);
+                    l.frames_out = s.frames_out.load(Relaxed);
+                    l.bytes_out = s.bytes_out.load(Relaxed);
+                    l.frames_acked = s.frames_acked.load(Relaxed);
+                    l.queued = p.queued() as u64;
+                    l.dropped_full = s.dropped_full.load(Relaxed);
+                    l.given_up = s.given_up.load(Relaxed);
+                }
+                if let Some(i) = inbound.get(&m.node_id) {
+                    l.frames_in = i.frames.load(Relaxed);
+                    l.bytes_in = i.bytes.load(Relaxed);
+                }
+                l
+            })
+            .collect();
+        let c = &self.counters;
+        ClusterMetrics {
+            members_live: members.len() as u64,
+            members_leaving: members
+                .iter()
+                .filter(|m| leaving.contains(&(m.node_id, m.generation)))
+                .count() as u64,
+            members_dead: self.dead.load(Relaxed),
+            local_routes: self.local.len() as u64,
+            forwarded: c.forwarded.load(Relaxed),
+            received: c.received.load(Relaxed),
+            retained_out: c.retained_out.load(Relaxed),
+            retained_applied: c.retained_applied.load(Relaxed),
+            retained_tombstones: self.stamps.lock().tombstone_count() as u64,
+            malformed_links: c.bad_links.load(Relaxed),
+            nodes_lost: c.nodes_lost.load(Relaxed),
+            nodes_left: c.nodes_left.load(Relaxed),
+            links,
         }
     }
 

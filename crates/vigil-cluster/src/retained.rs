@@ -46,6 +46,8 @@ pub(crate) struct Stamps {
     /// Deletions in the order they were recorded, for pruning: an entry
     /// whose topic was written again since is skipped when it comes up.
     deletions: VecDeque<(Stamp, String)>,
+    /// Topics of `by_topic` whose last write deleted them.
+    tombstones: usize,
 }
 
 impl RetainedStamps {
@@ -75,10 +77,18 @@ impl Stamps {
     }
 
     fn record(&mut self, topic: &str, stamp: Stamp, deleted: bool) {
-        self.by_topic.insert(topic.to_owned(), (stamp, deleted));
+        if let Some((_, true)) = self.by_topic.insert(topic.to_owned(), (stamp, deleted)) {
+            self.tombstones -= 1;
+        }
         if deleted {
+            self.tombstones += 1;
             self.deletions.push_back((stamp, topic.to_owned()));
         }
+    }
+
+    /// How many tombstones are held.
+    pub(crate) fn tombstone_count(&self) -> usize {
+        self.tombstones
     }
 
     /// Drops the tombstones of deletions stamped `TOMBSTONE_TTL` or more
@@ -98,6 +108,7 @@ impl Stamps {
             };
             if self.by_topic.get(&topic) == Some(&(stamp, true)) {
                 self.by_topic.remove(&topic);
+                self.tombstones -= 1;
                 pruned += 1;
             }
         }
@@ -203,6 +214,7 @@ mod tests {
         assert!(a.remote_write("remote", remote, true, true));
         assert_eq!(a.prune(t0 + ttl - 1), 0, "not yet");
         assert_eq!(a.tombstones().len(), 2);
+        assert_eq!(a.tombstone_count(), 2);
         assert_eq!(a.prune(t0 + ttl), 1);
         assert_eq!(a.of("gone"), Stamp::default());
         assert_eq!(a.tombstones(), vec![("remote".to_string(), remote)]);
@@ -210,6 +222,7 @@ mod tests {
         assert_ne!(a.of("kept"), Stamp::default(), "a live stamp stays");
         assert_eq!(a.prune(t0 + 5_000 + ttl), 1);
         assert!(a.tombstones().is_empty());
+        assert_eq!(a.tombstone_count(), 0);
         assert!(a.deletions.is_empty(), "nothing left to look at");
         // Once pruned, the topic is as if never written here: a stamped
         // write applies, whatever its age.
