@@ -96,6 +96,71 @@ did not load; the old one stays).",
     }
 }
 
+/// A per-node cluster family: name, kind, help, and its value for one node.
+type LinkFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&vigil_broker::LinkMetrics) -> u64,
+);
+
+/// A cluster node's members, routes and links (only with `[cluster]`).
+fn cluster_families(o: &mut Out, m: &vigil_broker::ClusterMetrics, c: &Counters) {
+    o.family(
+        "vigil_cluster_members",
+        "gauge",
+        "Other cluster nodes, by state: live, leaving (said it is stopping), dead (declared dead by \
+failure detection and still remembered by gossip, for an hour; earlier generations of restarted nodes included).",
+    );
+    let live = m.members_live.saturating_sub(m.members_leaving);
+    for (state, n) in [
+        ("live", live),
+        ("leaving", m.members_leaving),
+        ("dead", m.members_dead),
+    ] {
+        o.sample("vigil_cluster_members", &[("state", state)], n);
+    }
+    o.one(
+        "vigil_cluster_local_routes",
+        "gauge",
+        "Distinct topic filters this node announces to the cluster.",
+        m.local_routes,
+    );
+    let links: &[LinkFamily] = &[
+        ("vigil_cluster_routes", "gauge", "Topic filters each other node announced.", |l| l.routes),
+        ("vigil_cluster_link_up", "gauge", "1 while this node's link to the node is connected.", |l| u64::from(l.connected)),
+        ("vigil_cluster_link_connects_total", "counter", "Connections of this node's link to the node (the first, then each reconnect).", |l| l.connects),
+        ("vigil_cluster_link_frames_sent_total", "counter", "Frames written to the node (forwarded messages, retained writes; resent ones included).", |l| l.frames_out),
+        ("vigil_cluster_link_bytes_sent_total", "counter", "Bytes written to the node.", |l| l.bytes_out),
+        ("vigil_cluster_link_frames_acked_total", "counter", "Frames the node acknowledged.", |l| l.frames_acked),
+        ("vigil_cluster_link_queued_frames", "gauge", "Frames queued for the node or waiting for its ack.", |l| l.queued),
+        ("vigil_cluster_link_dropped_total", "counter", "QoS 0 messages dropped because the link to the node held 64 MiB.", |l| l.dropped_full),
+        ("vigil_cluster_link_given_up_total", "counter", "Frames given up when the node left.", |l| l.given_up),
+        ("vigil_cluster_link_frames_received_total", "counter", "Frames the node sent here.", |l| l.frames_in),
+        ("vigil_cluster_link_bytes_received_total", "counter", "Bytes the node sent here.", |l| l.bytes_in),
+    ];
+    for (name, kind, help, value) in links {
+        o.family(name, kind, help);
+        for l in &m.links {
+            o.sample(name, &[("node", &l.node_id.to_string())], value(l));
+        }
+    }
+    for (name, kind, help, value) in [
+        ("vigil_cluster_messages_forwarded_total", "counter", "Messages forwarded to other nodes (one per message and node).", m.forwarded),
+        ("vigil_cluster_messages_received_total", "counter", "Messages other nodes forwarded here.", m.received),
+        ("vigil_cluster_retained_sent_total", "counter", "Retained writes sent to other nodes (replication and replay to a joining node).", m.retained_out),
+        ("vigil_cluster_retained_applied_total", "counter", "Retained writes from other nodes that won and were applied here.", m.retained_applied),
+        ("vigil_cluster_retained_tombstones", "gauge", "Retained deletions remembered (each for an hour).", m.retained_tombstones),
+        ("vigil_cluster_malformed_links_total", "counter", "Inbound links closed because the peer sent a malformed or unexpected frame.", m.malformed_links),
+        ("vigil_cluster_nodes_lost_total", "counter", "Nodes dropped because they left or stopped answering.", m.nodes_lost),
+        ("vigil_cluster_nodes_left_total", "counter", "Nodes that said they were stopping (graceful stop).", m.nodes_left),
+        ("vigil_cluster_remote_ack_waits_total", "counter", "Publishers' acknowledgements that waited for other nodes to accept forwarded QoS 1/2 messages (one per read batch).", Counters::get(&c.remote_ack_waits)),
+        ("vigil_cluster_remote_ack_timeouts_total", "counter", "Of those, the ones sent after the 5 s deadline without every node's answer.", Counters::get(&c.remote_ack_timeouts)),
+    ] {
+        o.one(name, kind, help, value);
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -283,6 +348,9 @@ pub(crate) fn render(broker: &Broker, reloader: Option<&Reloader>) -> String {
         "PINGREQ read to PINGRESP written, running and parked connections.",
         &histogram::pingresp_snapshot(),
     );
+    if let Some(cluster) = broker.cluster() {
+        cluster_families(&mut o, &cluster.metrics(), c);
+    }
     if let Some(store) = broker.store() {
         o.histogram(
             "vigil_store_commit_seconds",

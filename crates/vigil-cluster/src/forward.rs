@@ -109,6 +109,10 @@ impl ClusterHook for Cluster {
     fn status(&self) -> serde_json::Value {
         self.status_json()
     }
+
+    fn metrics(&self) -> vigil_broker::ClusterMetrics {
+        self.metrics_now()
+    }
 }
 
 impl Cluster {

@@ -12,7 +12,7 @@
 //! the subscribers' own queues.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -27,6 +27,15 @@ use crate::wire::{decode_message, Frame, WireError};
 
 /// Frames applied per acknowledgement at most.
 const APPLY_BATCH: usize = 1024;
+
+/// What one node sent here, over all its links and generations.
+#[derive(Debug, Default)]
+pub(crate) struct InboundStats {
+    /// Frames received.
+    pub(crate) frames: AtomicU64,
+    /// Bytes received.
+    pub(crate) bytes: AtomicU64,
+}
 
 impl Cluster {
     /// Serves one inbound connection until it ends; a malformed frame
@@ -46,7 +55,7 @@ impl Cluster {
         stream.set_nodelay(true)?;
         let (mut rd, mut wr) = stream.into_split();
         let mut buf = BytesMut::new();
-        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut buf))
+        let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut buf, None))
             .await
             .map_err(|_| LinkError::Timeout(HANDSHAKE_TIMEOUT))??;
         let key = match hello {
@@ -68,8 +77,9 @@ impl Cluster {
         };
         write_frames(&mut wr, &[Frame::Welcome { applied }]).await?;
         info!(node, generation, "cluster link from node up");
+        let stats = self.inbound.lock().entry(node).or_default().clone();
         loop {
-            let Some(first) = read_frame(&mut rd, &mut buf).await? else {
+            let Some(first) = read_frame(&mut rd, &mut buf, Some(&stats.bytes)).await? else {
                 return Ok(());
             };
             let mut frames = vec![first];
@@ -79,7 +89,8 @@ impl Cluster {
                     None => break,
                 }
             }
-            let last = self.apply(frames, applied).await?;
+            stats.frames.fetch_add(frames.len() as u64, Relaxed);
+            let last = self.apply(frames, applied, (node, generation)).await?;
             if last > applied {
                 applied = last;
                 self.applied.lock().insert(key, applied);
@@ -88,9 +99,15 @@ impl Cluster {
         }
     }
 
-    /// Applies frames in order, skipping those up to `applied` (resent
-    /// after a reconnect); returns the last sequence number applied.
-    async fn apply(&self, frames: Vec<Frame>, applied: u64) -> Result<u64, LinkError> {
+    /// Applies frames from `sender` (node, generation) in order, skipping
+    /// those up to `applied` (resent after a reconnect); returns the last
+    /// sequence number applied.
+    async fn apply(
+        &self,
+        frames: Vec<Frame>,
+        applied: u64,
+        sender: (u64, u64),
+    ) -> Result<u64, LinkError> {
         let Some(broker) = self.broker.upgrade() else {
             return Ok(applied);
         };
@@ -124,6 +141,13 @@ impl Cluster {
                         )));
                     }
                     batch.add_ticket(self.apply_retained(&broker, message, stamp, clock));
+                    last = seq;
+                }
+                Frame::Leave { seq } => {
+                    if seq <= last {
+                        continue;
+                    }
+                    self.node_leaving(sender.0, sender.1);
                     last = seq;
                 }
                 other => {

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -119,6 +120,9 @@ impl ClusterNode {
                         remote: Default::default(),
                         peers: Default::default(),
                         members: Default::default(),
+                        leaving: Default::default(),
+                        dead: Default::default(),
+                        inbound: Default::default(),
                         applied: Default::default(),
                         stamps: Default::default(),
                         counters: Default::default(),
@@ -179,6 +183,36 @@ impl ClusterNode {
     /// Announces whether this node serves clients.
     pub fn set_ready(&self, ready: bool) {
         self.cluster.ready.store(ready, Relaxed);
+    }
+
+    /// Tells every linked node this one is stopping, so they drop its
+    /// routes and forward nothing more to it now rather than when failure
+    /// detection notices it gone; waits for their acks, at most `within`.
+    /// Returns how many nodes acknowledged (or were dropped meanwhile), of
+    /// how many were told. Call
+    /// before the broker stops serving: what the others had queued for
+    /// this node still arrives.
+    pub async fn leave(&self, within: Duration) -> (usize, usize) {
+        self.cluster.ready.store(false, Relaxed);
+        let peers: Vec<Arc<link::Peer>> = self.cluster.peers.read().values().cloned().collect();
+        let mut pending: Vec<_> = peers
+            .iter()
+            .filter_map(|p| Some((p.send_leave()?, p.settled())))
+            .collect();
+        let told = pending.len();
+        // One wait after the other, all under one deadline: the acks come
+        // in concurrently, so this takes as long as the slowest one.
+        let _ = tokio::time::timeout(within, async {
+            for (seq, settled) in &mut pending {
+                let _ = settled.wait_for(|s| *s >= *seq).await;
+            }
+        })
+        .await;
+        let acked = pending
+            .iter()
+            .filter(|(seq, settled)| *settled.borrow() >= *seq)
+            .count();
+        (acked, told)
     }
 
     /// Leaves: stops gossiping (the others see the node go within seconds)

@@ -163,6 +163,12 @@ impl Peer {
         self.push(size, false, |seq| Frame::Retain { seq, stamp, packet })
     }
 
+    /// Queues the news that this node is stopping, behind everything
+    /// queued before it; its ack says the peer stopped forwarding here.
+    pub(crate) fn send_leave(&self) -> Option<u64> {
+        self.push(32, false, |seq| Frame::Leave { seq })
+    }
+
     fn push(&self, size: usize, droppable: bool, frame: impl FnOnce(u64) -> Frame) -> Option<u64> {
         if self.retired.load(Relaxed) {
             return None;
@@ -287,18 +293,24 @@ pub(crate) enum LinkError {
     Timeout(Duration),
 }
 
-/// Reads the next frame, reading the socket as needed; None at a clean end.
+/// Reads the next frame, reading the socket as needed (and adding what it
+/// read to `bytes_in`, if given); None at a clean end.
 pub(crate) async fn read_frame(
     stream: &mut OwnedReadHalf,
     buf: &mut BytesMut,
+    bytes_in: Option<&AtomicU64>,
 ) -> Result<Option<Frame>, LinkError> {
     loop {
         if let Some(frame) = Frame::decode(buf)? {
             return Ok(Some(frame));
         }
         buf.reserve(64 * 1024);
-        if stream.read_buf(buf).await? == 0 {
+        let n = stream.read_buf(buf).await?;
+        if n == 0 {
             return Ok(None);
+        }
+        if let Some(counter) = bytes_in {
+            counter.fetch_add(n as u64, Relaxed);
         }
     }
 }
@@ -336,7 +348,7 @@ pub(crate) async fn run_connection(
     };
     write_frames(&mut wr, &[hello]).await?;
     let mut buf = BytesMut::new();
-    let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut buf))
+    let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut rd, &mut buf, None))
         .await
         .map_err(|_| LinkError::Timeout(HANDSHAKE_TIMEOUT))??;
     match welcome {
@@ -354,7 +366,7 @@ pub(crate) async fn run_connection(
     info!(node = peer.node_id, addr = %peer.addr, "cluster link up");
     let reading = async {
         loop {
-            match read_frame(&mut rd, &mut buf).await? {
+            match read_frame(&mut rd, &mut buf, None).await? {
                 Some(Frame::Ack { seq }) => peer.acked(seq),
                 Some(other) => {
                     return Err(LinkError::Unexpected(format!(

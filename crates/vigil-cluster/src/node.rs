@@ -13,9 +13,10 @@ use chitchat::ChitchatHandle;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tracing::{info, warn};
-use vigil_broker::Broker;
+use tracing::{debug, info, warn};
+use vigil_broker::{Broker, ClusterMetrics, LinkMetrics};
 
+use crate::inbound::InboundStats;
 use crate::link::{run_peer, Peer};
 use crate::membership::{self, Member, Reader, RouteDelta};
 use crate::retained::RetainedStamps;
@@ -25,6 +26,8 @@ use crate::routes::{LocalRoutes, RouteTable};
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(50);
 /// Route changes gossiped per lock of the chitchat state.
 const ROUTE_BATCH: usize = 10_000;
+/// How often retained tombstones past their time are dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// A node's view of the cluster, shared by the broker's threads (through
 /// `ClusterHook`) and the cluster thread's tasks.
@@ -46,6 +49,13 @@ pub(crate) struct Cluster {
     pub(crate) peers: RwLock<HashMap<u64, Arc<Peer>>>,
     /// Live members other than this node, as last read.
     pub(crate) members: RwLock<Vec<Member>>,
+    /// Members (node, generation) that said they are stopping: no routes,
+    /// no new link, until gossip sees them gone.
+    pub(crate) leaving: Mutex<HashSet<(u64, u64)>>,
+    /// Nodes gossip holds as dead, as last read.
+    pub(crate) dead: AtomicU64,
+    /// What each node sent here, by node id.
+    pub(crate) inbound: Mutex<HashMap<u64, Arc<InboundStats>>>,
     /// Highest sequence number applied per inbound link (sender node,
     /// generation, link number).
     pub(crate) applied: Mutex<HashMap<(u64, u64, u64), u64>>,
@@ -76,6 +86,8 @@ pub(crate) struct ClusterCounters {
     pub(crate) bad_links: AtomicU64,
     /// Nodes that left or were declared dead.
     pub(crate) nodes_lost: AtomicU64,
+    /// Nodes that said they were stopping (`Leave`).
+    pub(crate) nodes_left: AtomicU64,
 }
 
 impl Cluster {
@@ -83,6 +95,7 @@ impl Cluster {
     pub(crate) async fn run_membership(self: Arc<Self>, handle: ChitchatHandle) {
         let mut reader = Reader::default();
         let mut ready_told = None;
+        let mut pruned_at = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -103,14 +116,43 @@ impl Cluster {
                 }
                 membership::publish_routes(&mut *chitchat.lock().await, &changes);
             }
-            let looked = reader.look(&*chitchat.lock().await);
+            let looked = {
+                let state = chitchat.lock().await;
+                self.dead.store(state.dead_nodes().count() as u64, Relaxed);
+                reader.look(&state)
+            };
             self.apply_membership(looked);
+            if pruned_at.elapsed() >= PRUNE_EVERY {
+                pruned_at = tokio::time::Instant::now();
+                let n = self.stamps.lock().prune(crate::retained::unix_ms());
+                if n > 0 {
+                    debug!(
+                        tombstones = n,
+                        "retained deletions older than an hour forgotten"
+                    );
+                }
+            }
         }
         let chitchat = handle.chitchat();
         membership::set_ready(&mut *chitchat.lock().await, false);
         if let Err(e) = handle.shutdown().await {
             warn!(cause = %e, "gossip did not stop cleanly");
         }
+    }
+
+    /// Node `node`, generation `generation`, said it is stopping: its routes
+    /// go now, so nothing more is forwarded to it; its link stays until
+    /// gossip sees it gone, so what was queued for it still arrives.
+    pub(crate) fn node_leaving(&self, node: u64, generation: u64) {
+        if !self.leaving.lock().insert((node, generation)) {
+            return;
+        }
+        self.remote.write().remove_node(node);
+        self.counters.nodes_left.fetch_add(1, Relaxed);
+        info!(
+            node,
+            generation, "cluster node stopping: its routes dropped, nothing more forwarded to it"
+        );
     }
 
     /// Opens links to new members (or new generations of known ones),
@@ -120,7 +162,11 @@ impl Cluster {
         let live: HashSet<u64> = looked.iter().map(|(m, _)| m.node_id).collect();
         let mut table = self.remote.write();
         let mut peers = self.peers.write();
+        let mut leaving = self.leaving.lock();
         for (member, delta) in &looked {
+            if leaving.contains(&(member.node_id, member.generation)) {
+                continue;
+            }
             let known = peers.get(&member.node_id).map(|p| p.generation);
             if known != Some(member.generation) {
                 if let Some(old) = peers.remove(&member.node_id) {
@@ -172,16 +218,30 @@ impl Cluster {
             .collect();
         for node in gone {
             if let Some(peer) = peers.remove(&node) {
-                warn!(
-                    node,
-                    queued = peer.queued(),
-                    "cluster node left or stopped answering: its routes dropped, what was queued for it given up"
-                );
+                if leaving.contains(&(node, peer.generation)) {
+                    info!(
+                        node,
+                        queued = peer.queued(),
+                        "cluster node stopped: its link retired"
+                    );
+                } else {
+                    warn!(
+                        node,
+                        queued = peer.queued(),
+                        "cluster node left or stopped answering: its routes dropped, what was queued for it given up"
+                    );
+                }
                 peer.retire();
             }
             table.remove_node(node);
             self.counters.nodes_lost.fetch_add(1, Relaxed);
         }
+        leaving.retain(|(node, generation)| {
+            looked
+                .iter()
+                .any(|(m, _)| m.node_id == *node && m.generation == *generation)
+        });
+        drop(leaving);
         drop(peers);
         drop(table);
         *self.members.write() = looked.into_iter().map(|(m, _)| m).collect();
@@ -204,10 +264,65 @@ impl Cluster {
         }
     }
 
+    /// Members, routes and both directions of traffic, for `/metrics`.
+    pub(crate) fn metrics_now(&self) -> ClusterMetrics {
+        let table = self.remote.read();
+        let peers = self.peers.read();
+        let inbound = self.inbound.lock();
+        let leaving = self.leaving.lock().clone();
+        let members = self.members.read();
+        let links = members
+            .iter()
+            .map(|m| {
+                let mut l = LinkMetrics {
+                    node_id: m.node_id,
+                    routes: table.routes_of(m.node_id).map_or(0, |r| r.len()) as u64,
+                    ..LinkMetrics::default()
+                };
+                if let Some(p) = peers.get(&m.node_id) {
+                    let s = &p.stats;
+                    l.connected = s.connected.load(Relaxed);
+                    l.connects = s.connects.load(Relaxed);
+                    l.frames_out = s.frames_out.load(Relaxed);
+                    l.bytes_out = s.bytes_out.load(Relaxed);
+                    l.frames_acked = s.frames_acked.load(Relaxed);
+                    l.queued = p.queued() as u64;
+                    l.dropped_full = s.dropped_full.load(Relaxed);
+                    l.given_up = s.given_up.load(Relaxed);
+                }
+                if let Some(i) = inbound.get(&m.node_id) {
+                    l.frames_in = i.frames.load(Relaxed);
+                    l.bytes_in = i.bytes.load(Relaxed);
+                }
+                l
+            })
+            .collect();
+        let c = &self.counters;
+        ClusterMetrics {
+            members_live: members.len() as u64,
+            members_leaving: members
+                .iter()
+                .filter(|m| leaving.contains(&(m.node_id, m.generation)))
+                .count() as u64,
+            members_dead: self.dead.load(Relaxed),
+            local_routes: self.local.len() as u64,
+            forwarded: c.forwarded.load(Relaxed),
+            received: c.received.load(Relaxed),
+            retained_out: c.retained_out.load(Relaxed),
+            retained_applied: c.retained_applied.load(Relaxed),
+            retained_tombstones: self.stamps.lock().tombstone_count() as u64,
+            malformed_links: c.bad_links.load(Relaxed),
+            nodes_lost: c.nodes_lost.load(Relaxed),
+            nodes_left: c.nodes_left.load(Relaxed),
+            links,
+        }
+    }
+
     /// Members, routes and links, for the admin API.
     pub(crate) fn status_json(&self) -> serde_json::Value {
         let table = self.remote.read();
         let peers = self.peers.read();
+        let leaving = self.leaving.lock().clone();
         let members: Vec<serde_json::Value> = self
             .members
             .read()
@@ -232,6 +347,7 @@ impl Cluster {
                     "cluster_addr": m.cluster_addr.to_string(),
                     "mqtt": m.mqtt,
                     "ready": m.ready,
+                    "leaving": leaving.contains(&(m.node_id, m.generation)),
                     "routes": table.routes_of(m.node_id).map_or(0, |r| r.len()),
                     "link": link,
                 })
@@ -250,6 +366,7 @@ impl Cluster {
             "retained_applied": c.retained_applied.load(Relaxed),
             "bad_links": c.bad_links.load(Relaxed),
             "nodes_lost": c.nodes_lost.load(Relaxed),
+            "nodes_left": c.nodes_left.load(Relaxed),
         })
     }
 }

@@ -9,13 +9,25 @@
 //! bring it back. A retained message the node recovered from its store has
 //! no stamp (it sorts before every stamped write): after a restart, the
 //! other nodes' copies win.
+//!
+//! Tombstones are dropped `TOMBSTONE_TTL` after the deletion (by the time
+//! in its stamp), so a broker that deletes many topics does not grow
+//! forever. Until then they stop late copies in flight and copies held by
+//! a node that was away; a node away longer than that may bring a deleted
+//! message back (docs/cluster.md says so).
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::wire::Stamp;
+
+/// How long a deletion's tombstone is kept: as long as chitchat keeps a
+/// removed route's (`marked_for_deletion_grace_period`), so a node away
+/// for less than that finds both its routes and its retained messages as
+/// the cluster left them.
+pub(crate) const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
 /// Stamps of retained topics and the node's hybrid logical clock.
 #[derive(Debug, Default)]
@@ -31,6 +43,11 @@ pub(crate) struct Stamps {
     clock: u64,
     /// Topic -> (stamp of its last write, whether that write deleted it).
     by_topic: HashMap<String, (Stamp, bool)>,
+    /// Deletions in the order they were recorded, for pruning: an entry
+    /// whose topic was written again since is skipped when it comes up.
+    deletions: VecDeque<(Stamp, String)>,
+    /// Topics of `by_topic` whose last write deleted them.
+    tombstones: usize,
 }
 
 impl RetainedStamps {
@@ -55,8 +72,47 @@ impl Stamps {
             clock: self.clock,
             node,
         };
-        self.by_topic.insert(topic.to_owned(), (stamp, deleted));
+        self.record(topic, stamp, deleted);
         stamp
+    }
+
+    fn record(&mut self, topic: &str, stamp: Stamp, deleted: bool) {
+        if let Some((_, true)) = self.by_topic.insert(topic.to_owned(), (stamp, deleted)) {
+            self.tombstones -= 1;
+        }
+        if deleted {
+            self.tombstones += 1;
+            self.deletions.push_back((stamp, topic.to_owned()));
+        }
+    }
+
+    /// How many tombstones are held.
+    pub(crate) fn tombstone_count(&self) -> usize {
+        self.tombstones
+    }
+
+    /// Drops the tombstones of deletions stamped `TOMBSTONE_TTL` or more
+    /// before `unix_ms`; returns how many. Deletions are looked at in the
+    /// order they were recorded, so one that arrived stamped long ago may
+    /// wait behind a younger one: it is dropped at most `TOMBSTONE_TTL`
+    /// after it arrived.
+    pub(crate) fn prune(&mut self, unix_ms: u64) -> usize {
+        let ttl = TOMBSTONE_TTL.as_millis() as u64;
+        let mut pruned = 0;
+        while let Some((stamp, _)) = self.deletions.front() {
+            if unix_ms.saturating_sub(stamp.clock >> 16) < ttl {
+                break;
+            }
+            let Some((stamp, topic)) = self.deletions.pop_front() else {
+                break;
+            };
+            if self.by_topic.get(&topic) == Some(&(stamp, true)) {
+                self.by_topic.remove(&topic);
+                self.tombstones -= 1;
+                pruned += 1;
+            }
+        }
+        pruned
     }
 
     /// A write another node stamped: true (and recorded) if it must be
@@ -77,7 +133,7 @@ impl Stamps {
             None if stamp == Stamp::default() => return !held && !deleted,
             _ => {}
         }
-        self.by_topic.insert(topic.to_owned(), (stamp, deleted));
+        self.record(topic, stamp, deleted);
         true
     }
 
@@ -137,6 +193,40 @@ mod tests {
         assert_eq!(a.tombstones(), vec![("t".to_string(), mine)]);
         // A late copy of the deleted message does not come back.
         assert!(!a.remote_write("t", far, false, false));
+    }
+
+    #[test]
+    fn tombstones_are_pruned_after_their_ttl_and_live_stamps_never() {
+        let ttl = TOMBSTONE_TTL.as_millis() as u64;
+        let t0 = 10_000_000;
+        let mut a = Stamps::default();
+        a.local_write("kept", 1, t0, false);
+        let gone = a.local_write("gone", 1, t0, true);
+        // Deleted, then written again: its deletion's tombstone is no
+        // longer the topic's stamp and must not be dropped with it.
+        a.local_write("again", 1, t0, true);
+        let again = a.local_write("again", 1, t0 + 1, false);
+        // A deletion another node stamped, arriving later.
+        let remote = Stamp {
+            clock: (t0 + 5_000) << 16,
+            node: 2,
+        };
+        assert!(a.remote_write("remote", remote, true, true));
+        assert_eq!(a.prune(t0 + ttl - 1), 0, "not yet");
+        assert_eq!(a.tombstones().len(), 2);
+        assert_eq!(a.tombstone_count(), 2);
+        assert_eq!(a.prune(t0 + ttl), 1);
+        assert_eq!(a.of("gone"), Stamp::default());
+        assert_eq!(a.tombstones(), vec![("remote".to_string(), remote)]);
+        assert_eq!(a.of("again"), again, "a live stamp stays");
+        assert_ne!(a.of("kept"), Stamp::default(), "a live stamp stays");
+        assert_eq!(a.prune(t0 + 5_000 + ttl), 1);
+        assert!(a.tombstones().is_empty());
+        assert_eq!(a.tombstone_count(), 0);
+        assert!(a.deletions.is_empty(), "nothing left to look at");
+        // Once pruned, the topic is as if never written here: a stamped
+        // write applies, whatever its age.
+        assert!(a.remote_write("gone", gone, false, false));
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub(crate) enum Frame {
         /// Highest accepted sequence number.
         seq: u64,
     },
+    /// The sender is stopping: the receiver drops its routes and forwards
+    /// nothing more to it, then acknowledges `seq` as usual.
+    Leave {
+        /// Per-link sequence number.
+        seq: u64,
+    },
 }
 
 /// A frame that cannot be read.
@@ -107,6 +113,7 @@ const WELCOME: u8 = 2;
 const PUBLISH: u8 = 3;
 const RETAIN: u8 = 4;
 const ACK: u8 = 5;
+const LEAVE: u8 = 6;
 
 impl Frame {
     /// Appends the frame's bytes to `out`.
@@ -152,6 +159,10 @@ impl Frame {
             }
             Frame::Ack { seq } => {
                 out.put_u8(ACK);
+                out.put_u64(*seq);
+            }
+            Frame::Leave { seq } => {
+                out.put_u8(LEAVE);
                 out.put_u64(*seq);
             }
         }
@@ -215,6 +226,9 @@ impl Frame {
             }
             ACK => Frame::Ack {
                 seq: take_u64(&mut body, "ack")?,
+            },
+            LEAVE => Frame::Leave {
+                seq: take_u64(&mut body, "leave")?,
             },
             other => return Err(WireError::Kind(other)),
         };
@@ -320,6 +334,12 @@ mod tests {
             &[0, 0, 0, 10, VERSION, ACK, 0, 0, 0, 0, 0, 0, 0, 7]
         );
         out.clear();
+        Frame::Leave { seq: 258 }.encode(&mut out);
+        assert_eq!(
+            &out[..],
+            &[0, 0, 0, 10, VERSION, LEAVE, 0, 0, 0, 0, 0, 0, 1, 2]
+        );
+        out.clear();
         Frame::Publish {
             seq: 1,
             groups: vec![("g".into(), "t/+".into())],
@@ -354,6 +374,7 @@ mod tests {
                 packet: encode_message(&message(true), now),
             },
             Frame::Ack { seq: 10 },
+            Frame::Leave { seq: 11 },
         ];
         let mut all = BytesMut::new();
         for f in &frames {

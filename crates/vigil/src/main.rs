@@ -33,6 +33,7 @@ mod cli_props;
 mod cli_pub;
 mod cli_sub;
 mod ctl;
+mod log_filter;
 mod passwd;
 mod serve;
 mod serve_auth;
@@ -87,28 +88,37 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the default level. Colour only
-/// on a terminal, and never with `NO_COLOR` set (no-color.org): a log file
-/// or a journal must not fill with escape codes.
+/// Logs go to stderr; `RUST_LOG` overrides the default filter (level
+/// `default_level`, openraft's retry noise thinned: see `log_filter`). Colour
+/// only on a terminal, and never with `NO_COLOR` set (no-color.org): a log
+/// file or a journal must not fill with escape codes.
 /// With `json`, one JSON object per line for log shippers.
 fn init_logging(default_level: &str, json: bool) {
     use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    if json {
-        tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let (filter, thin) = match EnvFilter::try_from_default_env() {
+        Ok(user) => (user, None),
+        Err(_) => (
+            EnvFilter::new(log_filter::default_directives(default_level)),
+            Some(log_filter::OncePerCallsite::default()),
+        ),
+    };
+    let layer = if json {
+        tracing_subscriber::fmt::layer()
             .json()
-            .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .init();
-        return;
-    }
-    let ansi = std::io::stderr().is_terminal() && colour_allowed(std::env::var_os("NO_COLOR"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        let ansi = std::io::stderr().is_terminal() && colour_allowed(std::env::var_os("NO_COLOR"));
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter).with_filter(thin))
         .init();
 }
 

@@ -270,6 +270,11 @@ impl ServeArgs {
     }
 }
 
+/// Longest a stopping cluster node waits for the others to acknowledge
+/// that it is leaving (a node that does not answer in time notices
+/// through failure detection, as for a crash).
+const LEAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the broker until SIGINT or SIGTERM.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     crate::init_logging("info", args.log_format == LogFormat::Json);
@@ -354,7 +359,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
                     a.set_ready(false);
                 }
                 if let Some(c) = &cluster {
-                    c.set_ready(false);
+                    // Before the listeners close: the others stop forwarding
+                    // here at once, and what they had queued still arrives.
+                    let started = std::time::Instant::now();
+                    let (acked, told) = c.leave(LEAVE_WAIT).await;
+                    tracing::info!(
+                        acked,
+                        told,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "told the cluster this node is stopping"
+                    );
                 }
             })
             .await?;

@@ -105,6 +105,11 @@ impl Node {
         status_of(self.ip, self.admin)
     }
 
+    /// `GET /metrics` on this node's admin listener.
+    fn metrics(&self) -> String {
+        get(self.ip, self.admin, "/metrics")
+    }
+
     /// What this node knows of member `id` (None: not a live member).
     fn member(&self, id: u64) -> Option<Value> {
         self.status()["members"]
@@ -133,19 +138,38 @@ impl Node {
     }
 }
 
-/// `GET /api/v1/cluster` on the admin listener at `ip:port`.
-fn status_of(ip: &str, port: u16) -> Value {
+/// The body of `GET path` on the admin listener at `ip:port`.
+fn get(ip: &str, port: u16, path: &str) -> String {
     let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "GET /api/v1/cluster HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
-    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"))
+    assert!(reply.starts_with("HTTP/1.1 200"), "GET {path}: {reply}");
+    reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string()
+}
+
+/// `GET /api/v1/cluster` on the admin listener at `ip:port`.
+fn status_of(ip: &str, port: u16) -> Value {
+    let body = get(ip, port, "/api/v1/cluster");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The value of the Prometheus sample `series` (name and labels, exactly
+/// as written) in `text`.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 /// Polls `check` every 50 ms until it holds; panics after `limit`.
@@ -479,4 +503,117 @@ async fn killing_one_of_three_nodes_under_load_loses_nothing_between_the_others(
         .into_iter()
         .collect();
     assert_eq!(counts["nodes_lost"], 1);
+}
+
+/// A node stopped with SIGTERM tells the others before it goes: they drop
+/// its routes at once, not when failure detection notices it gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_withdraws_its_routes_before_failure_detection() {
+    let n1 = Node::start(1, "127.0.0.1", &[]);
+    let mut n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    wait_until(
+        "node 2's link to node 1 is up",
+        Duration::from_secs(30),
+        || n2.member(1).is_some_and(|m| m["link"]["connected"] == true),
+    );
+    let (s2, _e2) = n2.client("leaver-sub").await;
+    s2.subscribe("leave/#", QoS::AtLeastOnce).await.unwrap();
+    routes_converge(&n1, 2, 1);
+
+    let sigterm = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &n2.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let (mut routes_gone, mut member_gone) = (None, None);
+    while member_gone.is_none() {
+        assert!(
+            sigterm.elapsed() < Duration::from_secs(30),
+            "node 1 still lists node 2 30 s after its SIGTERM"
+        );
+        let member = n1.member(2);
+        let at = sigterm.elapsed();
+        if routes_gone.is_none() && member.as_ref().is_none_or(|m| m["routes"] == 0) {
+            routes_gone = Some(at);
+        }
+        if member.is_none() {
+            member_gone = Some(at);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (routes_gone, member_gone) = (routes_gone.unwrap(), member_gone.unwrap());
+    eprintln!(
+        "after SIGTERM, node 1 dropped node 2's routes in {routes_gone:?}; \
+         failure detection dropped node 2 itself in {member_gone:?}"
+    );
+    assert_eq!(
+        n1.status()["nodes_left"],
+        1,
+        "node 1 heard node 2 say it was stopping"
+    );
+    assert!(
+        routes_gone < Duration::from_secs(1) && routes_gone < member_gone,
+        "routes dropped in {routes_gone:?}, node in {member_gone:?}"
+    );
+    let exit = n2.child.wait().unwrap();
+    assert!(exit.success(), "node 2 stopped cleanly: {exit}");
+}
+
+/// `/metrics` counts what crossed the link, on both nodes: members by
+/// state, routes, messages and bytes each way, remote-ack waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_metrics_count_a_forwarded_message_on_both_nodes() {
+    let n1 = Node::start(1, "127.0.0.1", &[]);
+    let n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    let (s2, mut e2) = n2.client("metrics-sub").await;
+    s2.subscribe("metrics/#", QoS::AtLeastOnce).await.unwrap();
+    routes_converge(&n1, 2, 1);
+    let before = n1.metrics();
+    assert_eq!(sample(&before, "vigil_cluster_members{state=\"live\"}"), 1);
+    assert_eq!(sample(&before, "vigil_cluster_routes{node=\"2\"}"), 1);
+    let forwarded = sample(&before, "vigil_cluster_messages_forwarded_total");
+    let waits = sample(&before, "vigil_cluster_remote_ack_waits_total");
+
+    let (p1, _pe1) = n1.client("metrics-pub").await;
+    publish_seq(&p1, "metrics/x", QoS::AtLeastOnce, 3).await;
+    let got = collect(&mut e2, Duration::from_secs(30), |g| g.len() >= 3).await;
+    assert_eq!(seqs(&got, "metrics/x"), vec![0, 1, 2]);
+
+    let sent = n1.metrics();
+    assert_eq!(
+        sample(&sent, "vigil_cluster_messages_forwarded_total"),
+        forwarded + 3
+    );
+    assert!(sample(&sent, "vigil_cluster_link_frames_sent_total{node=\"2\"}") >= 3);
+    assert!(sample(&sent, "vigil_cluster_link_frames_acked_total{node=\"2\"}") >= 3);
+    assert!(sample(&sent, "vigil_cluster_link_bytes_sent_total{node=\"2\"}") > 0);
+    assert_eq!(sample(&sent, "vigil_cluster_link_up{node=\"2\"}"), 1);
+    assert!(sample(&sent, "vigil_cluster_remote_ack_waits_total") > waits);
+    assert_eq!(sample(&sent, "vigil_cluster_remote_ack_timeouts_total"), 0);
+    assert_eq!(sample(&sent, "vigil_cluster_local_routes"), 0);
+
+    let received = n2.metrics();
+    assert_eq!(
+        sample(&received, "vigil_cluster_messages_received_total"),
+        3
+    );
+    assert!(
+        sample(
+            &received,
+            "vigil_cluster_link_frames_received_total{node=\"1\"}"
+        ) >= 3
+    );
+    assert!(
+        sample(
+            &received,
+            "vigil_cluster_link_bytes_received_total{node=\"1\"}"
+        ) > 0
+    );
+    assert_eq!(sample(&received, "vigil_cluster_local_routes"), 1);
+    assert_eq!(sample(&received, "vigil_cluster_malformed_links_total"), 0);
+    assert_eq!(
+        sample(&received, "vigil_cluster_members{state=\"dead\"}"),
+        0
+    );
 }

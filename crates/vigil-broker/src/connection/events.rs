@@ -14,7 +14,7 @@ use vigil_store::Ticket;
 
 use super::{Attached, Driver};
 use crate::auth::Login;
-use crate::core::{ConnectRequest, SessionRef, WakeInbox, Wakes};
+use crate::core::{ConnectRequest, Counters, SessionRef, WakeInbox, Wakes};
 use crate::remote_acks::RemoteAcks;
 use crate::transport::CertLogin;
 
@@ -110,7 +110,9 @@ impl Driver {
         };
         let held = std::mem::take(&mut batch.held);
         if let Some(remote) = batch.remote.take() {
+            Counters::add(&self.broker.counters().remote_ack_waits, 1);
             if !remote.settled().await {
+                Counters::add(&self.broker.counters().remote_ack_timeouts, 1);
                 warn!(client = %self.client_id(), "other cluster nodes did not accept a message in time; acknowledging it anyway");
             }
             if ticket.is_none() {

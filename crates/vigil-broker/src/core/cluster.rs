@@ -34,6 +34,70 @@ pub trait ClusterHook: Send + Sync + fmt::Debug {
     fn route_removed(&self, filter: &str, group: Option<&str>);
     /// Members, routes and link traffic, for the admin API.
     fn status(&self) -> serde_json::Value;
+    /// The same figures, typed, for the Prometheus endpoint.
+    fn metrics(&self) -> ClusterMetrics;
+}
+
+/// A cluster node's figures, read once per scrape of `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Other nodes gossip shows alive (leaving ones included).
+    pub members_live: u64,
+    /// Of those, the ones that said they are stopping.
+    pub members_leaving: u64,
+    /// Nodes gossip declared dead and still remembers (an hour; earlier
+    /// generations of restarted nodes included).
+    pub members_dead: u64,
+    /// Distinct filters this node announces.
+    pub local_routes: u64,
+    /// Messages forwarded to other nodes (one per message and node).
+    pub forwarded: u64,
+    /// Messages other nodes forwarded here.
+    pub received: u64,
+    /// Retained writes sent to other nodes (replication and replay).
+    pub retained_out: u64,
+    /// Retained writes from other nodes applied here.
+    pub retained_applied: u64,
+    /// Retained deletions remembered (tombstones).
+    pub retained_tombstones: u64,
+    /// Inbound links closed for a malformed or unexpected frame.
+    pub malformed_links: u64,
+    /// Nodes dropped because they left or stopped answering.
+    pub nodes_lost: u64,
+    /// Nodes that said they were stopping.
+    pub nodes_left: u64,
+    /// One entry per live member.
+    pub links: Vec<LinkMetrics>,
+}
+
+/// One other node as this one sees it: its routes and both directions of
+/// traffic with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkMetrics {
+    /// The other node's id.
+    pub node_id: u64,
+    /// Routes it announced.
+    pub routes: u64,
+    /// Whether this node's link to it is connected.
+    pub connected: bool,
+    /// Connections of the link made (the first, then reconnects).
+    pub connects: u64,
+    /// Frames written to it (resent ones included).
+    pub frames_out: u64,
+    /// Bytes written to it.
+    pub bytes_out: u64,
+    /// Frames it acknowledged.
+    pub frames_acked: u64,
+    /// Frames queued or waiting for its ack now.
+    pub queued: u64,
+    /// QoS 0 messages dropped because its link was full.
+    pub dropped_full: u64,
+    /// Frames given up when it left.
+    pub given_up: u64,
+    /// Frames received from it.
+    pub frames_in: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
 }
 
 impl Broker {
@@ -179,6 +243,9 @@ mod tests {
         }
         fn status(&self) -> serde_json::Value {
             serde_json::Value::Null
+        }
+        fn metrics(&self) -> ClusterMetrics {
+            ClusterMetrics::default()
         }
     }
 

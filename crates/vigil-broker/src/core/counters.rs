@@ -129,6 +129,11 @@ pub struct Counters {
     pub publish_throttled: AtomicU64,
     /// Connections whose accept waited for `max_connection_rate`.
     pub accepts_delayed: AtomicU64,
+    /// Publishers' acknowledgements that waited for other cluster nodes
+    /// (one per read batch with forwarded QoS 1/2 messages).
+    pub remote_ack_waits: AtomicU64,
+    /// Of those, the ones the deadline cut short (a node hung).
+    pub remote_ack_timeouts: AtomicU64,
 }
 
 impl Counters {
