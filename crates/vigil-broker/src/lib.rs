@@ -32,7 +32,7 @@ pub mod server;
 pub mod transport;
 
 pub use crate::core::clients::{ClientFilter, ClientInfo, Kicked};
-pub use crate::core::cluster::ClusterHook;
+pub use crate::core::cluster::{ClaimFuture, ClusterHook};
 pub use crate::core::history::DisconnectRecord;
 pub use crate::core::{
     Broker, ConnFigures, CoreConfig, Counters, MailboxLimits, OverflowConfig, ShardedCounter,

@@ -109,6 +109,16 @@ impl ClusterHook for Cluster {
     fn status(&self) -> serde_json::Value {
         self.status_json()
     }
+
+    fn claim_client(&self, client_id: &str) -> Option<vigil_broker::ClaimFuture> {
+        Some(self.ownership.claim(client_id))
+    }
+
+    fn client_attached(&self, client_id: &str, ticket: u64) {
+        if let Some(broker) = self.broker.upgrade() {
+            self.ownership.attached(&broker, client_id, ticket);
+        }
+    }
 }
 
 impl Cluster {

@@ -18,6 +18,7 @@ use vigil_broker::Broker;
 
 use crate::link::{run_peer, Peer};
 use crate::membership::{self, Member, Reader, RouteDelta};
+use crate::ownership::ClientOwnership;
 use crate::retained::RetainedStamps;
 use crate::routes::{LocalRoutes, RouteTable};
 
@@ -59,6 +60,8 @@ pub(crate) struct Cluster {
     pub(crate) ready: AtomicBool,
     /// Ends the membership loop.
     pub(crate) stop: Notify,
+    /// Client-id ownership (Raft).
+    pub(crate) ownership: Arc<ClientOwnership>,
 }
 
 /// What crossed this node's links.
@@ -83,6 +86,7 @@ impl Cluster {
     pub(crate) async fn run_membership(self: Arc<Self>, handle: ChitchatHandle) {
         let mut reader = Reader::default();
         let mut ready_told = None;
+        let mut formed_told = None;
         let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -103,8 +107,14 @@ impl Cluster {
                 }
                 membership::publish_routes(&mut *chitchat.lock().await, &changes);
             }
+            let formed = self.ownership.formed();
+            if formed_told != Some(formed) {
+                membership::set_raft_formed(&mut *chitchat.lock().await, formed);
+                formed_told = Some(formed);
+            }
             let looked = reader.look(&*chitchat.lock().await);
             self.apply_membership(looked);
+            self.ownership.steer(&self.members.read());
         }
         let chitchat = handle.chitchat();
         membership::set_ready(&mut *chitchat.lock().await, false);
@@ -250,6 +260,7 @@ impl Cluster {
             "retained_applied": c.retained_applied.load(Relaxed),
             "bad_links": c.bad_links.load(Relaxed),
             "nodes_lost": c.nodes_lost.load(Relaxed),
+            "ownership": self.ownership.status_json(),
         })
     }
 }
