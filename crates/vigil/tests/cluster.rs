@@ -543,12 +543,21 @@ impl Raw {
     }
 
     fn connect_to(ip: &str, port: u16, client_id: &str) -> (Raw, u8) {
+        Raw::connect_level(ip, port, client_id, 5)
+    }
+
+    /// Connects at protocol `level` (4: 3.1.1, 5: MQTT 5); the CONNACK's
+    /// reason code (MQTT 5) or return code (3.1.1).
+    fn connect_level(ip: &str, port: u16, client_id: &str, level: u8) -> (Raw, u8) {
         let mut stream = std::net::TcpStream::connect((ip, port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let id = client_id.as_bytes();
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 0];
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 30];
+        if level == 5 {
+            body.push(0); // no properties
+        }
         body.extend_from_slice(&(id.len() as u16).to_be_bytes());
         body.extend_from_slice(id);
         assert!(body.len() < 128);
@@ -726,6 +735,8 @@ fn a_node_without_a_majority_refuses_new_connects_and_serves_its_clients() {
     let refusal = refused_at.elapsed();
     eprintln!("minority: a CONNECT is refused in {refusal:?}");
     assert!(refusal < Duration::from_secs(5), "{refusal:?}");
+    let (_c, code) = Raw::connect_level(nodes[0].ip, nodes[0].mqtt, "newcomer-311", 4);
+    assert_eq!(code, 0x03, "3.1.1: return code 3, server unavailable");
     assert!(kept.ping(), "still served after the refusals");
     for n in &nodes[1..] {
         signal(&n.child, "CONT");
