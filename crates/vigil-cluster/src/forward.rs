@@ -110,8 +110,12 @@ impl ClusterHook for Cluster {
         self.status_json()
     }
 
-    fn claim_client(&self, client_id: &str) -> Option<vigil_broker::ClaimFuture> {
-        Some(self.ownership.claim(client_id))
+    fn claim_client(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Option<vigil_broker::ClaimFuture> {
+        Some(self.claim_and_hand_over(client_id, clean_start))
     }
 
     fn client_attached(&self, client_id: &str, ticket: u64) {

@@ -18,6 +18,7 @@
 //! the design and what is promised.
 
 mod forward;
+mod handover;
 mod inbound;
 mod link;
 mod membership;

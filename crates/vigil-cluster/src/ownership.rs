@@ -20,14 +20,21 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
-use vigil_broker::{Broker, ClaimFuture};
-use vigil_ownership::{Epoch, Owner, Ownership, OwnershipChange, OwnershipEvent};
+use vigil_broker::Broker;
+use vigil_ownership::{Claimed, Epoch, Owner, Ownership, OwnershipChange, OwnershipEvent};
 use vigil_proto::time::Clock;
 
 use crate::membership::Member;
 
 /// How long a learner may take to catch up before the leader tries again.
 const ADD_LEARNER_WAIT: Duration = Duration::from_secs(10);
+/// How long a hand-over request waits for this node to apply the claim it
+/// names.
+const VERIFY_WAIT: Duration = Duration::from_secs(2);
+/// How long a session whose client id another node claimed is kept here
+/// for that node's hand-over request before it is ended anyway (the new
+/// owner crashed, or its request was lost).
+const HAND_OVER_GRACE: Duration = Duration::from_secs(5);
 
 /// This node's part in client-id ownership.
 pub(crate) struct ClientOwnership {
@@ -82,28 +89,41 @@ impl ClientOwnership {
         self.formed.load(Relaxed)
     }
 
-    /// The claim a CONNECT for `client_id` awaits: the claim's epoch, or why
-    /// it failed (no majority within the claim timeout, or a newer claim
-    /// from another node already applied).
-    pub(crate) fn claim(self: &Arc<Self>, client_id: &str) -> ClaimFuture {
-        let this = self.clone();
-        let client_id = client_id.to_owned();
-        Box::pin(async move {
-            let claimed = this
-                .ownership
-                .claim(&client_id, this.node_id)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut held = this.held.lock();
-            if let Some(newer) = this.newer_elsewhere(&client_id, claimed.epoch) {
-                return Err(format!(
-                    "a newer claim ({newer}) won the race for this client id"
-                ));
-            }
-            let epoch = held.entry(client_id).or_insert(claimed.epoch);
-            *epoch = (*epoch).max(claimed.epoch);
-            Ok(claimed.epoch.0)
-        })
+    /// Commits this node's claim of `client_id` for a CONNECT: the claim's
+    /// epoch and the owner before it, or why it failed (no majority within
+    /// the claim timeout, or a newer claim from another node already
+    /// applied).
+    pub(crate) async fn claim(&self, client_id: &str) -> Result<Claimed, String> {
+        let claimed = self
+            .ownership
+            .claim(client_id, self.node_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut held = self.held.lock();
+        if let Some(newer) = self.newer_elsewhere(client_id, claimed.epoch) {
+            return Err(format!(
+                "a newer claim ({newer}) won the race for this client id"
+            ));
+        }
+        let epoch = held.entry(client_id.to_owned()).or_insert(claimed.epoch);
+        *epoch = (*epoch).max(claimed.epoch);
+        Ok(claimed)
+    }
+
+    /// Whether `owner` is the current owner of `client_id`, once this node
+    /// has applied its claim: how a hand-over request with a stale epoch
+    /// is refused. A claim this node made that is older than `owner` is
+    /// forgotten, as its change would have it.
+    pub(crate) async fn verify(&self, client_id: &str, owner: Owner) -> Result<(), String> {
+        self.ownership
+            .verify_current(client_id, owner, VERIFY_WAIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut held = self.held.lock();
+        if held.get(client_id).is_some_and(|e| *e < owner.epoch) {
+            held.remove(client_id);
+        }
+        Ok(())
     }
 
     /// The connection whose claim got `ticket` is attached: if a newer claim
@@ -116,7 +136,7 @@ impl ClientOwnership {
             }
             drop(held);
             info!(client = client_id, owner = %newer, "client id claimed by another node while connecting here: connection closed (0x8E)");
-            broker.end_taken_elsewhere(Clock::now(), client_id);
+            broker.end_taken_elsewhere(Clock::now(), client_id, true);
         }
     }
 
@@ -147,7 +167,7 @@ impl ClientOwnership {
         }
     }
 
-    fn on_change(&self, broker: &Weak<Broker>, change: OwnershipChange) {
+    fn on_change(self: &Arc<Self>, broker: &Weak<Broker>, change: OwnershipChange) {
         let Some(current) = change.current else {
             return;
         };
@@ -170,7 +190,7 @@ impl ClientOwnership {
 
     /// After a snapshot or a lagged change stream: every id held is checked
     /// against the applied state.
-    fn recheck(&self, broker: &Weak<Broker>) {
+    fn recheck(self: &Arc<Self>, broker: &Weak<Broker>) {
         let mut lost = Vec::new();
         self.held
             .lock()
@@ -186,13 +206,33 @@ impl ClientOwnership {
         }
     }
 
-    fn end_here(&self, broker: &Weak<Broker>, client_id: &str, owner: Owner) {
-        let Some(broker) = broker.upgrade() else {
+    /// Closes the local connection of `client_id` (0x8E); the session stays
+    /// for the new owner's hand-over request, and ends here after
+    /// `HAND_OVER_GRACE` if none came and this node has not claimed the id
+    /// again meanwhile.
+    fn end_here(self: &Arc<Self>, broker: &Weak<Broker>, client_id: &str, owner: Owner) {
+        let Some(b) = broker.upgrade() else {
             return;
         };
-        if let Some(what) = broker.end_taken_elsewhere(Clock::now(), client_id) {
-            info!(client = client_id, %owner, ?what, "client id taken over by another node: its connection here closed (0x8E), its session here ended");
+        if let Some(what) = b.end_taken_elsewhere(Clock::now(), client_id, false) {
+            info!(client = client_id, %owner, ?what, "client id taken over by another node: its connection here closed (0x8E)");
+        } else {
+            return;
         }
+        let (this, broker, client_id) = (self.clone(), broker.clone(), client_id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(HAND_OVER_GRACE).await;
+            if this.held.lock().contains_key(&client_id) {
+                return;
+            }
+            if let Some(b) = broker.upgrade() {
+                if b.end_taken_elsewhere(Clock::now(), &client_id, true)
+                    .is_some()
+                {
+                    info!(client = %client_id, "no hand-over request came for a session taken over by another node: ended here");
+                }
+            }
+        });
     }
 
     /// One step towards a group of every live member, if none is running:

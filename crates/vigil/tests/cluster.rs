@@ -570,6 +570,58 @@ impl Raw {
         (raw, body[1])
     }
 
+    /// Connects as `client_id` (MQTT 5) without clean start and with a
+    /// session expiry of `expiry` seconds: the connection, Session Present
+    /// and the reason code.
+    fn connect_persistent(node: &Node, client_id: &str, expiry: u32) -> (Raw, bool, u8) {
+        let mut stream = std::net::TcpStream::connect((node.ip, node.mqtt)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let id = client_id.as_bytes();
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 30, 5, 0x11];
+        body.extend_from_slice(&expiry.to_be_bytes());
+        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        body.extend_from_slice(id);
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend_from_slice(&body);
+        stream.write_all(&packet).unwrap();
+        let mut raw = Raw { stream };
+        let (kind, body) = raw.read_packet().expect("a CONNACK");
+        assert_eq!(kind, 0x20, "CONNACK expected");
+        (raw, body[0] & 1 == 1, body[1])
+    }
+
+    /// SUBSCRIBE to `filter` at QoS 1; waits for the SUBACK.
+    fn subscribe(&mut self, filter: &str) {
+        let f = filter.as_bytes();
+        let mut body = vec![0, 1, 0];
+        body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        body.extend_from_slice(f);
+        body.push(1);
+        let mut packet = vec![0x82, body.len() as u8];
+        packet.extend_from_slice(&body);
+        self.stream.write_all(&packet).unwrap();
+        assert!(matches!(self.read_packet(), Some((0x90, _))), "SUBACK");
+    }
+
+    /// The next PUBLISH: its payload and DUP flag (not acknowledged).
+    fn next_publish(&mut self) -> (String, bool) {
+        let (first, body) = self.read_packet().expect("a PUBLISH");
+        assert_eq!(first & 0xF0, 0x30, "PUBLISH expected, got {first:#x}");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let mut at = 2 + topic_len;
+        if first & 0x06 != 0 {
+            at += 2;
+        }
+        let props = usize::from(body[at]);
+        at += 1 + props;
+        (
+            String::from_utf8_lossy(&body[at..]).into_owned(),
+            first & 0x08 != 0,
+        )
+    }
+
     /// The next packet's first byte and body; None on EOF or timeout.
     fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut first = [0u8; 1];
@@ -752,4 +804,45 @@ fn a_node_without_a_majority_refuses_new_connects_and_serves_its_clients() {
         continued.elapsed()
     );
     assert!(kept.ping(), "the kept connection was never dropped");
+}
+
+/// A persistent session (MQTT 5, expiry 300 s) on node 1 with three QoS 1
+/// messages delivered but not acknowledged reconnects to node 2: the old
+/// connection gets DISCONNECT 0x8E, the new CONNACK says Session Present =
+/// 1, the three come again with DUP in order, then a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_moves_with_its_client_to_another_node() {
+    let nodes = three_nodes();
+    let (mut old, present, code) = Raw::connect_persistent(&nodes[0], "mover", 300);
+    assert_eq!((present, code), (false, 0));
+    old.subscribe("mv/#");
+    routes_converge(&nodes[2], 1, 1);
+    let (p, _pe) = nodes[2].client("mv-pub").await;
+    publish_seq(&p, "mv/x", QoS::AtLeastOnce, 3).await;
+    for i in 0..3 {
+        assert_eq!(old.next_publish(), (i.to_string(), false));
+    }
+    let started = Instant::now();
+    let (mut new, present, code) = Raw::connect_persistent(&nodes[1], "mover", 300);
+    let took = started.elapsed();
+    assert_eq!(code, 0);
+    assert!(present, "Session Present = 1 on node 2");
+    assert_eq!(old.disconnect_reason(), Some(0x8E));
+    eprintln!("session moved from node 1 to node 2: CONNACK after {took:?}");
+    for i in 0..3 {
+        assert_eq!(
+            new.next_publish(),
+            (i.to_string(), true),
+            "resent with DUP, in order"
+        );
+    }
+    routes_converge(&nodes[2], 2, 1);
+    let fourth = Message::new("mv/x", "3").qos(QoS::AtLeastOnce);
+    p.publish(fourth).await.unwrap().await.unwrap();
+    assert_eq!(
+        new.next_publish(),
+        ("3".to_string(), false),
+        "a new message"
+    );
+    assert_eq!(admin_get_status(&nodes[0], "/api/v1/clients/mover"), 404);
 }

@@ -359,7 +359,7 @@ impl Driver {
         let ticket = match self
             .broker
             .cluster()
-            .and_then(|c| c.claim_client(&client_id))
+            .and_then(|hook| hook.claim_client(&client_id, c.clean_start))
         {
             Some(claim) => match claim.await {
                 Ok(ticket) => Some(ticket),

@@ -266,11 +266,17 @@ impl Broker {
 
     /// Another node of the cluster holds `client_id` now (a newer claim):
     /// its connection here, if any, is closed as a takeover closes it
-    /// (DISCONNECT 0x8E on MQTT 5, the will as a local takeover leaves it),
-    /// and its session here ends at `now`, so that no second session of the
-    /// id remains. None: this node holds no session for it.
-    pub fn end_taken_elsewhere(&self, now: Clock, client_id: &str) -> Option<Kicked> {
-        self.close_client(now, client_id, Control::TakenOver, true)
+    /// (DISCONNECT 0x8E on MQTT 5, the will as a local takeover leaves it);
+    /// with `end_session` its session here ends too (at `now`, or when the
+    /// connection hands back), so that no second session of the id remains.
+    /// None: this node holds no session for it.
+    pub fn end_taken_elsewhere(
+        &self,
+        now: Clock,
+        client_id: &str,
+        end_session: bool,
+    ) -> Option<Kicked> {
+        self.close_client(now, client_id, Control::TakenOver, end_session)
     }
 
     fn close_client(

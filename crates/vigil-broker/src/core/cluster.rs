@@ -37,13 +37,15 @@ pub trait ClusterHook: Send + Sync + fmt::Debug {
     /// Members, routes and link traffic, for the admin API.
     fn status(&self) -> serde_json::Value;
     /// A CONNECT for `client_id` is about to be accepted here: the future
-    /// commits this node's claim of the id across the cluster and resolves
-    /// to the claim's ticket (its epoch), or to why it failed (no majority:
-    /// the CONNECT is refused with "Server unavailable"). None: this hook
-    /// does not own client ids, the CONNECT goes on at once. The connection
-    /// layer awaits the future; the core never does.
-    fn claim_client(&self, client_id: &str) -> Option<ClaimFuture> {
-        let _ = client_id;
+    /// commits this node's claim of the id across the cluster (and, unless
+    /// `clean_start`, brings the session over from the node that held it,
+    /// `Broker::import_session`), and resolves to the claim's ticket (its
+    /// epoch), or to why it failed (no majority: the CONNECT is refused
+    /// with "Server unavailable"). None: this hook does not own client ids,
+    /// the CONNECT goes on at once. The connection layer awaits the future;
+    /// the core never does.
+    fn claim_client(&self, client_id: &str, clean_start: bool) -> Option<ClaimFuture> {
+        let _ = (client_id, clean_start);
         None
     }
     /// The connection whose claim got `ticket` is attached to its session:
