@@ -255,13 +255,7 @@ impl ClientOwnership {
     async fn step(&self, status: vigil_ownership::Status, members: &[Member]) {
         let me = self.node_id;
         if !status.nodes.contains_key(&me) {
-            let seed_live = self.other_seeds.is_empty()
-                || members
-                    .iter()
-                    .any(|m| self.other_seeds.contains(&m.cluster_addr));
-            let lowest = members.iter().all(|m| m.node_id > me);
-            let group_seen = members.iter().any(|m| m.raft_formed);
-            if seed_live && lowest && !group_seen && status.last_applied.is_none() {
+            if should_form(me, &self.other_seeds, members) && status.last_applied.is_none() {
                 info!(
                     node = me,
                     "forming the ownership group (lowest node id among the live members)"
@@ -336,5 +330,53 @@ impl ClientOwnership {
             "nodes": s.nodes,
             "held": self.held.lock().len(),
         })
+    }
+}
+
+/// Whether node `me`, in no group yet, forms one: it has the lowest id among
+/// the live `members` (others than itself), none of them is in a group,
+/// and one of its `other_seeds` is live (or it has none).
+fn should_form(me: u64, other_seeds: &[SocketAddr], members: &[Member]) -> bool {
+    let seed_live = other_seeds.is_empty()
+        || members
+            .iter()
+            .any(|m| other_seeds.contains(&m.cluster_addr));
+    let lowest = members.iter().all(|m| m.node_id > me);
+    let group_seen = members.iter().any(|m| m.raft_formed);
+    seed_live && lowest && !group_seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(node_id: u64, formed: bool) -> Member {
+        Member {
+            node_id,
+            generation: 1,
+            cluster_addr: SocketAddr::from(([127, 0, 0, node_id as u8], 7946)),
+            mqtt: String::new(),
+            ready: true,
+            raft: format!("127.0.0.{node_id}:7947"),
+            raft_formed: formed,
+        }
+    }
+
+    fn seed(node: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, node], 7946))
+    }
+
+    #[test]
+    fn only_the_lowest_live_node_with_a_live_seed_and_no_group_around_forms_one() {
+        // Node 1 with no seed but itself: forms at once, alone.
+        assert!(should_form(1, &[], &[]));
+        // Node 2 seeding node 1 that is not up yet: waits.
+        assert!(!should_form(2, &[seed(1)], &[]));
+        // Node 2 sees node 1: not the lowest.
+        assert!(!should_form(2, &[seed(1)], &[member(1, false)]));
+        // Node 1 sees node 3 (its seed): the lowest, forms.
+        assert!(should_form(1, &[seed(3)], &[member(3, false)]));
+        // A group exists already: node 1 (restarted fresh) waits to be added.
+        assert!(!should_form(1, &[seed(2)], &[member(2, true)]));
     }
 }
