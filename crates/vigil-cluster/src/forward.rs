@@ -113,6 +113,20 @@ impl ClusterHook for Cluster {
     fn metrics(&self) -> vigil_broker::ClusterMetrics {
         self.metrics_now()
     }
+
+    fn claim_client(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Option<vigil_broker::ClaimFuture> {
+        Some(self.claim_and_hand_over(client_id, clean_start))
+    }
+
+    fn client_attached(&self, client_id: &str, ticket: u64) {
+        if let Some(broker) = self.broker.upgrade() {
+            self.ownership.attached(&broker, client_id, ticket);
+        }
+    }
 }
 
 impl Cluster {

@@ -64,6 +64,16 @@ impl Cluster {
                 generation,
                 link,
             }) => (node_id, generation, link),
+            Some(Frame::HandOver {
+                client_id,
+                node,
+                epoch,
+                ship,
+            }) => {
+                let reply = self.answer_hand_over(&client_id, node, epoch, ship).await;
+                write_frames(&mut wr, &[Frame::HandedOver(reply)]).await?;
+                return Ok(());
+            }
             Some(other) => return Err(LinkError::Unexpected(format!("{other:?} before hello"))),
             None => return Ok(()),
         };

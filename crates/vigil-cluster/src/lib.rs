@@ -18,15 +18,18 @@
 //! the design and what is promised.
 
 mod forward;
+mod handover;
 mod inbound;
 mod link;
 mod membership;
 mod node;
+mod ownership;
 mod retained;
 mod routes;
 mod wire;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +68,28 @@ pub enum ClusterError {
     /// The broker is a cluster node already.
     #[error("the broker already has a cluster hook")]
     AlreadyClustered,
+    /// The Raft address of client-id ownership could not be bound (TCP).
+    #[error("cannot listen on {addr}/TCP for client-id ownership (Raft): {source}")]
+    RaftBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Client-id ownership could not start.
+    #[error("cannot start client-id ownership: {0}")]
+    Ownership(#[from] vigil_ownership::OwnershipError),
+    /// The data directory for the ownership log could not be created.
+    #[error("cannot create the data directory {}: {source}", dir.display())]
+    DataDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The settings are unusable (see `ClusterConfig::problem`).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running cluster node: its thread, and the hook the broker calls.
@@ -76,14 +101,25 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     /// Joins the cluster `config` describes as the node serving MQTT on
-    /// `mqtt`, and makes `broker` forward through it. Call before the
-    /// broker serves clients. Gossip (UDP) and links (TCP) share
-    /// `config.bind`; port 0 picks a port free for both.
+    /// `mqtt`, and makes `broker` forward through it and claim each
+    /// CONNECT's client id. Call before the broker serves clients. Gossip
+    /// (UDP) and links (TCP) share `config.bind`; port 0 picks a port free
+    /// for both. Client-id ownership (Raft) listens on `config.raft_addr()`
+    /// and keeps its log in `data_dir/ownership.redb`.
     pub fn start(
         config: &ClusterConfig,
         broker: &Arc<Broker>,
         mqtt: SocketAddr,
+        data_dir: &Path,
     ) -> Result<ClusterNode, ClusterError> {
+        let raft_addr = config
+            .raft_addr()
+            .ok_or_else(|| ClusterError::Config(config.problem().unwrap_or_default()))?;
+        let ownership_path = data_dir.join("ownership.redb");
+        std::fs::create_dir_all(data_dir).map_err(|source| ClusterError::DataDir {
+            dir: data_dir.to_path_buf(),
+            source,
+        })?;
         let generation = retained::unix_ms();
         let (tx, rx) = std::sync::mpsc::channel();
         let config = config.clone();
@@ -102,8 +138,18 @@ impl ClusterNode {
                     }
                 };
                 runtime.block_on(async move {
+                    let ownership = match start_ownership(&config, raft_addr, ownership_path).await
+                    {
+                        Ok(o) => o,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
                     let (listener, gossip) =
-                        match bind(&config, generation, &mqtt.to_string()).await {
+                        match bind(&config, generation, &mqtt.to_string(), ownership.address())
+                            .await
+                        {
                             Ok(bound) => bound,
                             Err(e) => {
                                 let _ = tx.send(Err(e));
@@ -111,6 +157,7 @@ impl ClusterNode {
                             }
                         };
                     let addr = gossip.chitchat_id().gossip_advertise_addr;
+                    tokio::spawn(ownership.clone().watch_changes(weak.clone()));
                     let cluster = Arc::new(Cluster {
                         node_id: config.node_id,
                         generation,
@@ -129,6 +176,7 @@ impl ClusterNode {
                         shared_turn: Default::default(),
                         ready: Default::default(),
                         stop: Default::default(),
+                        ownership: ownership.clone(),
                     });
                     let accepting = tokio::spawn(cluster.clone().accept_links(listener));
                     if tx.send(Ok(cluster.clone())).is_err() {
@@ -164,6 +212,7 @@ impl ClusterNode {
             addr = %cluster.addr,
             "cluster listening"
         );
+        info!(node = cluster.node_id, addr = %cluster.ownership.address(), "raft listening");
         Ok(ClusterNode {
             cluster,
             thread: Some(thread),
@@ -231,6 +280,7 @@ async fn bind(
     config: &ClusterConfig,
     generation: u64,
     mqtt: &str,
+    raft: &str,
 ) -> Result<(TcpListener, chitchat::ChitchatHandle), ClusterError> {
     let mut attempts = 0;
     loop {
@@ -246,11 +296,39 @@ async fn bind(
             addr: config.bind,
             source,
         })?;
-        match membership::start(config.node_id, generation, addr, &config.seeds, mqtt).await {
+        match membership::start(config.node_id, generation, addr, &config.seeds, mqtt, raft).await {
             Ok(handle) => return Ok((listener, handle)),
             // The port was free for TCP but taken for UDP: another one.
             Err(_) if config.bind.port() == 0 && attempts < 20 => continue,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Binds the Raft listener and starts this node of the ownership group.
+async fn start_ownership(
+    config: &ClusterConfig,
+    raft_addr: SocketAddr,
+    path: std::path::PathBuf,
+) -> Result<Arc<ownership::ClientOwnership>, ClusterError> {
+    let listener = TcpListener::bind(raft_addr)
+        .await
+        .map_err(|source| ClusterError::RaftBind {
+            addr: raft_addr,
+            source,
+        })?;
+    let own = vigil_ownership::OwnershipConfig::new(config.node_id, raft_addr, path);
+    let node = vigil_ownership::Ownership::start_with_listener(own, listener).await?;
+    // A seed naming this node itself says nothing about whether others run.
+    let other_seeds = config
+        .seeds
+        .iter()
+        .filter(|s| **s != config.bind)
+        .copied()
+        .collect();
+    Ok(Arc::new(ownership::ClientOwnership::new(
+        config.node_id,
+        node,
+        other_seeds,
+    )))
 }

@@ -30,6 +30,11 @@ const PHI_THRESHOLD: f64 = 12.0;
 const MQTT_KEY: &str = "mqtt";
 /// Key of the node's readiness ("1" once it serves).
 const READY_KEY: &str = "ready";
+/// Key of the node's Raft address (client-id ownership).
+const RAFT_KEY: &str = "raft";
+/// Key saying the node is in the ownership group ("1"), so a node that is
+/// not yet does not form a second group.
+const RAFT_FORMED_KEY: &str = "raft_formed";
 
 /// Starts gossiping on `bind` as node `node_id`, generation `generation`.
 pub(crate) async fn start(
@@ -38,6 +43,7 @@ pub(crate) async fn start(
     bind: SocketAddr,
     seeds: &[SocketAddr],
     mqtt: &str,
+    raft: &str,
 ) -> Result<ChitchatHandle, ClusterError> {
     let config = ChitchatConfig {
         chitchat_id: ChitchatId::new(node_id.to_string(), generation, bind),
@@ -60,6 +66,8 @@ pub(crate) async fn start(
     let initial = vec![
         (MQTT_KEY.to_string(), mqtt.to_string()),
         (READY_KEY.to_string(), "0".to_string()),
+        (RAFT_KEY.to_string(), raft.to_string()),
+        (RAFT_FORMED_KEY.to_string(), "0".to_string()),
     ];
     spawn_chitchat(config, initial, &UdpTransport)
         .await
@@ -74,6 +82,13 @@ pub(crate) fn set_ready(chitchat: &mut Chitchat, ready: bool) {
     chitchat
         .self_node_state()
         .set(READY_KEY, if ready { "1" } else { "0" });
+}
+
+/// Announces whether this node is in the ownership group.
+pub(crate) fn set_raft_formed(chitchat: &mut Chitchat, formed: bool) {
+    chitchat
+        .self_node_state()
+        .set(RAFT_FORMED_KEY, if formed { "1" } else { "0" });
 }
 
 /// Gossips route changes: present routes get a key, vanished ones lose it.
@@ -102,6 +117,10 @@ pub(crate) struct Member {
     pub(crate) mqtt: String,
     /// Whether it serves.
     pub(crate) ready: bool,
+    /// Its Raft address (client-id ownership), as it announced it.
+    pub(crate) raft: String,
+    /// Whether it is in the ownership group.
+    pub(crate) raft_formed: bool,
 }
 
 /// What changed in one live node's routes since the last look.
@@ -155,6 +174,8 @@ impl Reader {
                 cluster_addr: id.gossip_advertise_addr,
                 mqtt: state.get(MQTT_KEY).unwrap_or_default().to_string(),
                 ready: state.get(READY_KEY) == Some("1"),
+                raft: state.get(RAFT_KEY).unwrap_or_default().to_string(),
+                raft_formed: state.get(RAFT_FORMED_KEY) == Some("1"),
             };
             let read = self.read_up_to.get(id).copied();
             let delta = match read {

@@ -19,6 +19,7 @@ use vigil_broker::{Broker, ClusterMetrics, LinkMetrics};
 use crate::inbound::InboundStats;
 use crate::link::{run_peer, Peer};
 use crate::membership::{self, Member, Reader, RouteDelta};
+use crate::ownership::ClientOwnership;
 use crate::retained::RetainedStamps;
 use crate::routes::{LocalRoutes, RouteTable};
 
@@ -69,6 +70,8 @@ pub(crate) struct Cluster {
     pub(crate) ready: AtomicBool,
     /// Ends the membership loop.
     pub(crate) stop: Notify,
+    /// Client-id ownership (Raft).
+    pub(crate) ownership: Arc<ClientOwnership>,
 }
 
 /// What crossed this node's links.
@@ -96,6 +99,7 @@ impl Cluster {
         let mut reader = Reader::default();
         let mut ready_told = None;
         let mut pruned_at = tokio::time::Instant::now();
+        let mut formed_told = None;
         let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -116,12 +120,18 @@ impl Cluster {
                 }
                 membership::publish_routes(&mut *chitchat.lock().await, &changes);
             }
+            let formed = self.ownership.formed();
+            if formed_told != Some(formed) {
+                membership::set_raft_formed(&mut *chitchat.lock().await, formed);
+                formed_told = Some(formed);
+            }
             let looked = {
                 let state = chitchat.lock().await;
                 self.dead.store(state.dead_nodes().count() as u64, Relaxed);
                 reader.look(&state)
             };
             self.apply_membership(looked);
+            self.ownership.steer(&self.members.read());
             if pruned_at.elapsed() >= PRUNE_EVERY {
                 pruned_at = tokio::time::Instant::now();
                 let n = self.stamps.lock().prune(crate::retained::unix_ms());
@@ -367,6 +377,7 @@ impl Cluster {
             "bad_links": c.bad_links.load(Relaxed),
             "nodes_lost": c.nodes_lost.load(Relaxed),
             "nodes_left": c.nodes_left.load(Relaxed),
+            "ownership": self.ownership.status_json(),
         })
     }
 }

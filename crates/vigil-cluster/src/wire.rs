@@ -80,6 +80,33 @@ pub(crate) enum Frame {
         /// Per-link sequence number.
         seq: u64,
     },
+    /// First and only request of a hand-over connection: `node` claimed
+    /// `client_id` at `epoch`; the receiver, its previous owner, closes its
+    /// connection and, with `ship`, sends the session.
+    HandOver {
+        /// The client id.
+        client_id: String,
+        /// The claiming node.
+        node: u64,
+        /// The claim's epoch.
+        epoch: u64,
+        /// Whether the session is wanted (the CONNECT resumes one).
+        ship: bool,
+    },
+    /// The answer to `HandOver`.
+    HandedOver(HandOverReply),
+}
+
+/// What the previous owner answers a hand-over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HandOverReply {
+    /// No session to ship (none here, or not asked for).
+    Nothing,
+    /// The session, as `vigil_broker::ShippedSession::to_bytes` wrote it.
+    Session(Bytes),
+    /// The claim is not the current owner here (a stale epoch), or it
+    /// could not be checked in time.
+    Refused(String),
 }
 
 /// A frame that cannot be read.
@@ -114,6 +141,8 @@ const PUBLISH: u8 = 3;
 const RETAIN: u8 = 4;
 const ACK: u8 = 5;
 const LEAVE: u8 = 6;
+const HAND_OVER: u8 = 7;
+const HANDED_OVER: u8 = 8;
 
 impl Frame {
     /// Appends the frame's bytes to `out`.
@@ -164,6 +193,32 @@ impl Frame {
             Frame::Leave { seq } => {
                 out.put_u8(LEAVE);
                 out.put_u64(*seq);
+            }
+            Frame::HandOver {
+                client_id,
+                node,
+                epoch,
+                ship,
+            } => {
+                out.put_u8(HAND_OVER);
+                out.put_u64(*node);
+                out.put_u64(*epoch);
+                out.put_u8(u8::from(*ship));
+                put_str(out, client_id);
+            }
+            Frame::HandedOver(reply) => {
+                out.put_u8(HANDED_OVER);
+                match reply {
+                    HandOverReply::Nothing => out.put_u8(0),
+                    HandOverReply::Session(bytes) => {
+                        out.put_u8(1);
+                        out.put_slice(bytes);
+                    }
+                    HandOverReply::Refused(why) => {
+                        out.put_u8(2);
+                        out.put_slice(why.as_bytes());
+                    }
+                }
             }
         }
         let len = (out.len() - start - 4) as u32;
@@ -230,6 +285,24 @@ impl Frame {
             LEAVE => Frame::Leave {
                 seq: take_u64(&mut body, "leave")?,
             },
+            HAND_OVER => Frame::HandOver {
+                node: take_u64(&mut body, "hand-over")?,
+                epoch: take_u64(&mut body, "hand-over")?,
+                ship: take_u8(&mut body, "hand-over")? != 0,
+                client_id: take_str(&mut body)?,
+            },
+            HANDED_OVER => {
+                let reply = match take_u8(&mut body, "handed-over")? {
+                    0 => HandOverReply::Nothing,
+                    1 => HandOverReply::Session(std::mem::take(&mut body)),
+                    2 => HandOverReply::Refused(
+                        String::from_utf8(std::mem::take(&mut body).to_vec())
+                            .map_err(|_| WireError::Utf8)?,
+                    ),
+                    other => return Err(WireError::Kind(other)),
+                };
+                Frame::HandedOver(reply)
+            }
             other => return Err(WireError::Kind(other)),
         };
         if body.has_remaining() {
@@ -375,6 +448,15 @@ mod tests {
             },
             Frame::Ack { seq: 10 },
             Frame::Leave { seq: 11 },
+            Frame::HandOver {
+                client_id: "dev-7".into(),
+                node: 2,
+                epoch: 99 << 20,
+                ship: true,
+            },
+            Frame::HandedOver(HandOverReply::Nothing),
+            Frame::HandedOver(HandOverReply::Session(Bytes::from_static(b"session"))),
+            Frame::HandedOver(HandOverReply::Refused("stale epoch".into())),
         ];
         let mut all = BytesMut::new();
         for f in &frames {

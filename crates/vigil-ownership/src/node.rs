@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use redb::Database;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -391,6 +391,22 @@ impl Ownership {
         self.shared
             .raft
             .change_membership(voters, true)
+            .await
+            .map(drop)
+            .map_err(membership_error)
+    }
+
+    /// Records that member `id` is now reached at `addr` (it restarted on
+    /// another port): the same node, its log kept, so its vote and place in
+    /// the group stay. Called on the leader.
+    pub async fn set_address(&self, id: NodeId, addr: &str) -> Result<(), OwnershipError> {
+        let node = BasicNode {
+            addr: addr.to_owned(),
+        };
+        let change = ChangeMembers::SetNodes(BTreeMap::from([(id, node)]));
+        self.shared
+            .raft
+            .change_membership(change, true)
             .await
             .map(drop)
             .map_err(membership_error)

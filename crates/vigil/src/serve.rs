@@ -102,6 +102,10 @@ pub(crate) struct ServeArgs {
     /// file's seeds; may name this node).
     #[arg(long = "cluster-seed", value_name = "ADDR:PORT")]
     cluster_seeds: Vec<SocketAddr>,
+    /// Raft address of client-id ownership (TCP) [default: the cluster
+    /// address's IP, its port + 1]; port 0 picks a free one (logged).
+    #[arg(long, value_name = "ADDR:PORT")]
+    cluster_raft_bind: Option<SocketAddr>,
     /// Log format: text for people, json (one object per line) for log shippers.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -248,7 +252,8 @@ impl ServeArgs {
         }
         let cluster_flags = self.cluster_node_id.is_some()
             || self.cluster_bind.is_some()
-            || !self.cluster_seeds.is_empty();
+            || !self.cluster_seeds.is_empty()
+            || self.cluster_raft_bind.is_some();
         if cluster_flags {
             let cluster = config.cluster.get_or_insert_with(Default::default);
             if let Some(id) = self.cluster_node_id {
@@ -259,6 +264,9 @@ impl ServeArgs {
             }
             if !self.cluster_seeds.is_empty() {
                 cluster.seeds = self.cluster_seeds.clone();
+            }
+            if let Some(raft) = self.cluster_raft_bind {
+                cluster.raft_bind = Some(raft);
             }
         }
         if let Some(d) = self.durability {
@@ -330,8 +338,13 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
             Some(c) => {
                 let mqtt = server.local_addr().context("no MQTT listener address")?;
                 Some(
-                    vigil_cluster::ClusterNode::start(c, &server.broker(), mqtt)
-                        .context("cannot join the cluster ([cluster], --cluster-*)")?,
+                    vigil_cluster::ClusterNode::start(
+                        c,
+                        &server.broker(),
+                        mqtt,
+                        &config.store.data_dir,
+                    )
+                    .context("cannot join the cluster ([cluster], --cluster-*)")?,
                 )
             }
             None => None,

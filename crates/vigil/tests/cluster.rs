@@ -1,9 +1,9 @@
 //! A vigil cluster on one machine: each node a `vigil serve` process on its
 //! own loopback address (127.0.0.1, .2, .3: Linux routes all of 127/8 to
 //! loopback), with its own in-memory store, its MQTT, cluster and admin
-//! ports chosen by the system and read back from its log. Every wait polls
-//! until the cluster has converged, with generous limits, never a fixed
-//! sleep.
+//! ports chosen by the system and read back from its log, and its own data
+//! directory (for the client-id ownership log). Every wait polls until the
+//! cluster has converged, with generous limits, never a fixed sleep.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read, Write};
@@ -15,9 +15,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_client::{Client, ConnectOptions, Event, Events, Message, QoS};
 
+mod cluster_raw;
+
+use cluster_raw::{admin_get_status, Raw};
+
 const BIN: &str = env!("CARGO_BIN_EXE_vigil");
 
-/// One `vigil serve` node, killed (SIGKILL) when dropped.
+/// One `vigil serve` node, continued (if stopped) and killed (SIGKILL)
+/// when dropped.
 struct Node {
     child: Child,
     id: u64,
@@ -25,13 +30,25 @@ struct Node {
     mqtt: u16,
     cluster: SocketAddr,
     admin: u16,
+    /// The data directory (the ownership log), kept across a restart.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
+        signal(&self.child, "CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends SIG`name` to `child` (`kill -STOP`, `kill -CONT`).
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// The port or address at the end of a log line (`... 127.0.0.1:4242`).
@@ -43,10 +60,18 @@ fn addr_in(line: &str) -> SocketAddr {
 }
 
 impl Node {
-    /// Starts node `id` on `ip`, joining through `seeds`.
+    /// Starts node `id` on `ip`, joining through `seeds`, with a new data
+    /// directory.
     fn start(id: u64, ip: &'static str, seeds: &[SocketAddr]) -> Node {
+        Node::start_in(id, ip, seeds, tempfile::tempdir().unwrap())
+    }
+
+    /// Starts node `id` on `ip`, joining through `seeds`, on data directory `dir`.
+    fn start_in(id: u64, ip: &'static str, seeds: &[SocketAddr], dir: tempfile::TempDir) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--store", "memory", "--bind", ip, "-p", "0"])
+            .arg("--data-dir")
+            .arg(dir.path())
             .args(["--workers", "1", "--admin-port", "0", "--admin-bind", ip])
             .args(["--sys-interval", "0"])
             .args(["--cluster-node-id", &id.to_string()])
@@ -97,7 +122,18 @@ impl Node {
             mqtt: mqtt.unwrap(),
             cluster: cluster.unwrap(),
             admin: admin.unwrap(),
+            dir: Some(dir),
         }
+    }
+
+    /// Waits until this node is in an ownership group of `voters` voters
+    /// with a leader: until then its CONNECTs are refused (0x88).
+    fn wait_owning(&self, voters: usize) {
+        let what = format!("node {} in an ownership group of {voters}", self.id);
+        wait_until(&what, Duration::from_secs(30), || {
+            let o = &self.status()["ownership"];
+            !o["leader"].is_null() && o["voters"].as_array().is_some_and(|v| v.len() == voters)
+        });
     }
 
     /// `GET /api/v1/cluster` on this node's admin listener.
@@ -198,6 +234,9 @@ fn three_nodes() -> Vec<Node> {
             Duration::from_secs(30),
             || n.status()["members"].as_array().unwrap().len() == 2,
         );
+    }
+    for n in &nodes {
+        n.wait_owning(3);
     }
     nodes
 }
@@ -346,6 +385,8 @@ async fn a_late_joiner_syncs_and_a_restarted_node_has_no_stale_routes() {
     wait_until("1 and 2 see each other", Duration::from_secs(30), || {
         n1.member(2).is_some() && n2.member(1).is_some()
     });
+    n1.wait_owning(2);
+    n2.wait_owning(2);
     let (p, _pe) = n1.client("retainer").await;
     for i in 1..=20u32 {
         let m = Message::new(format!("r/{i}"), format!("kept {i}")).retain(true);
@@ -364,6 +405,7 @@ async fn a_late_joiner_syncs_and_a_restarted_node_has_no_stale_routes() {
     routes_converge(&n1, 2, 1);
 
     let n3 = Node::start(3, "127.0.0.3", &[n1.cluster]);
+    n3.wait_owning(3);
     routes_converge(&n3, 1, 1);
     for node in [&n3, &n2] {
         retained_converge(node, 19).await;
@@ -375,8 +417,10 @@ async fn a_late_joiner_syncs_and_a_restarted_node_has_no_stale_routes() {
 
     let old_generation = n1.member(2).unwrap()["generation"].as_u64().unwrap();
     drop(s2);
+    let dir = n2.dir.take().unwrap();
     drop(n2);
-    n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    // Same id and data directory (its ownership log), a new Raft port.
+    n2 = Node::start_in(2, "127.0.0.2", &[n1.cluster], dir);
     wait_until(
         "node 1 sees node 2's new generation, without its old routes",
         Duration::from_secs(30),
@@ -392,6 +436,15 @@ async fn a_late_joiner_syncs_and_a_restarted_node_has_no_stale_routes() {
             .is_some_and(|m| m["generation"].as_u64().unwrap() > old_generation)
             && n3.routes_of(2) == 0
     });
+    wait_until(
+        "node 2 back in the ownership group at its new address",
+        Duration::from_secs(30),
+        || {
+            let raft = n2.status()["ownership"]["raft_addr"].clone();
+            n1.status()["ownership"]["nodes"][2.to_string()] == raft
+        },
+    );
+    n2.wait_owning(3);
     retained_converge(&n2, 19).await;
 }
 
@@ -516,6 +569,8 @@ async fn a_node_stopped_with_sigterm_withdraws_its_routes_before_failure_detecti
         Duration::from_secs(30),
         || n2.member(1).is_some_and(|m| m["link"]["connected"] == true),
     );
+    n1.wait_owning(2);
+    n2.wait_owning(2);
     let (s2, _e2) = n2.client("leaver-sub").await;
     s2.subscribe("leave/#", QoS::AtLeastOnce).await.unwrap();
     routes_converge(&n1, 2, 1);
@@ -566,6 +621,8 @@ async fn a_node_stopped_with_sigterm_withdraws_its_routes_before_failure_detecti
 async fn cluster_metrics_count_a_forwarded_message_on_both_nodes() {
     let n1 = Node::start(1, "127.0.0.1", &[]);
     let n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
+    n1.wait_owning(2);
+    n2.wait_owning(2);
     let (s2, mut e2) = n2.client("metrics-sub").await;
     s2.subscribe("metrics/#", QoS::AtLeastOnce).await.unwrap();
     routes_converge(&n1, 2, 1);
@@ -616,4 +673,172 @@ async fn cluster_metrics_count_a_forwarded_message_on_both_nodes() {
         sample(&received, "vigil_cluster_members{state=\"dead\"}"),
         0
     );
+}
+
+/// A client id connected to node 1 connects again to node 2: the node 1
+/// connection gets DISCONNECT 0x8E and node 1 keeps no session for it; the
+/// node 2 connection is accepted and served.
+#[test]
+fn a_connect_on_another_node_takes_the_client_over_with_0x8e() {
+    let nodes = three_nodes();
+    let (mut on_a, code) = Raw::connect(&nodes[0], "roaming");
+    assert_eq!(code, 0, "accepted on node 1");
+    assert!(on_a.ping());
+    let started = Instant::now();
+    let (mut on_b, code) = Raw::connect(&nodes[1], "roaming");
+    assert_eq!(code, 0, "accepted on node 2");
+    assert_eq!(
+        on_a.disconnect_reason(),
+        Some(0x8E),
+        "node 1's connection told Session taken over"
+    );
+    eprintln!(
+        "cross-node takeover: old connection closed {:?} after the new CONNECT",
+        started.elapsed()
+    );
+    assert!(on_b.ping(), "node 2's connection is served");
+    wait_until(
+        "node 1 keeps no session for the client",
+        Duration::from_secs(10),
+        || admin_get_status(&nodes[0], "/api/v1/clients/roaming") == 404,
+    );
+    assert_eq!(admin_get_status(&nodes[1], "/api/v1/clients/roaming"), 200);
+}
+
+/// The same client id connects to nodes 1 and 2 at once, many times: each
+/// time exactly one connection survives (the other is refused or told
+/// 0x8E), and the survivor is served.
+#[test]
+fn racing_connects_on_two_nodes_leave_exactly_one_connection() {
+    let nodes = three_nodes();
+    const ROUNDS: usize = 100;
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let id = format!("racer-{round}");
+        let (a, b) = (&nodes[0], &nodes[1]);
+        let (a_addr, b_addr) = ((a.ip, a.mqtt), (b.ip, b.mqtt));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [a_addr, b_addr]
+            .into_iter()
+            .map(|(ip, port)| {
+                let (id, barrier) = (id.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Raw::connect_to(ip, port, &id)
+                })
+            })
+            .collect();
+        let mut conns: Vec<(Raw, u8)> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        for (_, code) in &conns {
+            assert!(
+                *code == 0 || *code == 0x88,
+                "round {round}: CONNACK {code:#x}"
+            );
+        }
+        // The loser may be refused (0x88: a newer claim was applied before
+        // its own returned) or accepted and then told 0x8E: poll until one
+        // accepted connection is left, then check it stays.
+        let alive = |conns: &mut Vec<(Raw, u8)>| {
+            conns.retain_mut(|(c, code)| *code == 0 && c.ping());
+            conns.len()
+        };
+        let what = format!("round {round}: one connection left");
+        wait_until(&what, Duration::from_secs(10), || alive(&mut conns) <= 1);
+        assert_eq!(alive(&mut conns), 1, "round {round}: exactly one survivor");
+    }
+    let took = started.elapsed();
+    eprintln!("{ROUNDS} racing connects settled in {took:?}");
+}
+
+/// With two of three nodes stopped (SIGSTOP), the remaining node refuses a
+/// new CONNECT with 0x88 within seconds while its existing connection is
+/// still served; once they continue (SIGCONT), new CONNECTs succeed again.
+#[test]
+fn a_node_without_a_majority_refuses_new_connects_and_serves_its_clients() {
+    let nodes = three_nodes();
+    let (mut kept, code) = Raw::connect(&nodes[0], "kept");
+    assert_eq!(code, 0);
+    for n in &nodes[1..] {
+        signal(&n.child, "STOP");
+    }
+    let stopped = Instant::now();
+    let mut refused_after = None;
+    while refused_after.is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "a CONNECT was still accepted 30 s after the majority stopped"
+        );
+        let (_c, code) = Raw::connect(&nodes[0], "newcomer");
+        assert!(code == 0 || code == 0x88, "unexpected CONNACK {code:#x}");
+        if code == 0x88 {
+            refused_after = Some(stopped.elapsed());
+        }
+    }
+    let refused_after = refused_after.unwrap();
+    eprintln!("minority: first CONNACK 0x88 {refused_after:?} after SIGSTOP of two nodes");
+    assert!(kept.ping(), "the existing connection is still served");
+    let refused_at = Instant::now();
+    let (_c, code) = Raw::connect(&nodes[0], "newcomer-2");
+    assert_eq!(code, 0x88);
+    let refusal = refused_at.elapsed();
+    eprintln!("minority: a CONNECT is refused in {refusal:?}");
+    assert!(refusal < Duration::from_secs(5), "{refusal:?}");
+    let (_c, code) = Raw::connect_level(nodes[0].ip, nodes[0].mqtt, "newcomer-311", 4);
+    assert_eq!(code, 0x03, "3.1.1: return code 3, server unavailable");
+    assert!(kept.ping(), "still served after the refusals");
+    for n in &nodes[1..] {
+        signal(&n.child, "CONT");
+    }
+    let continued = Instant::now();
+    wait_until(
+        "new CONNECTs succeed after SIGCONT",
+        Duration::from_secs(30),
+        || Raw::connect(&nodes[0], "after-heal").1 == 0,
+    );
+    eprintln!(
+        "healed: CONNECTs accepted {:?} after SIGCONT",
+        continued.elapsed()
+    );
+    assert!(kept.ping(), "the kept connection was never dropped");
+}
+
+/// A persistent session (MQTT 5, expiry 300 s) on node 1 with three QoS 1
+/// messages delivered but not acknowledged reconnects to node 2: the old
+/// connection gets DISCONNECT 0x8E, the new CONNACK says Session Present =
+/// 1, the three come again with DUP in order, then a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_moves_with_its_client_to_another_node() {
+    let nodes = three_nodes();
+    let (mut old, present, code) = Raw::connect_persistent(&nodes[0], "mover", 300);
+    assert_eq!((present, code), (false, 0));
+    old.subscribe("mv/#");
+    routes_converge(&nodes[2], 1, 1);
+    let (p, _pe) = nodes[2].client("mv-pub").await;
+    publish_seq(&p, "mv/x", QoS::AtLeastOnce, 3).await;
+    for i in 0..3 {
+        assert_eq!(old.next_publish(), (i.to_string(), false));
+    }
+    let started = Instant::now();
+    let (mut new, present, code) = Raw::connect_persistent(&nodes[1], "mover", 300);
+    let took = started.elapsed();
+    assert_eq!(code, 0);
+    assert!(present, "Session Present = 1 on node 2");
+    assert_eq!(old.disconnect_reason(), Some(0x8E));
+    eprintln!("session moved from node 1 to node 2: CONNACK after {took:?}");
+    for i in 0..3 {
+        assert_eq!(
+            new.next_publish(),
+            (i.to_string(), true),
+            "resent with DUP, in order"
+        );
+    }
+    routes_converge(&nodes[2], 2, 1);
+    let fourth = Message::new("mv/x", "3").qos(QoS::AtLeastOnce);
+    p.publish(fourth).await.unwrap().await.unwrap();
+    assert_eq!(
+        new.next_publish(),
+        ("3".to_string(), false),
+        "a new message"
+    );
+    assert_eq!(admin_get_status(&nodes[0], "/api/v1/clients/mover"), 404);
 }

@@ -19,6 +19,9 @@ pub struct ClusterConfig {
     pub bind: SocketAddr,
     /// Cluster addresses of nodes to join through (may include this one).
     pub seeds: Vec<SocketAddr>,
+    /// The Raft address of client-id ownership (TCP); None: `bind`'s IP
+    /// and its port plus one (port 0 stays 0: a free port).
+    pub raft_bind: Option<SocketAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -27,11 +30,25 @@ impl Default for ClusterConfig {
             node_id: 0,
             bind: SocketAddr::from(([127, 0, 0, 1], 7946)),
             seeds: Vec::new(),
+            raft_bind: None,
         }
     }
 }
 
 impl ClusterConfig {
+    /// The Raft address: `raft_bind`, else `bind`'s IP and port plus one
+    /// (port 0 stays 0). None when `bind`'s port is the last one.
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        if let Some(raft) = self.raft_bind {
+            return Some(raft);
+        }
+        let port = match self.bind.port() {
+            0 => 0,
+            p => p.checked_add(1)?,
+        };
+        Some(SocketAddr::new(self.bind.ip(), port))
+    }
+
     /// Why this cannot be used, if it cannot (checked with the rest of the file).
     pub fn problem(&self) -> Option<String> {
         if self.node_id == 0 {
@@ -48,6 +65,21 @@ impl ClusterConfig {
                 self.bind
             ));
         }
-        None
+        match self.raft_addr() {
+            None => Some(format!(
+                "cluster.raft_bind (--cluster-raft-bind) must be set: the default, \
+                 cluster.bind's port plus one, is past 65535 ({})",
+                self.bind
+            )),
+            Some(raft) if raft.ip().is_unspecified() => Some(format!(
+                "cluster.raft_bind ({raft}) must be the address other nodes reach this one on, \
+                 not an unspecified address"
+            )),
+            Some(raft) if raft == self.bind && raft.port() != 0 => Some(format!(
+                "cluster.raft_bind ({raft}) must differ from cluster.bind: \
+                 the links already listen there on TCP"
+            )),
+            Some(_) => None,
+        }
     }
 }

@@ -355,7 +355,27 @@ impl Driver {
                 .as_ref()
                 .map_or_else(|| c.username.clone(), |l| l.username.clone()),
         };
+        // On a cluster node the id is claimed across the cluster first: one
+        // Raft write per CONNECT, never per PUBLISH. A single node has no
+        // hook and skips this.
+        let ticket = match self
+            .broker
+            .cluster()
+            .and_then(|hook| hook.claim_client(&client_id, c.clean_start))
+        {
+            Some(claim) => match claim.await {
+                Ok(ticket) => Some(ticket),
+                Err(cause) => {
+                    warn!(client = %client_id, peer = %self.peer, %cause, "connection refused: the cluster could not confirm this node owns the client id (server unavailable)");
+                    return self.conn.refuse(ReasonCode::SERVER_UNAVAILABLE);
+                }
+            },
+            None => None,
+        };
         let grant = super::takeover::connect(&self.broker, &request).await;
+        if let (Some(ticket), Some(cluster)) = (ticket, self.broker.cluster()) {
+            cluster.client_attached(&client_id, ticket);
+        }
         info!(
             client = %client_id,
             peer = %self.peer,

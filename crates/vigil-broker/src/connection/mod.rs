@@ -14,7 +14,7 @@ mod enhanced_auth;
 mod events;
 mod parking;
 pub(crate) mod room;
-mod takeover;
+pub(crate) mod takeover;
 
 pub(crate) use parking::ParkingLot;
 

@@ -4,6 +4,7 @@
 
 use vigil_proto::time::Clock;
 
+use crate::core::handover::ShippedSession;
 use crate::core::{Broker, Claim, ConnectGrant, ConnectRequest};
 
 /// Attaches a new connection to the session of `req.client_id`, taking it
@@ -32,6 +33,26 @@ pub(crate) async fn connect(broker: &Broker, req: &ConnectRequest) -> ConnectGra
             }
         }
     }
+}
+
+/// Takes the session of `client_id` out of this broker for another cluster
+/// node: a live connection is told `TakenOver` (DISCONNECT 0x8E) and waited
+/// for, up to `takeover_wait`, as a local takeover waits; then the session
+/// is exported and ended here. None: no session to ship.
+pub async fn hand_over_session(broker: &Broker, client_id: &str) -> Option<ShippedSession> {
+    let session = broker.session(client_id)?;
+    // In turn with local CONNECTs of the id.
+    let _turn = session.connect_lock.lock().await;
+    let released = session.released.notified();
+    tokio::pin!(released);
+    released.as_mut().enable();
+    if let Some(conn_id) = broker.release_for_hand_over(&session) {
+        let wait = broker.config().takeover_wait;
+        if tokio::time::timeout(wait, released).await.is_err() {
+            broker.take_back(&session, conn_id);
+        }
+    }
+    broker.export_session(Clock::now(), &session)
 }
 
 #[cfg(test)]

@@ -261,19 +261,49 @@ impl Broker {
     /// action); with `discard_session` its session ends too instead of
     /// waiting for its expiry (at `now`). None: no such client.
     pub fn kick(&self, now: Clock, client_id: &str, discard_session: bool) -> Option<Kicked> {
+        self.close_client(now, client_id, Control::Kick, discard_session)
+    }
+
+    /// Another node of the cluster holds `client_id` now (a newer claim):
+    /// its connection here, if any, is closed as a takeover closes it
+    /// (DISCONNECT 0x8E on MQTT 5, the will as a local takeover leaves it);
+    /// with `end_session` its session here ends too (at `now`, or when the
+    /// connection hands back), so that no second session of the id remains.
+    /// None: this node holds no session for it.
+    pub fn end_taken_elsewhere(
+        &self,
+        now: Clock,
+        client_id: &str,
+        end_session: bool,
+    ) -> Option<Kicked> {
+        self.close_client(now, client_id, Control::TakenOver, end_session)
+    }
+
+    fn close_client(
+        &self,
+        now: Clock,
+        client_id: &str,
+        control: Control,
+        discard_session: bool,
+    ) -> Option<Kicked> {
         let session = self.session(client_id)?;
         let mut inner = session.inner.lock();
         if inner.presence.is_ended() {
             return None;
         }
         if discard_session {
-            // Read by `disconnect` when the kicked connection hands back.
+            // Read by `disconnect` when the closed connection hands back.
             inner.expiry = 0;
         }
         match inner.presence.conn() {
             Some(conn) => {
-                info!(client = client_id, discard_session, "kicking client");
-                conn.control.send(Control::Kick);
+                info!(
+                    client = client_id,
+                    discard_session,
+                    ?control,
+                    "closing client"
+                );
+                conn.control.send(control);
                 Some(Kicked::Connection)
             }
             None if discard_session => {

@@ -7,6 +7,8 @@
 //! messages other nodes forwarded through `deliver_forwarded`.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +38,24 @@ pub trait ClusterHook: Send + Sync + fmt::Debug {
     fn status(&self) -> serde_json::Value;
     /// The same figures, typed, for the Prometheus endpoint.
     fn metrics(&self) -> ClusterMetrics;
+    /// A CONNECT for `client_id` is about to be accepted here: the future
+    /// commits this node's claim of the id across the cluster (and, unless
+    /// `clean_start`, brings the session over from the node that held it,
+    /// `Broker::import_session`), and resolves to the claim's ticket (its
+    /// epoch), or to why it failed (no majority: the CONNECT is refused
+    /// with "Server unavailable"). None: this hook does not own client ids,
+    /// the CONNECT goes on at once. The connection layer awaits the future;
+    /// the core never does.
+    fn claim_client(&self, client_id: &str, clean_start: bool) -> Option<ClaimFuture> {
+        let _ = (client_id, clean_start);
+        None
+    }
+    /// The connection whose claim got `ticket` is attached to its session:
+    /// if a newer claim from another node was applied meanwhile, the hook
+    /// ends it (`Broker::end_taken_elsewhere`).
+    fn client_attached(&self, client_id: &str, ticket: u64) {
+        let _ = (client_id, ticket);
+    }
 }
 
 /// A cluster node's figures, read once per scrape of `/metrics`.
@@ -99,6 +119,10 @@ pub struct LinkMetrics {
     /// Bytes received from it.
     pub bytes_in: u64,
 }
+
+/// What `ClusterHook::claim_client` resolves to: the claim's ticket, or why
+/// the cluster refused it.
+pub type ClaimFuture = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
 
 impl Broker {
     /// Makes this broker a cluster node: call once, before serving. The

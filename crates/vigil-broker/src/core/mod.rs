@@ -17,6 +17,7 @@ pub(crate) mod clients;
 pub(crate) mod cluster;
 pub(crate) mod conn_stats;
 pub(crate) mod counters;
+pub(crate) mod handover;
 pub(crate) mod history;
 pub(crate) mod mailbox;
 pub(crate) mod overflow;
