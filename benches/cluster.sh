@@ -50,10 +50,17 @@ for sc in "${ORDER[@]}"; do
   single=$("$BIN" bench --quiet --json --duration "$DURATION" -h 127.0.0.1 -p "$sport" --broker-pid "$spid" "${args[@]}")
   kill "$spid"; wait "$spid" 2>/dev/null || true
 
-  read -r p1 port1 < <(start n1 --bind 127.0.0.1 --cluster-node-id 1 --cluster-bind 127.0.0.1:0)
+  rm -rf "$DIR/d1" "$DIR/d2"
+  read -r p1 port1 < <(start n1 --bind 127.0.0.1 --data-dir "$DIR/d1" --cluster-node-id 1 --cluster-bind 127.0.0.1:0)
   seed=$(grep -m1 "cluster listening" "$DIR/n1.log" | grep -o 'addr=[0-9.:]*' | cut -d= -f2)
-  read -r p2 port2 < <(start n2 --bind 127.0.0.2 --cluster-node-id 2 --cluster-bind 127.0.0.2:0 --cluster-seed "$seed")
-  for _ in $(seq 100); do grep -q "cluster link up" "$DIR/n2.log" && grep -q "cluster link up" "$DIR/n1.log" && break; sleep 0.1; done
+  read -r p2 port2 < <(start n2 --bind 127.0.0.2 --data-dir "$DIR/d2" --cluster-node-id 2 --cluster-bind 127.0.0.2:0 --cluster-seed "$seed")
+  # Clients connect once both links are up and node 2 votes in the
+  # ownership group (before that a CONNECT cannot be claimed).
+  for _ in $(seq 300); do
+    grep -q "cluster link up" "$DIR/n2.log" && grep -q "cluster link up" "$DIR/n1.log" &&
+      grep -q "node is a voter of the ownership group node=2" "$DIR/n1.log" && break
+    sleep 0.1
+  done
   cluster=$("$BIN" bench --quiet --json --duration "$DURATION" -h 127.0.0.1 -p "$port1" --sub-addr "127.0.0.2:$port2" --settle 2 --broker-pid "$p1" --also-pid "$p2" "${args[@]}")
   kill "$p1" "$p2"; wait "$p1" "$p2" 2>/dev/null || true
   python3 - "$sc" "$single" "$cluster" <<'PY'
