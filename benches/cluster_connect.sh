@@ -7,9 +7,11 @@
 #
 #   benches/cluster_connect.sh            # 10,000 connections, 3 rounds
 #   N=2000 ROUNDS=1 benches/cluster_connect.sh
+#   RATE=2000 benches/cluster_connect.sh  # paced: CONNACK latency the claim adds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
+RATE=${RATE:-100000}
 ROUNDS=${ROUNDS:-3}
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN="$TARGET/release/vigil"
@@ -38,7 +40,7 @@ start() {
 }
 conn() { # PORT: one bench run, prints its JSON
   "$BIN" bench --quiet --json --duration 1 -h 127.0.0.1 -p "$1" --src-ips 127.0.0.10-127.0.0.17 \
-    conn -n "$N" --rate 100000
+    conn -n "$N" --rate "$RATE"
 }
 row() { # LABEL JSON
   python3 - "$1" "$2" <<'PY'
