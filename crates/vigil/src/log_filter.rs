@@ -1,9 +1,11 @@
 //! What `vigil serve` logs by default. openraft (client-id ownership) logs
 //! an unreachable peer at ERROR on every retry of every replication stream
 //! and vote, many lines a second for as long as a node is down, which buries
-//! the lines an operator needs. The default filter takes openraft down to
-//! WARN, and `OncePerCallsite` lets each of its WARN/ERROR call sites
-//! through once per `QUIET_PERIOD`. `RUST_LOG` replaces both: whoever sets
+//! the lines an operator needs; its WARNs are routine (a vote or membership
+//! message ignored while a group forms) and vigil logs the ownership events
+//! that matter itself. The default filter takes openraft down to ERROR, and
+//! `OncePerCallsite` lets each of its ERROR call sites through once per
+//! `QUIET_PERIOD`. `RUST_LOG` replaces both: whoever sets
 //! it gets exactly what they asked for.
 
 use std::collections::HashMap;
@@ -17,7 +19,7 @@ use tracing_subscriber::layer::{Context, Filter};
 
 /// The filter directives when `RUST_LOG` is unset, for base level `level`.
 pub(crate) fn default_directives(level: &str) -> String {
-    format!("{level},openraft=warn")
+    format!("{level},openraft=error")
 }
 
 /// Longest silence imposed on one openraft call site: one line per site
@@ -83,11 +85,11 @@ mod tests {
     use tracing_subscriber::EnvFilter;
 
     #[test]
-    fn the_default_filter_takes_openraft_down_to_warn() {
+    fn the_default_filter_takes_openraft_down_to_error() {
         let d = default_directives("info");
-        assert_eq!(d, "info,openraft=warn");
+        assert_eq!(d, "info,openraft=error");
         let filter = EnvFilter::new(&d).to_string();
-        assert!(filter.contains("openraft=warn"), "{filter}");
+        assert!(filter.contains("openraft=error"), "{filter}");
     }
 
     /// A call site of which only the identity is used (a field, so two
