@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use super::Node;
+use super::cluster_nodes::Node;
 
 /// A raw MQTT 5 connection, to read exact reason codes.
 pub(crate) struct Raw {
