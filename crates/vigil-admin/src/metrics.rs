@@ -154,6 +154,8 @@ failure detection and still remembered by gossip, for an hour; earlier generatio
         ("vigil_cluster_malformed_links_total", "counter", "Inbound links closed because the peer sent a malformed or unexpected frame.", m.malformed_links),
         ("vigil_cluster_nodes_lost_total", "counter", "Nodes dropped because they left or stopped answering.", m.nodes_lost),
         ("vigil_cluster_nodes_left_total", "counter", "Nodes that said they were stopping (graceful stop).", m.nodes_left),
+        ("vigil_cluster_moved_sessions", "gauge", "Sessions handed over to other nodes whose messages this node still passes on.", m.moved_sessions),
+        ("vigil_cluster_messages_passed_on_total", "counter", "Messages passed on to the node a session moved to, while the cluster learns its routes.", m.passed_on),
         ("vigil_cluster_remote_ack_waits_total", "counter", "Publishers' acknowledgements that waited for other nodes to accept forwarded QoS 1/2 messages (one per read batch).", Counters::get(&c.remote_ack_waits)),
         ("vigil_cluster_remote_ack_timeouts_total", "counter", "Of those, the ones sent after the 5 s deadline without every node's answer.", Counters::get(&c.remote_ack_timeouts)),
     ] {

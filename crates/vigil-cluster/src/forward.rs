@@ -3,7 +3,7 @@
 //! the shared groups that node was chosen for; a retained write goes to
 //! every node; route changes are counted for the membership loop to gossip.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use vigil_proto::time::Clock;
 use vigil_proto::QoS;
 
 use crate::link::{Peer, SyncStage};
+use crate::moved::Relay;
 use crate::node::Cluster;
 use crate::retained::unix_ms;
 use crate::routes::Route;
@@ -45,7 +46,7 @@ impl ClusterHook for Cluster {
             self.replicate_retained(&message.topic, now);
         }
         let matches = self.remote.read().matches(&message.topic);
-        if matches.nodes.is_empty() && matches.groups.is_empty() {
+        if matches.nodes.is_empty() && matches.groups.is_empty() && self.moved.is_empty() {
             return None;
         }
         let peers = self.peers.read();
@@ -71,14 +72,20 @@ impl ClusterHook for Cluster {
                 .or_default()
                 .push((group.into(), filter.into()));
         }
+        targets.retain(|node, _| peers.contains_key(node));
         let packet = wire::encode_message(message, now);
         let droppable = message.qos == QoS::AtMostOnce;
+        if !self.moved.is_empty() {
+            self.pass_on(&message.topic, &packet, droppable, &targets, &peers);
+        }
         let mut acks: Option<RemoteAcks> = None;
+        let nodes: Vec<u64> = targets.keys().copied().collect();
         for (node, groups) in targets {
             let Some(peer) = peers.get(&node) else {
                 continue;
             };
-            let Some(seq) = peer.send_publish(groups, packet.clone(), droppable) else {
+            let also = nodes.iter().copied().filter(|n| *n != node).collect();
+            let Some(seq) = peer.send_publish(groups, also, packet.clone(), droppable) else {
                 continue;
             };
             self.counters.forwarded.fetch_add(1, Relaxed);
@@ -130,6 +137,38 @@ impl ClusterHook for Cluster {
 }
 
 impl Cluster {
+    /// Passes a message on `topic` on to the nodes sessions that matched
+    /// it moved to, unless they get it from its sender already.
+    pub(crate) fn pass_on<T>(
+        &self,
+        topic: &str,
+        packet: &Bytes,
+        droppable: bool,
+        sent_to: &BTreeMap<u64, T>,
+        peers: &HashMap<u64, Arc<Peer>>,
+    ) {
+        self.moved.relay(
+            topic,
+            packet,
+            droppable,
+            |node| sent_to.contains_key(&node),
+            |node, relay| self.send_relay(peers, node, relay),
+        );
+    }
+
+    /// Sends one passed-on message to `node`.
+    pub(crate) fn send_relay(&self, peers: &HashMap<u64, Arc<Peer>>, node: u64, relay: Relay) {
+        let Some(peer) = peers.get(&node) else {
+            return;
+        };
+        if peer
+            .send_publish(Vec::new(), Vec::new(), relay.packet, relay.droppable)
+            .is_some()
+        {
+            self.counters.passed_on.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Sends this node's retained message of `topic` (or its deletion) to
     /// every node, stamped. The stamp is taken and the index read under one
     /// lock, so of two writes racing on this node the later stamp carries

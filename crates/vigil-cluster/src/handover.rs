@@ -9,13 +9,16 @@
 //! does, and answers with the session (the store's records of it) when the
 //! CONNECT resumes one, ending it there. The new owner puts it into its
 //! broker before the CONNECT attaches, so the CONNACK says Session
-//! Present = 1.
+//! Present = 1, and says so (`HandOverDone`). The previous owner keeps
+//! passing on the session's messages for a while (`moved`): until the
+//! cluster has learnt the new owner's routes, messages still come to it.
 
 use std::net::SocketAddr;
 use std::sync::Weak;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 use vigil_broker::{Broker, ClaimFuture, ShippedSession};
@@ -66,11 +69,14 @@ impl Cluster {
                 ship: !clean_start,
             };
             match tokio::time::timeout(HAND_OVER_TIMEOUT, request_hand_over(addr, request)).await {
-                Ok(Ok(HandOverReply::Session(bytes))) => {
-                    import(&broker, &client_id, bytes, previous.node)
+                Ok(Ok((HandOverReply::Session(bytes), mut wr))) => {
+                    import(&broker, &client_id, bytes, previous.node);
+                    // The old owner holds what it would pass on to this
+                    // node until it reads this.
+                    let _ = write_frames(&mut wr, &[Frame::HandOverDone]).await;
                 }
-                Ok(Ok(HandOverReply::Nothing)) => {}
-                Ok(Ok(HandOverReply::Refused(why))) => {
+                Ok(Ok((HandOverReply::Nothing, _))) => {}
+                Ok(Ok((HandOverReply::Refused(why), _))) => {
                     info!(client = %client_id, node = previous.node, %why, "hand-over refused");
                 }
                 Ok(Err(e)) => {
@@ -109,6 +115,20 @@ impl Cluster {
         if !ship {
             return HandOverReply::Nothing;
         }
+        // From here what arrives for the session goes to its new node: the
+        // filters stay announced, so nothing sent here meanwhile is lost.
+        let filters: Vec<String> = shipped
+            .record
+            .subscriptions
+            .iter()
+            .map(|s| s.filter.clone())
+            .collect();
+        for route in self
+            .moved
+            .add(client_id, node, &filters, std::time::Instant::now())
+        {
+            self.local.add(route);
+        }
         match shipped.to_bytes() {
             Ok(bytes) => HandOverReply::Session(bytes),
             Err(e) => {
@@ -146,15 +166,19 @@ fn import(broker: &Weak<Broker>, client_id: &str, bytes: bytes::Bytes, from: u64
 }
 
 /// Sends `request` to the node at `addr` on a connection of its own and
-/// reads its answer.
-async fn request_hand_over(addr: SocketAddr, request: Frame) -> Result<HandOverReply, LinkError> {
+/// reads its answer; the connection's writing half is returned for the
+/// last word (`HandOverDone`).
+async fn request_hand_over(
+    addr: SocketAddr,
+    request: Frame,
+) -> Result<(HandOverReply, OwnedWriteHalf), LinkError> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
     write_frames(&mut wr, &[request]).await?;
     let mut buf = BytesMut::new();
     match read_frame(&mut rd, &mut buf, None).await? {
-        Some(Frame::HandedOver(reply)) => Ok(reply),
+        Some(Frame::HandedOver(reply)) => Ok((reply, wr)),
         Some(other) => Err(LinkError::Unexpected(format!(
             "{other:?} in answer to a hand-over"
         ))),

@@ -23,10 +23,14 @@ use vigil_proto::time::Clock;
 
 use crate::link::{read_frame, write_frames, LinkError, HANDSHAKE_TIMEOUT};
 use crate::node::Cluster;
-use crate::wire::{decode_message, Frame, WireError};
+use crate::wire::{decode_message, Frame, HandOverReply, WireError};
+use vigil_proto::QoS;
 
 /// Frames applied per acknowledgement at most.
 const APPLY_BATCH: usize = 1024;
+/// How long a previous owner waits for the new one to say it imported a
+/// shipped session before passing on what it held for it anyway.
+const HAND_OVER_DONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What one node sent here, over all its links and generations.
 #[derive(Debug, Default)]
@@ -71,8 +75,22 @@ impl Cluster {
                 ship,
             }) => {
                 let reply = self.answer_hand_over(&client_id, node, epoch, ship).await;
-                write_frames(&mut wr, &[Frame::HandedOver(reply)]).await?;
-                return Ok(());
+                let shipped = matches!(reply, HandOverReply::Session(_));
+                let written = write_frames(&mut wr, &[Frame::HandedOver(reply)]).await;
+                if shipped {
+                    // Whatever the new owner says (or if it says nothing in
+                    // time), what was held for it goes now.
+                    let _ = tokio::time::timeout(
+                        HAND_OVER_DONE_WAIT,
+                        read_frame(&mut rd, &mut buf, None),
+                    )
+                    .await;
+                    let peers = self.peers.read();
+                    self.moved.imported(&client_id, node, |to, relay| {
+                        self.send_relay(&peers, to, relay)
+                    });
+                }
+                return written.map(drop);
             }
             Some(other) => return Err(LinkError::Unexpected(format!("{other:?} before hello"))),
             None => return Ok(()),
@@ -130,12 +148,25 @@ impl Cluster {
                 Frame::Publish {
                     seq,
                     groups,
+                    also,
                     packet,
                 } => {
                     if seq <= last {
                         continue;
                     }
-                    let message = decode_message(packet, now)?;
+                    let message = decode_message(packet.clone(), now)?;
+                    if !self.moved.is_empty() {
+                        // Not back to its sender: it routed the message
+                        // itself, with whatever sessions it holds.
+                        let peers = self.peers.read();
+                        self.moved.relay(
+                            &message.topic,
+                            &packet,
+                            message.qos == QoS::AtMostOnce,
+                            |node| node == sender.0 || also.contains(&node),
+                            |to, relay| self.send_relay(&peers, to, relay),
+                        );
+                    }
                     batch.deliver(&broker, message, &groups);
                     self.counters.received.fetch_add(1, Relaxed);
                     last = seq;

@@ -22,6 +22,7 @@ mod handover;
 mod inbound;
 mod link;
 mod membership;
+mod moved;
 mod node;
 mod ownership;
 mod retained;
@@ -174,6 +175,7 @@ impl ClusterNode {
                         stamps: Default::default(),
                         counters: Default::default(),
                         shared_turn: Default::default(),
+                        moved: Default::default(),
                         ready: Default::default(),
                         stop: Default::default(),
                         ownership: ownership.clone(),

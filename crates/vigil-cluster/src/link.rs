@@ -141,18 +141,20 @@ impl Peer {
     }
 
     /// Queues a message for the peer's subscribers (and the shared groups
-    /// `groups`); returns its sequence number, or None if it was dropped
+    /// `groups`), naming the other nodes `also` sent it; returns its sequence number, or None if it was dropped
     /// (QoS 0 over the bound, or the link is retired).
     pub(crate) fn send_publish(
         &self,
         groups: Vec<(String, String)>,
+        also: Vec<u64>,
         packet: Bytes,
         droppable: bool,
     ) -> Option<u64> {
-        let size = packet.len() + 32;
+        let size = packet.len() + 32 + 8 * also.len();
         self.push(size, droppable, |seq| Frame::Publish {
             seq,
             groups,
+            also,
             packet,
         })
     }
@@ -455,7 +457,7 @@ mod tests {
         let rx = p.settled();
         let seqs: Vec<u64> = (0..3)
             .map(|_| {
-                p.send_publish(Vec::new(), Bytes::from_static(b"x"), false)
+                p.send_publish(Vec::new(), Vec::new(), Bytes::from_static(b"x"), false)
                     .unwrap()
             })
             .collect();
@@ -467,14 +469,17 @@ mod tests {
         p.retire();
         assert_eq!(*rx.borrow(), u64::MAX);
         assert_eq!(p.stats.given_up.load(Relaxed), 1);
-        assert_eq!(p.send_publish(Vec::new(), Bytes::new(), false), None);
+        assert_eq!(
+            p.send_publish(Vec::new(), Vec::new(), Bytes::new(), false),
+            None
+        );
     }
 
     #[test]
     fn unacknowledged_frames_are_written_again_after_a_reconnect() {
         let p = peer();
         for _ in 0..3 {
-            p.send_publish(Vec::new(), Bytes::from_static(b"x"), false);
+            p.send_publish(Vec::new(), Vec::new(), Bytes::from_static(b"x"), false);
         }
         assert_eq!(p.next_batch().len(), 3);
         assert!(p.next_batch().is_empty());
@@ -496,13 +501,15 @@ mod tests {
     fn qos0_is_dropped_over_the_bound_and_qos1_is_not() {
         let p = peer();
         let big = Bytes::from(vec![0u8; QUEUE_BYTES]);
-        assert!(p.send_publish(Vec::new(), big.clone(), false).is_some());
         assert!(p
-            .send_publish(Vec::new(), Bytes::from_static(b"x"), true)
+            .send_publish(Vec::new(), Vec::new(), big.clone(), false)
+            .is_some());
+        assert!(p
+            .send_publish(Vec::new(), Vec::new(), Bytes::from_static(b"x"), true)
             .is_none());
         assert_eq!(p.stats.dropped_full.load(Relaxed), 1);
         assert!(p
-            .send_publish(Vec::new(), Bytes::from_static(b"x"), false)
+            .send_publish(Vec::new(), Vec::new(), Bytes::from_static(b"x"), false)
             .is_some());
     }
 }

@@ -19,6 +19,7 @@ use vigil_broker::{Broker, ClusterMetrics, LinkMetrics};
 use crate::inbound::InboundStats;
 use crate::link::{run_peer, Peer};
 use crate::membership::{self, Member, Reader, RouteDelta};
+use crate::moved::MovedSessions;
 use crate::ownership::ClientOwnership;
 use crate::retained::RetainedStamps;
 use crate::routes::{LocalRoutes, RouteTable};
@@ -72,6 +73,8 @@ pub(crate) struct Cluster {
     pub(crate) stop: Notify,
     /// Client-id ownership (Raft).
     pub(crate) ownership: Arc<ClientOwnership>,
+    /// Sessions handed over to other nodes, still passed on for a while.
+    pub(crate) moved: MovedSessions,
 }
 
 /// What crossed this node's links.
@@ -91,6 +94,8 @@ pub(crate) struct ClusterCounters {
     pub(crate) nodes_lost: AtomicU64,
     /// Nodes that said they were stopping (`Leave`).
     pub(crate) nodes_left: AtomicU64,
+    /// Messages passed on to the node a session moved to.
+    pub(crate) passed_on: AtomicU64,
 }
 
 impl Cluster {
@@ -131,6 +136,7 @@ impl Cluster {
                 reader.look(&state)
             };
             self.apply_membership(looked);
+            self.expire_moved();
             self.ownership.steer(&self.members.read());
             if pruned_at.elapsed() >= PRUNE_EVERY {
                 pruned_at = tokio::time::Instant::now();
@@ -147,6 +153,23 @@ impl Cluster {
         membership::set_ready(&mut *chitchat.lock().await, false);
         if let Err(e) = handle.shutdown().await {
             warn!(cause = %e, "gossip did not stop cleanly");
+        }
+    }
+
+    /// Stops passing on the moved sessions whose new node's routes have
+    /// had time to reach every node, and stops announcing their filters.
+    fn expire_moved(&self) {
+        let ended = {
+            let table = self.remote.read();
+            let peers = self.peers.read();
+            self.moved.expire(
+                std::time::Instant::now(),
+                |node, route| table.routes_of(node).is_some_and(|r| r.contains(route)),
+                |node| peers.contains_key(&node),
+            )
+        };
+        for route in &ended {
+            self.local.remove(route);
         }
     }
 
@@ -324,6 +347,8 @@ impl Cluster {
             malformed_links: c.bad_links.load(Relaxed),
             nodes_lost: c.nodes_lost.load(Relaxed),
             nodes_left: c.nodes_left.load(Relaxed),
+            moved_sessions: self.moved.list().len() as u64,
+            passed_on: c.passed_on.load(Relaxed),
             links,
         }
     }
@@ -377,6 +402,8 @@ impl Cluster {
             "bad_links": c.bad_links.load(Relaxed),
             "nodes_lost": c.nodes_lost.load(Relaxed),
             "nodes_left": c.nodes_left.load(Relaxed),
+            "passed_on": c.passed_on.load(Relaxed),
+            "moved": self.moved.list().into_iter().map(|(client, node)| serde_json::json!({"client_id": client, "node_id": node})).collect::<Vec<_>>(),
             "ownership": self.ownership.status_json(),
         })
     }

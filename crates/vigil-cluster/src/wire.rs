@@ -14,8 +14,9 @@ use thiserror::Error;
 use vigil_proto::message::{Message, Outgoing};
 use vigil_proto::{Packet, ProtocolVersion};
 
-/// The version byte this build writes and accepts.
-pub(crate) const VERSION: u8 = 1;
+/// The version byte this build writes and accepts. 2: `Publish` names the
+/// other nodes it went to, `Leave` and the hand-over frames exist.
+pub(crate) const VERSION: u8 = 2;
 
 /// Largest frame accepted: an MQTT packet's largest size and some room.
 pub(crate) const MAX_FRAME: usize = 268_435_455 + 64 * 1024;
@@ -56,6 +57,9 @@ pub(crate) enum Frame {
         seq: u64,
         /// Shared groups the receiver delivers to, as (group, filter).
         groups: Vec<(String, String)>,
+        /// The other nodes the sender sent the message to (a node that
+        /// passes on a moved session's messages skips those).
+        also: Vec<u64>,
         /// The message as an MQTT 5 PUBLISH packet.
         packet: Bytes,
     },
@@ -95,6 +99,9 @@ pub(crate) enum Frame {
     },
     /// The answer to `HandOver`.
     HandedOver(HandOverReply),
+    /// The new owner's last word on a hand-over connection: the shipped
+    /// session is in its broker, so messages for it may follow.
+    HandOverDone,
 }
 
 /// What the previous owner answers a hand-over.
@@ -143,6 +150,7 @@ const ACK: u8 = 5;
 const LEAVE: u8 = 6;
 const HAND_OVER: u8 = 7;
 const HANDED_OVER: u8 = 8;
+const HAND_OVER_DONE: u8 = 9;
 
 impl Frame {
     /// Appends the frame's bytes to `out`.
@@ -168,6 +176,7 @@ impl Frame {
             Frame::Publish {
                 seq,
                 groups,
+                also,
                 packet,
             } => {
                 out.put_u8(PUBLISH);
@@ -176,6 +185,10 @@ impl Frame {
                 for (group, filter) in groups.iter().take(usize::from(u16::MAX)) {
                     put_str(out, group);
                     put_str(out, filter);
+                }
+                out.put_u16(u16::try_from(also.len()).unwrap_or(u16::MAX));
+                for node in also.iter().take(usize::from(u16::MAX)) {
+                    out.put_u64(*node);
                 }
                 out.put_slice(packet);
             }
@@ -206,6 +219,7 @@ impl Frame {
                 out.put_u8(u8::from(*ship));
                 put_str(out, client_id);
             }
+            Frame::HandOverDone => out.put_u8(HAND_OVER_DONE),
             Frame::HandedOver(reply) => {
                 out.put_u8(HANDED_OVER);
                 match reply {
@@ -263,9 +277,15 @@ impl Frame {
                     let filter = take_str(&mut body)?;
                     groups.push((group, filter));
                 }
+                let n = take_u16(&mut body, "publish nodes")?;
+                let mut also = Vec::with_capacity(usize::from(n).min(64));
+                for _ in 0..n {
+                    also.push(take_u64(&mut body, "publish nodes")?);
+                }
                 return Ok(Some(Frame::Publish {
                     seq,
                     groups,
+                    also,
                     packet: body,
                 }));
             }
@@ -303,6 +323,7 @@ impl Frame {
                 };
                 Frame::HandedOver(reply)
             }
+            HAND_OVER_DONE => Frame::HandOverDone,
             other => return Err(WireError::Kind(other)),
         };
         if body.has_remaining() {
@@ -416,12 +437,13 @@ mod tests {
         Frame::Publish {
             seq: 1,
             groups: vec![("g".into(), "t/+".into())],
+            also: vec![3],
             packet: Bytes::from_static(&[0x30, 0]),
         }
         .encode(&mut out);
         let expected: &[u8] = &[
-            0, 0, 0, 22, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, b'g', 0, 3, b't',
-            b'/', b'+', 0x30, 0,
+            0, 0, 0, 32, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, b'g', 0, 3, b't',
+            b'/', b'+', 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0x30, 0,
         ];
         assert_eq!(&out[..], expected);
     }
@@ -439,6 +461,7 @@ mod tests {
             Frame::Publish {
                 seq: 9,
                 groups: vec![("g".into(), "a/#".into())],
+                also: vec![1, 4],
                 packet: encode_message(&message(false), now),
             },
             Frame::Retain {
@@ -457,6 +480,7 @@ mod tests {
             Frame::HandedOver(HandOverReply::Nothing),
             Frame::HandedOver(HandOverReply::Session(Bytes::from_static(b"session"))),
             Frame::HandedOver(HandOverReply::Refused("stale epoch".into())),
+            Frame::HandOverDone,
         ];
         let mut all = BytesMut::new();
         for f in &frames {
@@ -518,6 +542,12 @@ mod tests {
                     0, 0, 0, 14, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 9,
                 ],
                 WireError::Truncated("string"),
+            ),
+            (
+                vec![
+                    0, 0, 0, 15, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0,
+                ],
+                WireError::Truncated("publish nodes"),
             ),
         ];
         for (bytes, want) in cases {

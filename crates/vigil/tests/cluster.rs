@@ -570,3 +570,84 @@ async fn a_persistent_session_moves_with_its_client_to_another_node() {
     );
     assert_eq!(admin_get_status(&nodes[0], "/api/v1/clients/mover"), 404);
 }
+
+/// While a persistent session moves from node 1 to node 2, publishers on
+/// node 3 and on node 1 keep sending QoS 1 messages: every one reaches the
+/// client, on its old connection or its new one, although the cluster
+/// learns the new node's route only a gossip round later (node 1 passes
+/// on what still comes to it). Redelivered ones carry DUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_while_a_session_moves_are_not_lost() {
+    let nodes = three_nodes();
+    let (mut old, _, code) = Raw::connect_persistent(&nodes[0], "mover", 300);
+    assert_eq!(code, 0);
+    old.subscribe("mv/#");
+    routes_converge(&nodes[2], 1, 1);
+    let old_reader = std::thread::spawn(move || old.receive_all(Duration::from_secs(20)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for (node, topic) in [(&nodes[2], "mv/3"), (&nodes[0], "mv/1")] {
+        let (client, _events) = node.client(&format!("pub-{topic}")).await;
+        let stop = stop.clone();
+        let topic = topic.to_string();
+        publishers.push(tokio::spawn(async move {
+            let _events = _events;
+            let mut tokens = Vec::new();
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let m = Message::new(topic.as_str(), n.to_string()).qos(QoS::AtLeastOnce);
+                tokens.push(client.publish(m).await.unwrap());
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            for t in tokens {
+                t.await.unwrap();
+            }
+            (topic, n)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut new, present, code) = Raw::connect_persistent(&nodes[1], "mover", 300);
+    assert_eq!((present, code), (true, 0), "Session Present = 1 on node 2");
+    let new_reader = std::thread::spawn(move || new.receive_all(Duration::from_secs(3)));
+    // Well past the gossip round that tells node 3 where the route went.
+    routes_converge(&nodes[2], 2, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = HashMap::new();
+    for p in publishers {
+        let (topic, n) = p.await.unwrap();
+        sent.insert(topic, n);
+    }
+    let (on_old, reason) = old_reader.join().unwrap();
+    assert_eq!(reason, Some(0x8E), "the old connection was taken over");
+    let (on_new, _) = new_reader.join().unwrap();
+    let passed_on = nodes[0].status()["passed_on"].as_u64().unwrap_or(0);
+    for (topic, n) in &sent {
+        let mut seen: HashMap<u32, u32> = HashMap::new();
+        let mut repeated_without_dup = 0;
+        for (t, payload, dup) in on_old.iter().chain(on_new.iter()) {
+            if t != topic {
+                continue;
+            }
+            let count = seen.entry(payload.parse().unwrap()).or_default();
+            *count += 1;
+            if *count > 1 && !dup {
+                repeated_without_dup += 1;
+            }
+        }
+        let missing: Vec<u32> = (0..*n).filter(|i| !seen.contains_key(i)).collect();
+        let repeats: u32 = seen.values().map(|c| c - 1).sum();
+        eprintln!(
+            "{topic}: {n} published, {} on the old connection, {} on the new, {} missing, {repeats} repeated ({repeated_without_dup} without DUP); node 1 passed on {passed_on}",
+            on_old.iter().filter(|m| &m.0 == topic).count(),
+            on_new.iter().filter(|m| &m.0 == topic).count(),
+            missing.len(),
+        );
+        assert!(missing.is_empty(), "{topic}: lost {missing:?}");
+        assert_eq!(
+            repeated_without_dup, 0,
+            "{topic}: a second copy without DUP"
+        );
+    }
+}

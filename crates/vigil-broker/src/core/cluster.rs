@@ -86,6 +86,11 @@ pub struct ClusterMetrics {
     pub nodes_lost: u64,
     /// Nodes that said they were stopping.
     pub nodes_left: u64,
+    /// Sessions handed over to other nodes whose messages are still
+    /// passed on from here.
+    pub moved_sessions: u64,
+    /// Messages passed on to the node a session moved to.
+    pub passed_on: u64,
     /// One entry per live member.
     pub links: Vec<LinkMetrics>,
 }

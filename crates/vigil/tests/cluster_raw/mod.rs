@@ -98,6 +98,37 @@ impl Raw {
         )
     }
 
+    /// Receives PUBLISHes, acknowledging QoS 1, until the connection ends
+    /// or stays silent for `quiet`: each one's topic, payload and DUP flag,
+    /// and the reason code of a DISCONNECT that ended it.
+    pub(crate) fn receive_all(
+        &mut self,
+        quiet: Duration,
+    ) -> (Vec<(String, String, bool)>, Option<u8>) {
+        self.stream.set_read_timeout(Some(quiet)).unwrap();
+        let mut got = Vec::new();
+        while let Some((first, body)) = self.read_packet() {
+            match first & 0xF0 {
+                0x30 => {
+                    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                    let topic = String::from_utf8_lossy(&body[2..2 + topic_len]).into_owned();
+                    let mut at = 2 + topic_len;
+                    if first & 0x06 != 0 {
+                        let ack = [0x40, 2, body[at], body[at + 1]];
+                        self.stream.write_all(&ack).unwrap();
+                        at += 2;
+                    }
+                    at += 1 + usize::from(body[at]);
+                    let payload = String::from_utf8_lossy(&body[at..]).into_owned();
+                    got.push((topic, payload, first & 0x08 != 0));
+                }
+                0xE0 => return (got, Some(body.first().copied().unwrap_or(0))),
+                _ => {}
+            }
+        }
+        (got, None)
+    }
+
     /// The next packet's first byte and body; None on EOF or timeout.
     pub(crate) fn read_packet(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut first = [0u8; 1];
