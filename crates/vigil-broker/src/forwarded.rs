@@ -39,7 +39,20 @@ impl ForwardedBatch {
         message: Message,
         groups: &[(String, String)],
     ) -> usize {
-        let routed = broker.deliver_forwarded(self.now, message, groups, &mut self.wakes);
+        self.deliver_selected(broker, message, groups, &|_| true)
+    }
+
+    /// As `deliver`, to the sessions whose client id `select` accepts only
+    /// (a cluster node passing on a moved session's messages names it; a
+    /// session that had a message on the node it left skips that one).
+    pub fn deliver_selected(
+        &mut self,
+        broker: &Broker,
+        message: Message,
+        groups: &[(String, String)],
+        select: &dyn Fn(&str) -> bool,
+    ) -> usize {
+        let routed = broker.deliver_forwarded(self.now, message, groups, select, &mut self.wakes);
         self.ticket = self.ticket.max(routed.ticket);
         self.blocked.extend(routed.blocked);
         routed.matched

@@ -16,12 +16,12 @@ use vigil_proto::message::Message;
 use vigil_proto::time::Clock;
 use vigil_proto::QoS;
 
-use crate::link::{Peer, SyncStage};
+use crate::link::{self, Peer, SyncStage};
 use crate::moved::Relay;
 use crate::node::Cluster;
 use crate::retained::unix_ms;
 use crate::routes::Route;
-use crate::wire::{self, Stamp};
+use crate::wire::{self, LinkMark, Stamp};
 
 /// Longest a publisher's ack waits for other nodes. A node that dies is
 /// declared dead (and its link settled) well before this; the deadline is
@@ -72,20 +72,39 @@ impl ClusterHook for Cluster {
                 .or_default()
                 .push((group.into(), filter.into()));
         }
-        targets.retain(|node, _| peers.contains_key(node));
         let packet = wire::encode_message(message, now);
         let droppable = message.qos == QoS::AtMostOnce;
+        let linked: Vec<(&Arc<Peer>, Vec<(String, String)>)> = targets
+            .into_iter()
+            .filter_map(|(node, groups)| peers.get(&node).map(|p| (p, groups)))
+            .collect();
+        let nodes: Vec<&Arc<Peer>> = linked.iter().map(|(p, _)| *p).collect();
+        let seqs = link::publish_to_all((self.node_id, self.generation), linked, &packet, droppable);
         if !self.moved.is_empty() {
-            self.pass_on(&message.topic, &packet, droppable, &targets, &peers);
+            // After the direct copies, on the same links: the new node of a
+            // moved session sees which one came first.
+            let direct = |node: u64| {
+                nodes.iter().zip(&seqs).find_map(|(p, seq)| {
+                    (p.node_id == node).then_some(LinkMark {
+                        node: self.node_id,
+                        generation: self.generation,
+                        link: p.link,
+                        seq: (*seq)?,
+                    })
+                })
+            };
+            self.moved.relay(
+                &message.topic,
+                &packet,
+                droppable,
+                |_| false,
+                direct,
+                |to, relay| self.send_relay(&peers, to, relay),
+            );
         }
         let mut acks: Option<RemoteAcks> = None;
-        let nodes: Vec<u64> = targets.keys().copied().collect();
-        for (node, groups) in targets {
-            let Some(peer) = peers.get(&node) else {
-                continue;
-            };
-            let also = nodes.iter().copied().filter(|n| *n != node).collect();
-            let Some(seq) = peer.send_publish(groups, also, packet.clone(), droppable) else {
+        for (peer, seq) in nodes.into_iter().zip(seqs) {
+            let Some(seq) = seq else {
                 continue;
             };
             self.counters.forwarded.fetch_add(1, Relaxed);
@@ -137,32 +156,13 @@ impl ClusterHook for Cluster {
 }
 
 impl Cluster {
-    /// Passes a message on `topic` on to the nodes sessions that matched
-    /// it moved to, unless they get it from its sender already.
-    pub(crate) fn pass_on<T>(
-        &self,
-        topic: &str,
-        packet: &Bytes,
-        droppable: bool,
-        sent_to: &BTreeMap<u64, T>,
-        peers: &HashMap<u64, Arc<Peer>>,
-    ) {
-        self.moved.relay(
-            topic,
-            packet,
-            droppable,
-            |node| sent_to.contains_key(&node),
-            |node, relay| self.send_relay(peers, node, relay),
-        );
-    }
-
     /// Sends one passed-on message to `node`.
     pub(crate) fn send_relay(&self, peers: &HashMap<u64, Arc<Peer>>, node: u64, relay: Relay) {
         let Some(peer) = peers.get(&node) else {
             return;
         };
         if peer
-            .send_publish(Vec::new(), Vec::new(), relay.packet, relay.droppable)
+            .send_pass_on(vec![relay.client], relay.direct, relay.packet, relay.droppable)
             .is_some()
         {
             self.counters.passed_on.fetch_add(1, Relaxed);

@@ -40,6 +40,7 @@ impl Cluster {
     pub(crate) fn claim_and_hand_over(&self, client_id: &str, clean_start: bool) -> ClaimFuture {
         let ownership = self.ownership.clone();
         let broker = self.broker.clone();
+        let arrivals = self.arrivals.clone();
         let node_id = self.node_id;
         // Addresses now, so the future holds no reference to the cluster.
         let members: Vec<(u64, SocketAddr)> = self
@@ -69,8 +70,10 @@ impl Cluster {
                 ship: !clean_start,
             };
             match tokio::time::timeout(HAND_OVER_TIMEOUT, request_hand_over(addr, request)).await {
-                Ok(Ok((HandOverReply::Session(bytes), mut wr))) => {
-                    import(&broker, &client_id, bytes, previous.node);
+                Ok(Ok((HandOverReply::Session(bytes, marks), mut wr))) => {
+                    arrivals.arrive(&client_id, &marks, std::time::Instant::now(), || {
+                        import(&broker, &client_id, bytes, previous.node)
+                    });
                     // The old owner holds what it would pass on to this
                     // node until it reads this.
                     let _ = write_frames(&mut wr, &[Frame::HandOverDone]).await;
@@ -129,8 +132,11 @@ impl Cluster {
         {
             self.local.add(route);
         }
+        // Taken with the export, no await between: the links' deliveries
+        // here wait for this task, so these are what the session holds.
+        let marks = self.moved.also_seen_by(node);
         match shipped.to_bytes() {
-            Ok(bytes) => HandOverReply::Session(bytes),
+            Ok(bytes) => HandOverReply::Session(bytes, marks),
             Err(e) => {
                 warn!(client = client_id, cause = %e, "session could not be encoded for its hand-over");
                 HandOverReply::Nothing

@@ -18,12 +18,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
-use vigil_broker::ForwardedBatch;
+use vigil_broker::{Broker, ForwardedBatch};
 use vigil_proto::time::Clock;
 
 use crate::link::{read_frame, write_frames, LinkError, HANDSHAKE_TIMEOUT};
 use crate::node::Cluster;
-use crate::wire::{decode_message, Frame, HandOverReply, WireError};
+use crate::arrivals::LinkKey;
+use crate::wire::{decode_message, Frame, HandOverReply, LinkMark, WireError};
 use vigil_proto::QoS;
 
 /// Frames applied per acknowledgement at most.
@@ -75,7 +76,7 @@ impl Cluster {
                 ship,
             }) => {
                 let reply = self.answer_hand_over(&client_id, node, epoch, ship).await;
-                let shipped = matches!(reply, HandOverReply::Session(_));
+                let shipped = matches!(reply, HandOverReply::Session(..));
                 let written = write_frames(&mut wr, &[Frame::HandedOver(reply)]).await;
                 if shipped {
                     // Whatever the new owner says (or if it says nothing in
@@ -118,7 +119,7 @@ impl Cluster {
                 }
             }
             stats.frames.fetch_add(frames.len() as u64, Relaxed);
-            let last = self.apply(frames, applied, (node, generation)).await?;
+            let last = self.apply(frames, applied, key).await?;
             if last > applied {
                 applied = last;
                 self.applied.lock().insert(key, applied);
@@ -127,22 +128,49 @@ impl Cluster {
         }
     }
 
-    /// Applies frames from `sender` (node, generation) in order, skipping
-    /// those up to `applied` (resent after a reconnect); returns the last
-    /// sequence number applied.
+    /// Applies frames from link `key` (sender node, generation, link) in
+    /// order, skipping those up to `applied` (resent after a reconnect);
+    /// returns the last sequence number applied.
     async fn apply(
         &self,
         frames: Vec<Frame>,
         applied: u64,
-        sender: (u64, u64),
+        key: LinkKey,
     ) -> Result<u64, LinkError> {
         let Some(broker) = self.broker.upgrade() else {
             return Ok(applied);
         };
         let clock = Clock::now();
+        let (batch, last) = self.deliver_frames(&broker, frames, applied, key, clock)?;
+        // A full subscriber queue holds the link as it would hold a local
+        // publisher: bounded by the slow-consumer wait.
+        let ticket = batch.finish(&broker).await;
+        if let (Some(ticket), Some(store)) = (ticket, broker.store()) {
+            if store.acks_wait() {
+                store.durable(ticket).await.map_err(|e| {
+                    LinkError::Io(std::io::Error::other(format!("store failed: {e}")))
+                })?;
+            }
+        }
+        Ok(last)
+    }
+
+    /// Delivers (or stores) what `frames` carry, in order, as one batch;
+    /// the batch to finish and the last sequence number applied.
+    fn deliver_frames(
+        &self,
+        broker: &Broker,
+        frames: Vec<Frame>,
+        applied: u64,
+        key: LinkKey,
+        clock: Clock,
+    ) -> Result<(ForwardedBatch, u64), LinkError> {
         let now = clock.instant;
         let mut batch = ForwardedBatch::new(clock);
         let mut last = applied;
+        // Held while the batch is delivered: a session arriving from
+        // another node comes in before or after it, never within.
+        let mut delivered = self.arrivals.delivered();
         for frame in frames {
             match frame {
                 Frame::Publish {
@@ -155,19 +183,33 @@ impl Cluster {
                         continue;
                     }
                     let message = decode_message(packet.clone(), now)?;
+                    self.moved.note_also(&also);
                     if !self.moved.is_empty() {
-                        // Not back to its sender: it routed the message
-                        // itself, with whatever sessions it holds.
-                        let peers = self.peers.read();
-                        self.moved.relay(
-                            &message.topic,
-                            &packet,
-                            message.qos == QoS::AtMostOnce,
-                            |node| node == sender.0 || also.contains(&node),
-                            |to, relay| self.send_relay(&peers, to, relay),
-                        );
+                        self.pass_on_received(key.0, &message, &packet, &also);
                     }
-                    batch.deliver(&broker, message, &groups);
+                    if self.arrivals.is_empty() {
+                        batch.deliver(broker, message, &groups);
+                    } else {
+                        let take = |c: &str| self.arrivals.takes_direct(c, key, seq);
+                        batch.deliver_selected(broker, message, &groups, &take);
+                    }
+                    self.counters.received.fetch_add(1, Relaxed);
+                    last = seq;
+                }
+                Frame::PassOn {
+                    seq,
+                    clients,
+                    direct,
+                    packet,
+                } => {
+                    if seq <= last {
+                        continue;
+                    }
+                    let message = decode_message(packet, now)?;
+                    let take = |c: &str| {
+                        clients.iter().any(|x| x == c) && self.arrivals.takes_passed_on(c, direct)
+                    };
+                    batch.deliver_selected(broker, message, &[], &take);
                     self.counters.received.fetch_add(1, Relaxed);
                     last = seq;
                 }
@@ -181,14 +223,14 @@ impl Cluster {
                             "a retained write without the retain flag".into(),
                         )));
                     }
-                    batch.add_ticket(self.apply_retained(&broker, message, stamp, clock));
+                    batch.add_ticket(self.apply_retained(broker, message, stamp, clock));
                     last = seq;
                 }
                 Frame::Leave { seq } => {
                     if seq <= last {
                         continue;
                     }
-                    self.node_leaving(sender.0, sender.1);
+                    self.node_leaving(key.0, key.1);
                     last = seq;
                 }
                 other => {
@@ -198,16 +240,31 @@ impl Cluster {
                 }
             }
         }
-        // A full subscriber queue holds the link as it would hold a local
-        // publisher: bounded by the slow-consumer wait.
-        let ticket = batch.finish(&broker).await;
-        if let (Some(ticket), Some(store)) = (ticket, broker.store()) {
-            if store.acks_wait() {
-                store.durable(ticket).await.map_err(|e| {
-                    LinkError::Io(std::io::Error::other(format!("store failed: {e}")))
-                })?;
-            }
+        if last > applied {
+            delivered.insert(key, last);
         }
-        Ok(last)
+        Ok((batch, last))
+    }
+
+    /// Passes a message received from node `sender` on to the sessions
+    /// that moved from here and match it: not back to its sender (it
+    /// routed the message itself, with whatever sessions it held), and
+    /// naming the direct copy where the sender sent the new node one.
+    fn pass_on_received(
+        &self,
+        sender: u64,
+        message: &vigil_proto::message::Message,
+        packet: &bytes::Bytes,
+        also: &[(u64, LinkMark)],
+    ) {
+        let peers = self.peers.read();
+        self.moved.relay(
+            &message.topic,
+            packet,
+            message.qos == QoS::AtMostOnce,
+            |node| node == sender,
+            |node| also.iter().find(|(to, _)| *to == node).map(|(_, m)| *m),
+            |to, relay| self.send_relay(&peers, to, relay),
+        );
     }
 }

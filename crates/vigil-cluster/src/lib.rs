@@ -17,6 +17,7 @@
 //! workers only append to bounded link queues. `docs/cluster.md` explains
 //! the design and what is promised.
 
+mod arrivals;
 mod forward;
 mod handover;
 mod inbound;
@@ -176,6 +177,7 @@ impl ClusterNode {
                         counters: Default::default(),
                         shared_turn: Default::default(),
                         moved: Default::default(),
+                        arrivals: Default::default(),
                         ready: Default::default(),
                         stop: Default::default(),
                         ownership: ownership.clone(),

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
+use crate::wire::LinkMark;
 use crate::wire::{Frame, Stamp, WireError};
 
 /// Bytes a link holds (unacknowledged frames) before it drops QoS 0
@@ -81,6 +82,86 @@ struct Queued {
     seq: u64,
     size: usize,
     frame: Frame,
+}
+
+/// Queues one message for each of `targets` (with the shared groups each
+/// delivers to), sent by node `me` (id, generation). With several targets
+/// each frame names the others and the message's sequence number on their
+/// links: those are taken with every target's queue locked at once, in the
+/// order given (ascending node ids, the only order several are locked in),
+/// so a message's place is the same on every link against every other
+/// message sent to more than one node. Returns each target's sequence
+/// number, None where it was dropped.
+pub(crate) fn publish_to_all(
+    me: (u64, u64),
+    targets: Vec<(&Arc<Peer>, Vec<(String, String)>)>,
+    packet: &Bytes,
+    droppable: bool,
+) -> Vec<Option<u64>> {
+    if targets.len() == 1 {
+        return targets
+            .into_iter()
+            .map(|(p, groups)| p.send_publish(groups, Vec::new(), packet.clone(), droppable))
+            .collect();
+    }
+    let size = packet.len() + 32 + 32 * targets.len();
+    let mut queues: Vec<Option<parking_lot::MutexGuard<'_, Queue>>> = targets
+        .iter()
+        .map(|(p, _)| (!p.retired.load(Relaxed)).then(|| p.queue.lock()))
+        .collect();
+    let mut marks = Vec::with_capacity(targets.len());
+    for ((peer, _), q) in targets.iter().zip(queues.iter_mut()) {
+        let Some(queue) = q else { continue };
+        if droppable && queue.bytes + size > QUEUE_BYTES {
+            peer.stats.dropped_full.fetch_add(1, Relaxed);
+            *q = None;
+            continue;
+        }
+        marks.push((
+            peer.node_id,
+            LinkMark {
+                node: me.0,
+                generation: me.1,
+                link: peer.link,
+                seq: queue.next_seq,
+            },
+        ));
+    }
+    let mut seqs = Vec::with_capacity(targets.len());
+    let mut wake = Vec::new();
+    for ((peer, groups), q) in targets.into_iter().zip(queues.iter_mut()) {
+        let Some(queue) = q else {
+            seqs.push(None);
+            continue;
+        };
+        let seq = queue.next_seq;
+        queue.next_seq += 1;
+        queue.bytes += size;
+        let also = marks
+            .iter()
+            .filter(|(_, m)| m.link != peer.link)
+            .copied()
+            .collect();
+        queue.frames.push_back(Queued {
+            seq,
+            size,
+            frame: Frame::Publish {
+                seq,
+                groups,
+                also,
+                packet: packet.clone(),
+            },
+        });
+        if queue.written + 1 == queue.frames.len() {
+            wake.push(peer);
+        }
+        seqs.push(Some(seq));
+    }
+    drop(queues);
+    for peer in wake {
+        peer.wake.notify_one();
+    }
+    seqs
 }
 
 /// The replay of every retained message to a peer that joined.
@@ -146,7 +227,7 @@ impl Peer {
     pub(crate) fn send_publish(
         &self,
         groups: Vec<(String, String)>,
-        also: Vec<u64>,
+        also: Vec<(u64, LinkMark)>,
         packet: Bytes,
         droppable: bool,
     ) -> Option<u64> {
@@ -155,6 +236,24 @@ impl Peer {
             seq,
             groups,
             also,
+            packet,
+        })
+    }
+
+    /// Queues a message for the sessions `clients` that moved to the peer
+    /// (`direct`: the copy the peer had from the publisher's node).
+    pub(crate) fn send_pass_on(
+        &self,
+        clients: Vec<String>,
+        direct: Option<LinkMark>,
+        packet: Bytes,
+        droppable: bool,
+    ) -> Option<u64> {
+        let size = packet.len() + 64 + clients.iter().map(|c| c.len() + 2).sum::<usize>();
+        self.push(size, droppable, |seq| Frame::PassOn {
+            seq,
+            clients,
+            direct,
             packet,
         })
     }

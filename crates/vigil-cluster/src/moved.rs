@@ -4,13 +4,16 @@
 //! message published anywhere while the cluster learns the new node's
 //! routes (one gossip round, ~0.2 s) still reaches the client.
 //!
-//! A message is passed on only when its sender did not send it to the new
-//! node itself (the `also` list of a forwarded frame), so nothing arrives
-//! there twice. Until the new node says it has imported the session
-//! (`HandOverDone`), what would be passed on is held here in order: a
-//! message that overtook the session on another connection would reach the
-//! new node before the subscriptions that take it.
+//! What is passed on goes to the moved session only (a `PassOn` frame
+//! naming it). When the message's sender also sent it to the new node
+//! directly, the frame says where that copy was on its link
+//! (`LinkMark`): the new node delivers the passed-on copy only if the
+//! direct one arrived before the session did (`arrivals`). Until the new
+//! node says it has imported the session (`HandOverDone`), what would be
+//! passed on is held here in order: a message that overtook the session on
+//! another connection would reach the new node before the session.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +21,9 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use vigil_proto::topic;
 
+use crate::arrivals::LinkKey;
 use crate::routes::Route;
+use crate::wire::LinkMark;
 
 /// How long a moved session is still passed on after this node has seen
 /// the new node's routes for all its filters: time for the other nodes to
@@ -29,9 +34,13 @@ pub(crate) const MAX_STUB: Duration = Duration::from_secs(30);
 /// Messages held per moved session until the new node has imported it.
 const HELD_MAX: usize = 10_000;
 
-/// A message to pass on to a node.
+/// A message to pass on to a moved session.
 #[derive(Debug, Clone)]
 pub(crate) struct Relay {
+    /// The session's client id.
+    pub(crate) client: String,
+    /// Where the copy its sender sent the new node directly was, if any.
+    pub(crate) direct: Option<LinkMark>,
     /// The message as an MQTT 5 PUBLISH packet.
     pub(crate) packet: Bytes,
     /// QoS 0: may be dropped when the link is full.
@@ -57,6 +66,10 @@ pub(crate) struct MovedSessions {
     /// How many: the publish paths look at nothing else when it is 0.
     count: AtomicUsize,
     inner: Mutex<Vec<Moved>>,
+    /// Per node, the last message each of its inbound links carried that
+    /// this node received too (from `Publish` frames' `also`): shipped with
+    /// a session moving there, whose copies of those it holds already.
+    also_seen: Mutex<HashMap<u64, HashMap<LinkKey, u64>>>,
 }
 
 impl MovedSessions {
@@ -112,29 +125,27 @@ impl MovedSessions {
         }
     }
 
-    /// Passes on a message on `topic` to each node a moved session matching
-    /// it went to, unless `skip` says the node has it already; one copy
-    /// per node. `send` is called under the lock, so what was held goes
-    /// out before anything passed on after it.
+    /// Passes on a message on `topic` to each moved session it matches,
+    /// except those whose node `skip` names; `direct` says where the copy
+    /// the message's sender sent that node was. `send` is called under the
+    /// lock, so what was held goes out before anything passed on after it.
     pub(crate) fn relay(
         &self,
         topic: &str,
         packet: &Bytes,
         droppable: bool,
         skip: impl Fn(u64) -> bool,
+        direct: impl Fn(u64) -> Option<LinkMark>,
         mut send: impl FnMut(u64, Relay),
     ) {
         let mut inner = self.inner.lock();
-        let mut done: Vec<u64> = Vec::new();
         for m in inner.iter_mut() {
-            if done.contains(&m.node) || skip(m.node) {
+            if skip(m.node) || !m.routes.iter().any(|r| topic::matches(&r.filter, topic)) {
                 continue;
             }
-            if !m.routes.iter().any(|r| topic::matches(&r.filter, topic)) {
-                continue;
-            }
-            done.push(m.node);
             let relay = Relay {
+                client: m.client_id.clone(),
+                direct: direct(m.node),
                 packet: packet.clone(),
                 droppable,
             };
@@ -176,6 +187,44 @@ impl MovedSessions {
         ended
     }
 
+    /// Notes that a message received here went to the nodes in `also` too,
+    /// at those places on their links.
+    pub(crate) fn note_also(&self, also: &[(u64, LinkMark)]) {
+        if also.is_empty() {
+            return;
+        }
+        let mut seen = self.also_seen.lock();
+        for (to, mark) in also {
+            let last = seen.entry(*to).or_default().entry(mark.link_key()).or_default();
+            *last = (*last).max(mark.seq);
+        }
+    }
+
+    /// The marks to ship with a session moving to `node`: on each link to
+    /// it, the last message this node received as well.
+    pub(crate) fn also_seen_by(&self, node: u64) -> Vec<LinkMark> {
+        let seen = self.also_seen.lock();
+        seen.get(&node)
+            .into_iter()
+            .flatten()
+            .map(|(&(node, generation, link), &seq)| LinkMark {
+                node,
+                generation,
+                link,
+                seq,
+            })
+            .collect()
+    }
+
+    /// Forgets the marks of links from `node`'s generations other than
+    /// `generation` (it restarted: those links carry nothing more).
+    pub(crate) fn forget_links_of(&self, node: u64, generation: u64) {
+        let mut seen = self.also_seen.lock();
+        for links in seen.values_mut() {
+            links.retain(|k, _| k.0 != node || k.1 == generation);
+        }
+    }
+
     /// Client ids being passed on, with their node (for the admin API).
     pub(crate) fn list(&self) -> Vec<(String, u64)> {
         let inner = self.inner.lock();
@@ -194,14 +243,15 @@ mod tests {
         f.iter().map(|s| s.to_string()).collect()
     }
 
-    fn sent(moved: &MovedSessions, topic: &str, skip: &[u64]) -> Vec<u64> {
+    fn sent(moved: &MovedSessions, topic: &str, skip: &[u64]) -> Vec<(u64, String)> {
         let mut out = Vec::new();
         moved.relay(
             topic,
             &Bytes::from_static(b"p"),
             false,
             |n| skip.contains(&n),
-            |n, _| out.push(n),
+            |_| None,
+            |n, r| out.push((n, r.client)),
         );
         out
     }
@@ -221,32 +271,51 @@ mod tests {
                 &Bytes::from(vec![i as u8]),
                 false,
                 |_| false,
+                |_| None,
                 |_, _| panic!("sent before the import"),
             );
         }
         moved.imported("other", 2, |_, _| panic!("another client"));
         moved.imported("c", 2, |n, r| held.push((n, r.packet[0])));
         assert_eq!(held, vec![(2, 0), (2, 2)], "matching ones, in order");
-        assert_eq!(sent(&moved, "a/9", &[]), vec![2]);
-        assert_eq!(
-            sent(&moved, "a/9", &[2]),
-            Vec::<u64>::new(),
-            "node 2 had it"
-        );
-        assert_eq!(sent(&moved, "c", &[]), Vec::<u64>::new());
+        assert_eq!(sent(&moved, "a/9", &[]), vec![(2, "c".to_string())]);
+        assert!(sent(&moved, "a/9", &[2]).is_empty(), "skipped node");
+        assert!(sent(&moved, "c", &[]).is_empty());
     }
 
     #[test]
-    fn one_copy_per_node_however_many_sessions_match() {
+    fn each_matching_session_gets_its_copy_with_its_nodes_direct_mark() {
         let moved = MovedSessions::default();
         let now = Instant::now();
         moved.add("c1", 2, &filters(&["t/#"]), now);
-        moved.add("c2", 2, &filters(&["t/1"]), now);
+        moved.add("c2", 2, &filters(&["t/2"]), now);
         moved.add("c3", 3, &filters(&["t/+"]), now);
-        moved.imported("c1", 2, |_, _| {});
-        moved.imported("c2", 2, |_, _| {});
+        for c in ["c1", "c2"] {
+            moved.imported(c, 2, |_, _| {});
+        }
         moved.imported("c3", 3, |_, _| {});
-        assert_eq!(sent(&moved, "t/1", &[]), vec![2, 3]);
+        let mark = LinkMark {
+            node: 9,
+            generation: 1,
+            link: 4,
+            seq: 77,
+        };
+        let mut out = Vec::new();
+        moved.relay(
+            "t/1",
+            &Bytes::from_static(b"p"),
+            true,
+            |_| false,
+            |n| (n == 3).then_some(mark),
+            |n, r| out.push((n, r.client, r.direct, r.droppable)),
+        );
+        assert_eq!(
+            out,
+            vec![
+                (2, "c1".to_string(), None, true),
+                (3, "c3".to_string(), Some(mark), true)
+            ]
+        );
     }
 
     #[test]

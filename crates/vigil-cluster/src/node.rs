@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 use vigil_broker::{Broker, ClusterMetrics, LinkMetrics};
 
+use crate::arrivals::Arrivals;
 use crate::inbound::InboundStats;
 use crate::link::{run_peer, Peer};
 use crate::membership::{self, Member, Reader, RouteDelta};
@@ -75,6 +76,8 @@ pub(crate) struct Cluster {
     pub(crate) ownership: Arc<ClientOwnership>,
     /// Sessions handed over to other nodes, still passed on for a while.
     pub(crate) moved: MovedSessions,
+    /// Sessions handed over to this node lately, and what links delivered.
+    pub(crate) arrivals: Arc<Arrivals>,
 }
 
 /// What crossed this node's links.
@@ -171,6 +174,7 @@ impl Cluster {
         for route in &ended {
             self.local.remove(route);
         }
+        self.arrivals.expire(std::time::Instant::now());
     }
 
     /// Node `node`, generation `generation`, said it is stopping: its routes
@@ -210,6 +214,8 @@ impl Cluster {
                     );
                     old.retire();
                     table.remove_node(member.node_id);
+                    self.moved
+                        .forget_links_of(member.node_id, member.generation);
                 } else {
                     info!(node = member.node_id, addr = %member.cluster_addr, mqtt = %member.mqtt, "cluster node joined");
                 }

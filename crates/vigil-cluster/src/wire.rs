@@ -57,9 +57,10 @@ pub(crate) enum Frame {
         seq: u64,
         /// Shared groups the receiver delivers to, as (group, filter).
         groups: Vec<(String, String)>,
-        /// The other nodes the sender sent the message to (a node that
-        /// passes on a moved session's messages skips those).
-        also: Vec<u64>,
+        /// The other nodes the sender sent the message to, with its place
+        /// on their links (a node passing on a moved session's messages
+        /// says which copy the new node had).
+        also: Vec<(u64, LinkMark)>,
         /// The message as an MQTT 5 PUBLISH packet.
         packet: Bytes,
     },
@@ -97,6 +98,19 @@ pub(crate) enum Frame {
         /// Whether the session is wanted (the CONNECT resumes one).
         ship: bool,
     },
+    /// A message for sessions that moved from the sender to the receiver,
+    /// which the sender received after the session left it.
+    PassOn {
+        /// Per-link sequence number.
+        seq: u64,
+        /// The client ids of the moved sessions to deliver it to.
+        clients: Vec<String>,
+        /// The copy its publisher's node sent the receiver directly, if it
+        /// did: delivered to a session only if it came before the session.
+        direct: Option<LinkMark>,
+        /// The message as an MQTT 5 PUBLISH packet.
+        packet: Bytes,
+    },
     /// The answer to `HandOver`.
     HandedOver(HandOverReply),
     /// The new owner's last word on a hand-over connection: the shipped
@@ -104,13 +118,37 @@ pub(crate) enum Frame {
     HandOverDone,
 }
 
+/// A frame's place on one link: the link's sender (node, generation), its
+/// number, and the frame's sequence number there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LinkMark {
+    /// The node that sends on the link.
+    pub(crate) node: u64,
+    /// Its generation.
+    pub(crate) generation: u64,
+    /// The link's number (`Hello::link`).
+    pub(crate) link: u64,
+    /// The sequence number.
+    pub(crate) seq: u64,
+}
+
+impl LinkMark {
+    /// The link it is on, as its receiver keys it.
+    pub(crate) fn link_key(&self) -> (u64, u64, u64) {
+        (self.node, self.generation, self.link)
+    }
+}
+
 /// What the previous owner answers a hand-over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HandOverReply {
     /// No session to ship (none here, or not asked for).
     Nothing,
-    /// The session, as `vigil_broker::ShippedSession::to_bytes` wrote it.
-    Session(Bytes),
+    /// The session, as `vigil_broker::ShippedSession::to_bytes` wrote it,
+    /// and for each link to the new node whose messages the previous owner
+    /// also had, the last such message it had before the session left
+    /// (those the session holds already, not to be delivered again).
+    Session(Bytes, Vec<LinkMark>),
     /// The claim is not the current owner here (a stale epoch), or it
     /// could not be checked in time.
     Refused(String),
@@ -151,6 +189,7 @@ const LEAVE: u8 = 6;
 const HAND_OVER: u8 = 7;
 const HANDED_OVER: u8 = 8;
 const HAND_OVER_DONE: u8 = 9;
+const PASS_ON: u8 = 10;
 
 impl Frame {
     /// Appends the frame's bytes to `out`.
@@ -187,8 +226,9 @@ impl Frame {
                     put_str(out, filter);
                 }
                 out.put_u16(u16::try_from(also.len()).unwrap_or(u16::MAX));
-                for node in also.iter().take(usize::from(u16::MAX)) {
-                    out.put_u64(*node);
+                for (to, m) in also.iter().take(usize::from(u16::MAX)) {
+                    out.put_u64(*to);
+                    put_mark(out, m);
                 }
                 out.put_slice(packet);
             }
@@ -220,12 +260,28 @@ impl Frame {
                 put_str(out, client_id);
             }
             Frame::HandOverDone => out.put_u8(HAND_OVER_DONE),
+            Frame::PassOn {
+                seq,
+                clients,
+                direct,
+                packet,
+            } => {
+                out.put_u8(PASS_ON);
+                out.put_u64(*seq);
+                out.put_u16(u16::try_from(clients.len()).unwrap_or(u16::MAX));
+                for c in clients.iter().take(usize::from(u16::MAX)) {
+                    put_str(out, c);
+                }
+                put_marks(out, direct.as_slice());
+                out.put_slice(packet);
+            }
             Frame::HandedOver(reply) => {
                 out.put_u8(HANDED_OVER);
                 match reply {
                     HandOverReply::Nothing => out.put_u8(0),
-                    HandOverReply::Session(bytes) => {
+                    HandOverReply::Session(bytes, marks) => {
                         out.put_u8(1);
+                        put_marks(out, marks);
                         out.put_slice(bytes);
                     }
                     HandOverReply::Refused(why) => {
@@ -280,7 +336,8 @@ impl Frame {
                 let n = take_u16(&mut body, "publish nodes")?;
                 let mut also = Vec::with_capacity(usize::from(n).min(64));
                 for _ in 0..n {
-                    also.push(take_u64(&mut body, "publish nodes")?);
+                    let to = take_u64(&mut body, "publish nodes")?;
+                    also.push((to, take_mark(&mut body, "publish nodes")?));
                 }
                 return Ok(Some(Frame::Publish {
                     seq,
@@ -314,7 +371,10 @@ impl Frame {
             HANDED_OVER => {
                 let reply = match take_u8(&mut body, "handed-over")? {
                     0 => HandOverReply::Nothing,
-                    1 => HandOverReply::Session(std::mem::take(&mut body)),
+                    1 => {
+                        let marks = take_marks(&mut body, "handed-over marks")?;
+                        HandOverReply::Session(std::mem::take(&mut body), marks)
+                    }
                     2 => HandOverReply::Refused(
                         String::from_utf8(std::mem::take(&mut body).to_vec())
                             .map_err(|_| WireError::Utf8)?,
@@ -324,6 +384,24 @@ impl Frame {
                 Frame::HandedOver(reply)
             }
             HAND_OVER_DONE => Frame::HandOverDone,
+            PASS_ON => {
+                let seq = take_u64(&mut body, "pass-on")?;
+                let n = take_u16(&mut body, "pass-on clients")?;
+                let mut clients = Vec::with_capacity(usize::from(n).min(64));
+                for _ in 0..n {
+                    clients.push(take_str(&mut body)?);
+                }
+                let mut direct = take_marks(&mut body, "pass-on mark")?;
+                if direct.len() > 1 {
+                    return Err(WireError::Publish("a pass-on with two direct copies".into()));
+                }
+                return Ok(Some(Frame::PassOn {
+                    seq,
+                    clients,
+                    direct: direct.pop(),
+                    packet: body,
+                }));
+            }
             other => return Err(WireError::Kind(other)),
         };
         if body.has_remaining() {
@@ -331,6 +409,41 @@ impl Frame {
         }
         Ok(Some(frame))
     }
+}
+
+/// Writes link marks: a u16 count, then node, generation, link and
+/// sequence number (u64 each).
+fn put_marks(out: &mut BytesMut, marks: &[LinkMark]) {
+    out.put_u16(u16::try_from(marks.len()).unwrap_or(u16::MAX));
+    for m in marks.iter().take(usize::from(u16::MAX)) {
+        put_mark(out, m);
+    }
+}
+
+fn put_mark(out: &mut BytesMut, m: &LinkMark) {
+    out.put_u64(m.node);
+    out.put_u64(m.generation);
+    out.put_u64(m.link);
+    out.put_u64(m.seq);
+}
+
+/// Reads what `put_marks` wrote.
+fn take_marks(body: &mut Bytes, what: &'static str) -> Result<Vec<LinkMark>, WireError> {
+    let n = take_u16(body, what)?;
+    let mut marks = Vec::with_capacity(usize::from(n).min(64));
+    for _ in 0..n {
+        marks.push(take_mark(body, what)?);
+    }
+    Ok(marks)
+}
+
+fn take_mark(body: &mut Bytes, what: &'static str) -> Result<LinkMark, WireError> {
+    Ok(LinkMark {
+        node: take_u64(body, what)?,
+        generation: take_u64(body, what)?,
+        link: take_u64(body, what)?,
+        seq: take_u64(body, what)?,
+    })
 }
 
 /// `message` as the MQTT 5 PUBLISH packet a link carries (its remaining
@@ -437,13 +550,22 @@ mod tests {
         Frame::Publish {
             seq: 1,
             groups: vec![("g".into(), "t/+".into())],
-            also: vec![3],
+            also: vec![(
+                2,
+                LinkMark {
+                    node: 3,
+                    generation: 4,
+                    link: 5,
+                    seq: 6,
+                },
+            )],
             packet: Bytes::from_static(&[0x30, 0]),
         }
         .encode(&mut out);
         let expected: &[u8] = &[
-            0, 0, 0, 32, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, b'g', 0, 3, b't',
-            b'/', b'+', 0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0x30, 0,
+            0, 0, 0, 64, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, b'g', 0, 3, b't',
+            b'/', b'+', 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0,
+            0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6, 0x30, 0,
         ];
         assert_eq!(&out[..], expected);
     }
@@ -461,7 +583,18 @@ mod tests {
             Frame::Publish {
                 seq: 9,
                 groups: vec![("g".into(), "a/#".into())],
-                also: vec![1, 4],
+                also: vec![
+                    (
+                        5,
+                        LinkMark {
+                            node: 1,
+                            generation: 2,
+                            link: 3,
+                            seq: 4,
+                        }
+                    );
+                    2
+                ],
                 packet: encode_message(&message(false), now),
             },
             Frame::Retain {
@@ -478,7 +611,32 @@ mod tests {
                 ship: true,
             },
             Frame::HandedOver(HandOverReply::Nothing),
-            Frame::HandedOver(HandOverReply::Session(Bytes::from_static(b"session"))),
+            Frame::HandedOver(HandOverReply::Session(
+                Bytes::from_static(b"session"),
+                vec![LinkMark {
+                    node: 3,
+                    generation: 1,
+                    link: 2,
+                    seq: 77,
+                }],
+            )),
+            Frame::PassOn {
+                seq: 12,
+                clients: vec!["dev-7".into(), "dev-8".into()],
+                direct: Some(LinkMark {
+                    node: 3,
+                    generation: 1,
+                    link: 2,
+                    seq: 78,
+                }),
+                packet: encode_message(&message(false), now),
+            },
+            Frame::PassOn {
+                seq: 13,
+                clients: vec!["dev-7".into()],
+                direct: None,
+                packet: encode_message(&message(false), now),
+            },
             Frame::HandedOver(HandOverReply::Refused("stale epoch".into())),
             Frame::HandOverDone,
         ];

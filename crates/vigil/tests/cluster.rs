@@ -578,11 +578,32 @@ async fn a_persistent_session_moves_with_its_client_to_another_node() {
 /// on what still comes to it). Redelivered ones carry DUP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_while_a_session_moves_are_not_lost() {
+    move_while_publishing(false).await;
+}
+
+/// The same with another subscriber to the topics on node 2 from the
+/// start, so the publishers' nodes send node 2 its own copy of each
+/// message as well: the moved session takes one copy of each, never two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moving_session_gets_one_copy_when_its_new_node_had_the_topic() {
+    move_while_publishing(true).await;
+}
+
+async fn move_while_publishing(watcher_on_new_node: bool) {
     let nodes = three_nodes();
     let (mut old, _, code) = Raw::connect_persistent(&nodes[0], "mover", 300);
     assert_eq!(code, 0);
     old.subscribe("mv/#");
     routes_converge(&nodes[2], 1, 1);
+    let mut watcher = None;
+    if watcher_on_new_node {
+        let (mut w, code) = Raw::connect(&nodes[1], "watcher");
+        assert_eq!(code, 0);
+        w.subscribe("mv/#");
+        routes_converge(&nodes[2], 2, 1);
+        routes_converge(&nodes[0], 2, 1);
+        watcher = Some(std::thread::spawn(move || w.receive_all(Duration::from_secs(3))));
+    }
     let old_reader = std::thread::spawn(move || old.receive_all(Duration::from_secs(20)));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut publishers = Vec::new();
@@ -612,6 +633,7 @@ async fn messages_published_while_a_session_moves_are_not_lost() {
     let new_reader = std::thread::spawn(move || new.receive_all(Duration::from_secs(3)));
     // Well past the gossip round that tells node 3 where the route went.
     routes_converge(&nodes[2], 2, 1);
+    routes_converge(&nodes[0], 2, 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut sent = HashMap::new();
@@ -649,5 +671,10 @@ async fn messages_published_while_a_session_moves_are_not_lost() {
             repeated_without_dup, 0,
             "{topic}: a second copy without DUP"
         );
+    }
+    if let Some(w) = watcher {
+        let (got, _) = w.join().unwrap();
+        let total: u32 = sent.values().sum();
+        assert_eq!(got.len() as u32, total, "the watcher got each message once");
     }
 }

@@ -20,7 +20,7 @@ use vigil_store::{MessageRecord, Op, Ticket};
 use crate::remote_acks::RemoteAcks;
 
 use super::routing::Routed;
-use super::{Broker, Wakes};
+use super::{Broker, SessionRef, Wakes};
 
 /// What the core calls on a cluster node. Every method runs on the thread
 /// that published or subscribed, so each must only queue work, never wait.
@@ -180,7 +180,8 @@ impl Broker {
     /// Delivers a message another node forwarded to this node's
     /// subscribers: every matching plain subscription, and one member of
     /// each shared group in `groups` (`(group, filter)`: the ones the
-    /// forwarding node chose this node for). It is not forwarded again and
+    /// forwarding node chose this node for), of the sessions whose client
+    /// id `select` accepts. It is not forwarded again and
     /// does not touch the retained index (retained messages are replicated
     /// on their own, `set_retained_from_cluster`). Subscribers are added to
     /// `wakes`; QoS 1/2 deliveries that found a full queue come back in
@@ -190,20 +191,20 @@ impl Broker {
         now: Clock,
         message: Message,
         groups: &[(String, String)],
+        select: &dyn Fn(&str) -> bool,
         wakes: &mut Wakes,
     ) -> Routed {
         let message = Arc::new(message);
         let mut matches = Vec::new();
+        let online = |s: &SessionRef| s.is_online();
         self.subs
-            .match_topic_with(&message.topic, None, false, |s| s.is_online(), &mut matches);
+            .match_topic_with(&message.topic, None, false, online, &mut matches);
         for (group, filter) in groups {
-            if let Some(m) = self
-                .subs
-                .pick_shared(filter, group, u64::MAX, |s| s.is_online())
-            {
+            if let Some(m) = self.subs.pick_shared(filter, group, u64::MAX, online) {
                 matches.push(m);
             }
         }
+        matches.retain(|m| select(m.subscriber.client_id()));
         self.deliver_matches(now, &message, matches, Vec::new(), None, wakes)
     }
 
