@@ -34,7 +34,7 @@ pub mod transport;
 pub use crate::connection::takeover::hand_over_session;
 pub use crate::core::clients::{ClientFilter, ClientInfo, Kicked};
 pub use crate::core::cluster::{ClaimFuture, ClusterHook, ClusterMetrics, LinkMetrics};
-pub use crate::core::handover::{ShipError, ShippedSession};
+pub use crate::core::handover::{MovedSession, ShipError, ShippedSession};
 pub use crate::core::history::DisconnectRecord;
 pub use crate::core::{
     Broker, ConnFigures, CoreConfig, Counters, MailboxLimits, OverflowConfig, ShardedCounter,

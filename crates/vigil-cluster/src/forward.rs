@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tracing::warn;
+use tracing::{debug, warn};
 use vigil_broker::Broker;
 use vigil_broker::{ClusterHook, RemoteAcks};
-use vigil_proto::message::Message;
+use vigil_proto::message::{Message, Outgoing};
 use vigil_proto::time::Clock;
 use vigil_proto::QoS;
 
 use crate::link::{self, Peer, SyncStage};
 use crate::moved::Relay;
 use crate::node::Cluster;
+use crate::origin;
 use crate::retained::unix_ms;
 use crate::routes::Route;
 use crate::wire::{self, LinkMark, Stamp};
@@ -38,6 +39,7 @@ fn is_local_only(topic: &str) -> bool {
 
 impl ClusterHook for Cluster {
     fn forward(&self, message: &Arc<Message>) -> Option<RemoteAcks> {
+        origin::clear();
         if is_local_only(&message.topic) {
             return None;
         }
@@ -46,7 +48,7 @@ impl ClusterHook for Cluster {
             self.replicate_retained(&message.topic, now);
         }
         let matches = self.remote.read().matches(&message.topic);
-        if matches.nodes.is_empty() && matches.groups.is_empty() && self.moved.is_empty() {
+        if matches.nodes.is_empty() && matches.groups.is_empty() {
             return None;
         }
         let peers = self.peers.read();
@@ -79,28 +81,27 @@ impl ClusterHook for Cluster {
             .filter_map(|(node, groups)| peers.get(&node).map(|p| (p, groups)))
             .collect();
         let nodes: Vec<&Arc<Peer>> = linked.iter().map(|(p, _)| *p).collect();
-        let seqs = link::publish_to_all((self.node_id, self.generation), linked, &packet, droppable);
+        let seqs =
+            link::publish_to_all((self.node_id, self.generation), linked, &packet, droppable);
         if !self.moved.is_empty() {
-            // After the direct copies, on the same links: the new node of a
-            // moved session sees which one came first.
-            let direct = |node: u64| {
-                nodes.iter().zip(&seqs).find_map(|(p, seq)| {
-                    (p.node_id == node).then_some(LinkMark {
-                        node: self.node_id,
-                        generation: self.generation,
-                        link: p.link,
-                        seq: (*seq)?,
-                    })
+            // The local delivery of this message comes next on this
+            // thread: a moved session's copy says where the direct ones are.
+            let also = nodes
+                .iter()
+                .zip(&seqs)
+                .filter_map(|(p, seq)| {
+                    Some((
+                        p.node_id,
+                        LinkMark {
+                            node: self.node_id,
+                            generation: self.generation,
+                            link: p.link,
+                            seq: (*seq)?,
+                        },
+                    ))
                 })
-            };
-            self.moved.relay(
-                &message.topic,
-                &packet,
-                droppable,
-                |_| false,
-                direct,
-                |to, relay| self.send_relay(&peers, to, relay),
-            );
+                .collect();
+            origin::set_local(message, also);
         }
         let mut acks: Option<RemoteAcks> = None;
         for (peer, seq) in nodes.into_iter().zip(seqs) {
@@ -148,6 +149,29 @@ impl ClusterHook for Cluster {
         Some(self.claim_and_hand_over(client_id, clean_start))
     }
 
+    fn moved_delivery(&self, client_id: &str, outgoing: &Outgoing) {
+        let origin = origin::of(&outgoing.message);
+        let packet = wire::encode_message(&outgoing.message, Instant::now());
+        let peers = self.peers.read();
+        let known = self.moved.deliver(
+            client_id,
+            packet,
+            outgoing.message.qos == QoS::AtMostOnce,
+            // Not back to the node it came from: that node routed it with
+            // whatever sessions it held (a message published there while
+            // the session was on its way is not passed back).
+            |node| origin.sender == Some(node),
+            |node| origin.direct(node),
+            |to, relay| self.send_relay(&peers, to, relay),
+        );
+        if !known {
+            debug!(
+                client = client_id,
+                "a delivery to a session that moved away and is no longer passed on: dropped"
+            );
+        }
+    }
+
     fn client_attached(&self, client_id: &str, ticket: u64) {
         if let Some(broker) = self.broker.upgrade() {
             self.ownership.attached(&broker, client_id, ticket);
@@ -162,7 +186,12 @@ impl Cluster {
             return;
         };
         if peer
-            .send_pass_on(vec![relay.client], relay.direct, relay.packet, relay.droppable)
+            .send_pass_on(
+                vec![relay.client],
+                relay.direct,
+                relay.packet,
+                relay.droppable,
+            )
             .is_some()
         {
             self.counters.passed_on.fetch_add(1, Relaxed);

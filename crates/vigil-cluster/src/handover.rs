@@ -15,7 +15,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -49,6 +49,11 @@ impl Cluster {
             .iter()
             .map(|m| (m.node_id, m.cluster_addr))
             .collect();
+        // The client is back: a session of it that moved away from here
+        // earlier is not passed on any more.
+        if let (Some(old), Some(b)) = (self.moved.remove(client_id), broker.upgrade()) {
+            b.end_moved(Clock::now(), &old);
+        }
         let client_id = client_id.to_owned();
         Box::pin(async move {
             let claimed = ownership.claim(&client_id).await?;
@@ -112,26 +117,31 @@ impl Cluster {
         let Some(broker) = self.broker.upgrade() else {
             return HandOverReply::Nothing;
         };
-        let Some(shipped) = vigil_broker::hand_over_session(&broker, client_id).await else {
+        // Ready before the export: from its seal on, deliveries to the
+        // session come back to this node's hook, to be passed on.
+        if ship {
+            if let Some(old) = self.moved.prepare(client_id, node, Instant::now()) {
+                broker.end_moved(Clock::now(), &old);
+            }
+        }
+        let Some((shipped, session)) = vigil_broker::hand_over_session(&broker, client_id).await
+        else {
+            if let Some(old) = self.moved.remove(client_id) {
+                broker.end_moved(Clock::now(), &old);
+            }
             return HandOverReply::Nothing;
         };
         if !ship {
+            broker.end_moved(Clock::now(), &session);
             return HandOverReply::Nothing;
         }
-        // From here what arrives for the session goes to its new node: the
-        // filters stay announced, so nothing sent here meanwhile is lost.
         let filters: Vec<String> = shipped
             .record
             .subscriptions
             .iter()
             .map(|s| s.filter.clone())
             .collect();
-        for route in self
-            .moved
-            .add(client_id, node, &filters, std::time::Instant::now())
-        {
-            self.local.add(route);
-        }
+        self.moved.exported(client_id, session, &filters);
         // Taken with the export, no await between: the links' deliveries
         // here wait for this task, so these are what the session holds.
         let marks = self.moved.also_seen_by(node);

@@ -21,11 +21,11 @@ use tracing::{debug, info, warn};
 use vigil_broker::{Broker, ForwardedBatch};
 use vigil_proto::time::Clock;
 
+use crate::arrivals::LinkKey;
 use crate::link::{read_frame, write_frames, LinkError, HANDSHAKE_TIMEOUT};
 use crate::node::Cluster;
-use crate::arrivals::LinkKey;
-use crate::wire::{decode_message, Frame, HandOverReply, LinkMark, WireError};
-use vigil_proto::QoS;
+use crate::origin;
+use crate::wire::{decode_message, Frame, HandOverReply, WireError};
 
 /// Frames applied per acknowledgement at most.
 const APPLY_BATCH: usize = 1024;
@@ -182,17 +182,17 @@ impl Cluster {
                     if seq <= last {
                         continue;
                     }
-                    let message = decode_message(packet.clone(), now)?;
+                    let message = decode_message(packet, now)?;
                     self.moved.note_also(&also);
-                    if !self.moved.is_empty() {
-                        self.pass_on_received(key.0, &message, &packet, &also);
-                    }
-                    if self.arrivals.is_empty() {
-                        batch.deliver(broker, message, &groups);
-                    } else {
-                        let take = |c: &str| self.arrivals.takes_direct(c, key, seq);
-                        batch.deliver_selected(broker, message, &groups, &take);
-                    }
+                    let arrivals = &self.arrivals;
+                    origin::with_forwarded(key.0, also, || {
+                        if arrivals.is_empty() {
+                            batch.deliver(broker, message, &groups);
+                        } else {
+                            let take = |c: &str| arrivals.takes_direct(c, key, seq);
+                            batch.deliver_selected(broker, message, &groups, &take);
+                        }
+                    });
                     self.counters.received.fetch_add(1, Relaxed);
                     last = seq;
                 }
@@ -209,7 +209,11 @@ impl Cluster {
                     let take = |c: &str| {
                         clients.iter().any(|x| x == c) && self.arrivals.takes_passed_on(c, direct)
                     };
-                    batch.deliver_selected(broker, message, &[], &take);
+                    // Passed on again (the session moved on meanwhile) with
+                    // the direct copy unknown: that node had none from here.
+                    origin::with_forwarded(key.0, Vec::new(), || {
+                        batch.deliver_selected(broker, message, &[], &take)
+                    });
                     self.counters.received.fetch_add(1, Relaxed);
                     last = seq;
                 }
@@ -244,27 +248,5 @@ impl Cluster {
             delivered.insert(key, last);
         }
         Ok((batch, last))
-    }
-
-    /// Passes a message received from node `sender` on to the sessions
-    /// that moved from here and match it: not back to its sender (it
-    /// routed the message itself, with whatever sessions it held), and
-    /// naming the direct copy where the sender sent the new node one.
-    fn pass_on_received(
-        &self,
-        sender: u64,
-        message: &vigil_proto::message::Message,
-        packet: &bytes::Bytes,
-        also: &[(u64, LinkMark)],
-    ) {
-        let peers = self.peers.read();
-        self.moved.relay(
-            &message.topic,
-            packet,
-            message.qos == QoS::AtMostOnce,
-            |node| node == sender,
-            |node| also.iter().find(|(to, _)| *to == node).map(|(_, m)| *m),
-            |to, relay| self.send_relay(&peers, to, relay),
-        );
     }
 }

@@ -25,6 +25,7 @@ mod link;
 mod membership;
 mod moved;
 mod node;
+mod origin;
 mod ownership;
 mod retained;
 mod routes;

@@ -160,7 +160,7 @@ impl Cluster {
     }
 
     /// Stops passing on the moved sessions whose new node's routes have
-    /// had time to reach every node, and stops announcing their filters.
+    /// had time to reach every node, and ends them (their filters go).
     fn expire_moved(&self) {
         let ended = {
             let table = self.remote.read();
@@ -171,8 +171,10 @@ impl Cluster {
                 |node| peers.contains_key(&node),
             )
         };
-        for route in &ended {
-            self.local.remove(route);
+        if let Some(broker) = self.broker.upgrade() {
+            for session in &ended {
+                broker.end_moved(vigil_proto::time::Clock::now(), session);
+            }
         }
         self.arrivals.expire(std::time::Instant::now());
     }

@@ -393,7 +393,9 @@ impl Frame {
                 }
                 let mut direct = take_marks(&mut body, "pass-on mark")?;
                 if direct.len() > 1 {
-                    return Err(WireError::Publish("a pass-on with two direct copies".into()));
+                    return Err(WireError::Publish(
+                        "a pass-on with two direct copies".into(),
+                    ));
                 }
                 return Ok(Some(Frame::PassOn {
                     seq,
@@ -564,8 +566,8 @@ mod tests {
         .encode(&mut out);
         let expected: &[u8] = &[
             0, 0, 0, 64, VERSION, PUBLISH, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, b'g', 0, 3, b't',
-            b'/', b'+', 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0,
-            0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6, 0x30, 0,
+            b'/', b'+', 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
+            4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 6, 0x30, 0,
         ];
         assert_eq!(&out[..], expected);
     }

@@ -602,7 +602,9 @@ async fn move_while_publishing(watcher_on_new_node: bool) {
         w.subscribe("mv/#");
         routes_converge(&nodes[2], 2, 1);
         routes_converge(&nodes[0], 2, 1);
-        watcher = Some(std::thread::spawn(move || w.receive_all(Duration::from_secs(3))));
+        watcher = Some(std::thread::spawn(move || {
+            w.receive_all(Duration::from_secs(3))
+        }));
     }
     let old_reader = std::thread::spawn(move || old.receive_all(Duration::from_secs(20)));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

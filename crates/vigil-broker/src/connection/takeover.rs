@@ -4,7 +4,7 @@
 
 use vigil_proto::time::Clock;
 
-use crate::core::handover::ShippedSession;
+use crate::core::handover::{MovedSession, ShippedSession};
 use crate::core::{Broker, Claim, ConnectGrant, ConnectRequest};
 
 /// Attaches a new connection to the session of `req.client_id`, taking it
@@ -38,8 +38,13 @@ pub(crate) async fn connect(broker: &Broker, req: &ConnectRequest) -> ConnectGra
 /// Takes the session of `client_id` out of this broker for another cluster
 /// node: a live connection is told `TakenOver` (DISCONNECT 0x8E) and waited
 /// for, up to `takeover_wait`, as a local takeover waits; then the session
-/// is exported and ended here. None: no session to ship.
-pub async fn hand_over_session(broker: &Broker, client_id: &str) -> Option<ShippedSession> {
+/// is exported and retired here, its subscriptions kept for the cluster to
+/// pass on what still comes for it, until `Broker::end_moved`. None: no
+/// session to ship.
+pub async fn hand_over_session(
+    broker: &Broker,
+    client_id: &str,
+) -> Option<(ShippedSession, MovedSession)> {
     let session = broker.session(client_id)?;
     // In turn with local CONNECTs of the id.
     let _turn = session.connect_lock.lock().await;
@@ -52,7 +57,8 @@ pub async fn hand_over_session(broker: &Broker, client_id: &str) -> Option<Shipp
             broker.take_back(&session, conn_id);
         }
     }
-    broker.export_session(Clock::now(), &session)
+    let shipped = broker.export_session(Clock::now(), &session)?;
+    Some((shipped, MovedSession(session.clone())))
 }
 
 #[cfg(test)]

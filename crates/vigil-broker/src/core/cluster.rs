@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use vigil_proto::message::Message;
+use vigil_proto::message::{Message, Outgoing};
 use vigil_proto::time::Clock;
 use vigil_proto::topic::SharedFilter;
 use vigil_store::{MessageRecord, Op, Ticket};
@@ -50,6 +50,14 @@ pub trait ClusterHook: Send + Sync + fmt::Debug {
         let _ = (client_id, clean_start);
         None
     }
+
+    /// A delivery reached the session of `client_id` after it moved to
+    /// another node (`hand_over_session`): pass it on there. Called on the
+    /// routing thread, in routing order.
+    fn moved_delivery(&self, client_id: &str, outgoing: &Outgoing) {
+        let _ = (client_id, outgoing);
+    }
+
     /// The connection whose claim got `ticket` is attached to its session:
     /// if a newer claim from another node was applied meanwhile, the hook
     /// ends it (`Broker::end_taken_elsewhere`).
@@ -163,6 +171,14 @@ impl Broker {
 
     pub(super) fn forward_to_cluster(&self, message: &Arc<Message>) -> Option<RemoteAcks> {
         self.cluster.get()?.forward(message)
+    }
+
+    /// A delivery to a session that moved to another node (its mailbox is
+    /// sealed): the cluster passes it on.
+    pub(super) fn moved_delivery(&self, session: &SessionRef, outgoing: &Outgoing) {
+        if let Some(c) = self.cluster.get() {
+            c.moved_delivery(session.client_id(), outgoing);
+        }
     }
 
     pub(super) fn route_added(&self, filter: &str, group: Option<&str>) {
@@ -371,14 +387,20 @@ mod tests {
         );
         b.publish(now, None, message("s"));
         let mut wakes = Wakes::default();
-        b.deliver_forwarded(now, message("s"), &[], &mut wakes);
+        b.deliver_forwarded(now, message("s"), &[], &|_| true, &mut wakes);
         assert_eq!(*hook.forwarded.lock(), vec!["s".to_string()]);
         assert_eq!(
             queued(&late),
             1,
             "the local publish; the forwarded one named no group"
         );
-        b.deliver_forwarded(now, message("s"), &[("g".into(), "s".into())], &mut wakes);
+        b.deliver_forwarded(
+            now,
+            message("s"),
+            &[("g".into(), "s".into())],
+            &|_| true,
+            &mut wakes,
+        );
         assert_eq!(queued(&late), 1, "the group this node was chosen for");
     }
 

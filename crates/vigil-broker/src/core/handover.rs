@@ -21,6 +21,25 @@ use vigil_store::{MessageRecord, Op, QueuedRecord, RecordError, Sent, SessionRec
 use super::session::{Presence, SessionInner};
 use super::{Broker, Control, Session, SessionRef, Timer};
 
+/// A session shipped to another node, whose subscriptions still bring its
+/// messages here (to be passed on) until `Broker::end_moved`.
+#[derive(Debug, Clone)]
+pub struct MovedSession(pub(crate) SessionRef);
+
+impl MovedSession {
+    /// Its client id.
+    pub fn client_id(&self) -> &str {
+        self.0.client_id()
+    }
+
+    /// A handle to a session of no broker, for tests of code that keeps
+    /// these handles.
+    #[doc(hidden)]
+    pub fn detached(client_id: &str) -> MovedSession {
+        MovedSession(Arc::new(Session::new(0, Arc::from(client_id))))
+    }
+}
+
 /// One session as it travels: the store's records of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShippedSession {
@@ -138,8 +157,12 @@ impl Broker {
     }
 
     /// Takes `session` out of this broker at `now`, for another node: its
-    /// records, and the session ended here. None if a connection holds it
-    /// or it has ended (nothing to ship).
+    /// records, and the session retired here: out of the registry and the
+    /// store, its mailbox sealed, so every delivery is either in the
+    /// records or handed to the cluster (`ClusterHook::moved_delivery`).
+    /// Its subscriptions stay until `end_moved`: messages that still come
+    /// here for it (until the cluster has learnt where it went) are passed
+    /// on. None if a connection holds it or it has ended (nothing to ship).
     pub(crate) fn export_session(
         &self,
         now: Clock,
@@ -168,7 +191,11 @@ impl Broker {
             };
             deliveries.push((queued(&f.outgoing), Some(sent)));
         }
-        for o in state.pending.iter().chain(&session.mailbox.take_all()) {
+        for o in state
+            .pending
+            .iter()
+            .chain(&session.mailbox.take_all_and_seal())
+        {
             deliveries.push((queued(o), None));
         }
         let shipped = ShippedSession {
@@ -182,8 +209,21 @@ impl Broker {
             deliveries = shipped.deliveries.len(),
             "session handed over to another node"
         );
-        self.end_session(now, session, &mut inner);
+        inner.presence = Presence::Ended;
+        if session.is_durable() {
+            session.set_durable(false);
+            self.persist(vec![Op::DeleteSession(session.key)]);
+        }
+        self.forget_session(session);
         Some(shipped)
+    }
+
+    /// Ends for good, at `now`, a session `export_session` took out: its
+    /// subscriptions go.
+    pub fn end_moved(&self, now: Clock, moved: &MovedSession) {
+        let session = &moved.0;
+        let mut inner = session.inner.lock();
+        self.clear_session(now, session, &mut inner);
     }
 
     /// Puts a session shipped from another node into this broker at `now`,
@@ -380,5 +420,16 @@ mod tests {
         assert_eq!(again.inbound_qos2, vec![9]);
         assert_eq!(again.last_packet_id, 3);
         assert!(b.session("mover").is_none(), "exported: ended here");
+        assert!(
+            session.mailbox.is_sealed(),
+            "later deliveries are handed back"
+        );
+        assert_eq!(
+            session.subscriptions(),
+            vec!["mv/#".to_string()],
+            "until end_moved"
+        );
+        b.end_moved(now, &MovedSession(session.clone()));
+        assert!(session.subscriptions().is_empty());
     }
 }

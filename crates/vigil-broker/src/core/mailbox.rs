@@ -45,6 +45,9 @@ pub enum PushOutcome {
     DroppedOffline,
     /// The queue is at its bound; the delivery is handed back.
     Full(Outgoing),
+    /// The session moved to another cluster node (`seal`): the delivery is
+    /// handed back, for the cluster to pass on.
+    Moved(Outgoing),
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +66,8 @@ struct Queue {
     held: bool,
     /// The worker the session's connection runs on, if it runs on one.
     home: Option<Arc<WakeInbox>>,
+    /// The session moved to another node: nothing is queued here any more.
+    sealed: bool,
     /// What few sessions need, made when first needed: inline, the `Notify`
     /// alone was 32 bytes in every session and put `Session` a jemalloc size
     /// class up (320 -> 384 bytes).
@@ -128,10 +133,16 @@ impl Mailbox {
         limits: MailboxLimits,
     ) -> (PushOutcome, bool) {
         if !online && outgoing.qos == QoS::AtMostOnce {
+            if self.queue.lock().sealed {
+                return (PushOutcome::Moved(outgoing), false);
+            }
             return (PushOutcome::DroppedOffline, false);
         }
         let weight = outgoing.message.weight();
         let mut q = self.queue.lock();
+        if q.sealed {
+            return (PushOutcome::Moved(outgoing), false);
+        }
         if q.items.len() >= limits.max_messages || q.bytes + weight > limits.max_bytes {
             return (PushOutcome::Full(outgoing), false);
         }
@@ -351,6 +362,22 @@ impl Mailbox {
     /// subscriptions' deliveries on); the retained streams are left.
     pub fn take_all(&self) -> Vec<Outgoing> {
         let mut q = self.queue.lock();
+        q.bytes = 0;
+        q.items.drain(..).collect()
+    }
+
+    /// True once the session moved to another node (`take_all_and_seal`).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.queue.lock().sealed
+    }
+
+    /// Takes every queued delivery and seals the queue: what is pushed
+    /// after comes back as `PushOutcome::Moved` (the session moved to
+    /// another node). One lock, so each delivery is either taken here or
+    /// handed back, never lost between.
+    pub(crate) fn take_all_and_seal(&self) -> Vec<Outgoing> {
+        let mut q = self.queue.lock();
+        q.sealed = true;
         q.bytes = 0;
         q.items.drain(..).collect()
     }

@@ -83,6 +83,10 @@ impl Broker {
         outgoing: Outgoing,
     ) -> Result<(), StillBlocked> {
         if !session.is_online() {
+            if session.mailbox.is_sealed() {
+                self.moved_delivery(session, &outgoing);
+                return Ok(());
+            }
             return Err(StillBlocked::Offline(outgoing));
         }
         match session.mailbox.push(outgoing, true, self.config.mailbox) {
@@ -92,6 +96,10 @@ impl Broker {
                 Ok(())
             }
             PushOutcome::Full(o) => Err(StillBlocked::Full(o)),
+            PushOutcome::Moved(o) => {
+                self.moved_delivery(session, &o);
+                Ok(())
+            }
         }
     }
 

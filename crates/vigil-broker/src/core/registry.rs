@@ -262,6 +262,12 @@ impl Broker {
             session.set_durable(false);
             self.persist(vec![Op::DeleteSession(session.key)]);
         }
+        self.forget_session(session);
+    }
+
+    /// Takes `session` out of the registry (if it is the one registered
+    /// under its client id).
+    pub(super) fn forget_session(&self, session: &SessionRef) {
         let mut map = self.sessions.lock();
         if map
             .get(session.client_id())

@@ -395,6 +395,7 @@ impl Broker {
             // overflow holds no publisher again until it has drained.
             PushOutcome::Full(o) if online && !session.mailbox.is_stalled() => return Some(o),
             PushOutcome::Full(o) => self.drop_blocked(session, &o),
+            PushOutcome::Moved(o) => self.moved_delivery(session, &o),
         }
         None
     }
