@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::oneshot;
 
 use crate::wire::LinkMark;
 
@@ -48,6 +49,8 @@ pub(crate) struct Arrivals {
     delivered: Mutex<HashMap<LinkKey, u64>>,
     count: AtomicUsize,
     sessions: Mutex<HashMap<String, Arrival>>,
+    /// CONNECTs waiting for their session to arrive on a link.
+    waiting: Mutex<HashMap<String, oneshot::Sender<()>>>,
 }
 
 impl Arrivals {
@@ -69,16 +72,59 @@ impl Arrivals {
     ) -> T {
         let delivered = self.delivered.lock();
         let out = import();
+        self.note(&delivered, None, client_id, shipped, now);
+        out
+    }
+
+    /// Notes the arrival of `client_id`'s session, imported by a link
+    /// holding `delivered` (`Arrivals::delivered`); that link, `link`, has
+    /// delivered up to `through` so far.
+    pub(crate) fn arrive_on_link(
+        &self,
+        delivered: &HashMap<LinkKey, u64>,
+        link: (LinkKey, u64),
+        client_id: &str,
+        shipped: &[LinkMark],
+        now: Instant,
+    ) {
+        self.note(delivered, Some(link), client_id, shipped, now);
+        if let Some(waiter) = self.waiting.lock().remove(client_id) {
+            let _ = waiter.send(());
+        }
+    }
+
+    fn note(
+        &self,
+        delivered: &HashMap<LinkKey, u64>,
+        link: Option<(LinkKey, u64)>,
+        client_id: &str,
+        shipped: &[LinkMark],
+        now: Instant,
+    ) {
+        let mut delivered = delivered.clone();
+        if let Some((key, through)) = link {
+            delivered.insert(key, through);
+        }
         let arrival = Arrival {
-            delivered: delivered.clone(),
+            delivered,
             shipped: shipped.iter().map(|m| (m.link_key(), m.seq)).collect(),
             at: now,
         };
-        drop(delivered);
         let mut sessions = self.sessions.lock();
         sessions.insert(client_id.to_owned(), arrival);
         self.count.store(sessions.len(), Relaxed);
-        out
+    }
+
+    /// Told when `client_id`'s session arrives on a link.
+    pub(crate) fn expect(&self, client_id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(client_id.to_owned(), tx);
+        rx
+    }
+
+    /// Stops waiting for `client_id`'s session.
+    pub(crate) fn stop_expecting(&self, client_id: &str) {
+        self.waiting.lock().remove(client_id);
     }
 
     /// True when no session arrived lately (the common case).

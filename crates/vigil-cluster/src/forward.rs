@@ -76,7 +76,7 @@ impl ClusterHook for Cluster {
         }
         let packet = wire::encode_message(message, now);
         let droppable = message.qos == QoS::AtMostOnce;
-        let linked: Vec<(&Arc<Peer>, Vec<(String, String)>)> = targets
+        let linked: Vec<(&Arc<Peer>, link::Groups)> = targets
             .into_iter()
             .filter_map(|(node, groups)| peers.get(&node).map(|p| (p, groups)))
             .collect();

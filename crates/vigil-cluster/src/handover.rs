@@ -74,7 +74,20 @@ impl Cluster {
                 epoch: claimed.epoch.0,
                 ship: !clean_start,
             };
-            match tokio::time::timeout(HAND_OVER_TIMEOUT, request_hand_over(addr, request)).await {
+            let started = tokio::time::Instant::now();
+            let arrived = arrivals.expect(&client_id);
+            let answer =
+                tokio::time::timeout(HAND_OVER_TIMEOUT, request_hand_over(addr, request)).await;
+            match answer {
+                Ok(Ok((HandOverReply::OnLink, mut wr))) => {
+                    // Imported by the link, in order with what the old
+                    // owner forwarded here before it.
+                    let deadline = started + HAND_OVER_TIMEOUT;
+                    if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                        warn!(client = %client_id, node = previous.node, "the handed-over session did not arrive in time: a fresh session here");
+                    }
+                    let _ = write_frames(&mut wr, &[Frame::HandOverDone]).await;
+                }
                 Ok(Ok((HandOverReply::Session(bytes, marks), mut wr))) => {
                     arrivals.arrive(&client_id, &marks, std::time::Instant::now(), || {
                         import(&broker, &client_id, bytes, previous.node)
@@ -94,6 +107,7 @@ impl Cluster {
                     warn!(client = %client_id, node = previous.node, "hand-over timed out: a fresh session here");
                 }
             }
+            arrivals.stop_expecting(&client_id);
             Ok(claimed.epoch.0)
         })
     }
@@ -146,7 +160,27 @@ impl Cluster {
         // here wait for this task, so these are what the session holds.
         let marks = self.moved.also_seen_by(node);
         match shipped.to_bytes() {
-            Ok(bytes) => HandOverReply::Session(bytes, marks),
+            Ok(bytes) => {
+                // On the link when there is one: behind every message this
+                // node forwarded there before the seal, ahead of every one
+                // after it, so the new node sees each direct copy on the
+                // right side of the session's arrival.
+                let peer = self.peers.read().get(&node).cloned();
+                let queued = peer.is_some_and(|p| {
+                    p.send_session(client_id.to_owned(), marks.clone(), bytes.clone())
+                        .is_some()
+                });
+                if queued {
+                    // What was held for it goes behind it on the same link.
+                    let peers = self.peers.read();
+                    self.moved.imported(client_id, node, |to, relay| {
+                        self.send_relay(&peers, to, relay)
+                    });
+                    HandOverReply::OnLink
+                } else {
+                    HandOverReply::Session(bytes, marks)
+                }
+            }
             Err(e) => {
                 warn!(client = client_id, cause = %e, "session could not be encoded for its hand-over");
                 HandOverReply::Nothing
@@ -157,9 +191,13 @@ impl Cluster {
 
 /// Puts a shipped session into this node's broker.
 fn import(broker: &Weak<Broker>, client_id: &str, bytes: bytes::Bytes, from: u64) {
-    let Some(broker) = broker.upgrade() else {
-        return;
-    };
+    if let Some(broker) = broker.upgrade() {
+        import_into(&broker, client_id, bytes, from);
+    }
+}
+
+/// Puts a session node `from` shipped into `broker`.
+pub(crate) fn import_into(broker: &Broker, client_id: &str, bytes: bytes::Bytes, from: u64) {
     match ShippedSession::from_bytes(bytes) {
         Ok(shipped) if shipped.record.client_id == client_id => {
             let deliveries = shipped.deliveries.len();

@@ -217,6 +217,27 @@ impl Cluster {
                     self.counters.received.fetch_add(1, Relaxed);
                     last = seq;
                 }
+                Frame::Session {
+                    seq,
+                    client_id,
+                    marks,
+                    shipped,
+                } => {
+                    if seq <= last {
+                        continue;
+                    }
+                    // With the links' deliveries held: the session arrives
+                    // after every message before it on this link.
+                    crate::handover::import_into(broker, &client_id, shipped, key.0);
+                    self.arrivals.arrive_on_link(
+                        &delivered,
+                        (key, last),
+                        &client_id,
+                        &marks,
+                        std::time::Instant::now(),
+                    );
+                    last = seq;
+                }
                 Frame::Retain { seq, stamp, packet } => {
                     if seq <= last {
                         continue;

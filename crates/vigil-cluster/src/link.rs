@@ -84,6 +84,9 @@ struct Queued {
     frame: Frame,
 }
 
+/// Shared groups a node delivers a message to, as (group, filter).
+pub(crate) type Groups = Vec<(String, String)>;
+
 /// Queues one message for each of `targets` (with the shared groups each
 /// delivers to), sent by node `me` (id, generation). With several targets
 /// each frame names the others and the message's sequence number on their
@@ -94,7 +97,7 @@ struct Queued {
 /// number, None where it was dropped.
 pub(crate) fn publish_to_all(
     me: (u64, u64),
-    targets: Vec<(&Arc<Peer>, Vec<(String, String)>)>,
+    targets: Vec<(&Arc<Peer>, Groups)>,
     packet: &Bytes,
     droppable: bool,
 ) -> Vec<Option<u64>> {
@@ -255,6 +258,23 @@ impl Peer {
             clients,
             direct,
             packet,
+        })
+    }
+
+    /// Queues a session handed over to the peer, behind what was queued
+    /// before it.
+    pub(crate) fn send_session(
+        &self,
+        client_id: String,
+        marks: Vec<LinkMark>,
+        shipped: Bytes,
+    ) -> Option<u64> {
+        let size = shipped.len() + 64 + client_id.len() + 32 * marks.len();
+        self.push(size, false, |seq| Frame::Session {
+            seq,
+            client_id,
+            marks,
+            shipped,
         })
     }
 

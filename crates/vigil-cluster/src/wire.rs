@@ -111,6 +111,18 @@ pub(crate) enum Frame {
         /// The message as an MQTT 5 PUBLISH packet.
         packet: Bytes,
     },
+    /// A session handed over to the receiver, on the sender's link to it:
+    /// in order with the messages the sender forwarded there before it.
+    Session {
+        /// Per-link sequence number.
+        seq: u64,
+        /// The client id.
+        client_id: String,
+        /// The previous owner's marks (see `HandOverReply::Session`).
+        marks: Vec<LinkMark>,
+        /// The session, as `vigil_broker::ShippedSession::to_bytes` wrote it.
+        shipped: Bytes,
+    },
     /// The answer to `HandOver`.
     HandedOver(HandOverReply),
     /// The new owner's last word on a hand-over connection: the shipped
@@ -152,6 +164,8 @@ pub(crate) enum HandOverReply {
     /// The claim is not the current owner here (a stale epoch), or it
     /// could not be checked in time.
     Refused(String),
+    /// The session follows on the link (`Frame::Session`).
+    OnLink,
 }
 
 /// A frame that cannot be read.
@@ -190,6 +204,7 @@ const HAND_OVER: u8 = 7;
 const HANDED_OVER: u8 = 8;
 const HAND_OVER_DONE: u8 = 9;
 const PASS_ON: u8 = 10;
+const SESSION: u8 = 11;
 
 impl Frame {
     /// Appends the frame's bytes to `out`.
@@ -260,6 +275,18 @@ impl Frame {
                 put_str(out, client_id);
             }
             Frame::HandOverDone => out.put_u8(HAND_OVER_DONE),
+            Frame::Session {
+                seq,
+                client_id,
+                marks,
+                shipped,
+            } => {
+                out.put_u8(SESSION);
+                out.put_u64(*seq);
+                put_str(out, client_id);
+                put_marks(out, marks);
+                out.put_slice(shipped);
+            }
             Frame::PassOn {
                 seq,
                 clients,
@@ -288,6 +315,7 @@ impl Frame {
                         out.put_u8(2);
                         out.put_slice(why.as_bytes());
                     }
+                    HandOverReply::OnLink => out.put_u8(3),
                 }
             }
         }
@@ -379,11 +407,23 @@ impl Frame {
                         String::from_utf8(std::mem::take(&mut body).to_vec())
                             .map_err(|_| WireError::Utf8)?,
                     ),
+                    3 => HandOverReply::OnLink,
                     other => return Err(WireError::Kind(other)),
                 };
                 Frame::HandedOver(reply)
             }
             HAND_OVER_DONE => Frame::HandOverDone,
+            SESSION => {
+                let seq = take_u64(&mut body, "session")?;
+                let client_id = take_str(&mut body)?;
+                let marks = take_marks(&mut body, "session marks")?;
+                return Ok(Some(Frame::Session {
+                    seq,
+                    client_id,
+                    marks,
+                    shipped: body,
+                }));
+            }
             PASS_ON => {
                 let seq = take_u64(&mut body, "pass-on")?;
                 let n = take_u16(&mut body, "pass-on clients")?;
@@ -641,6 +681,18 @@ mod tests {
             },
             Frame::HandedOver(HandOverReply::Refused("stale epoch".into())),
             Frame::HandOverDone,
+            Frame::HandedOver(HandOverReply::OnLink),
+            Frame::Session {
+                seq: 14,
+                client_id: "dev-7".into(),
+                marks: vec![LinkMark {
+                    node: 3,
+                    generation: 1,
+                    link: 2,
+                    seq: 79,
+                }],
+                shipped: Bytes::from_static(b"session"),
+            },
         ];
         let mut all = BytesMut::new();
         for f in &frames {
