@@ -72,7 +72,7 @@ impl Arrivals {
     ) -> T {
         let delivered = self.delivered.lock();
         let out = import();
-        self.note(&delivered, None, client_id, shipped, now);
+        self.note(&delivered, None, None, client_id, shipped, now);
         out
     }
 
@@ -83,11 +83,12 @@ impl Arrivals {
         &self,
         delivered: &HashMap<LinkKey, u64>,
         link: (LinkKey, u64),
+        own: Option<LinkMark>,
         client_id: &str,
         shipped: &[LinkMark],
         now: Instant,
     ) {
-        self.note(delivered, Some(link), client_id, shipped, now);
+        self.note(delivered, Some(link), own, client_id, shipped, now);
         if let Some(waiter) = self.waiting.lock().remove(client_id) {
             let _ = waiter.send(());
         }
@@ -97,6 +98,7 @@ impl Arrivals {
         &self,
         delivered: &HashMap<LinkKey, u64>,
         link: Option<(LinkKey, u64)>,
+        own: Option<LinkMark>,
         client_id: &str,
         shipped: &[LinkMark],
         now: Instant,
@@ -104,6 +106,11 @@ impl Arrivals {
         let mut delivered = delivered.clone();
         if let Some((key, through)) = link {
             delivered.insert(key, through);
+        }
+        // This node's own link out: a copy it sent that comes back passed
+        // on counts as delivered here if it left before the import.
+        if let Some(own) = own {
+            delivered.insert(own.link_key(), own.seq);
         }
         let arrival = Arrival {
             delivered,

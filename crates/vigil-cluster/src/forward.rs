@@ -160,7 +160,10 @@ impl ClusterHook for Cluster {
             // Not back to the node it came from: that node routed it with
             // whatever sessions it held (a message published there while
             // the session was on its way is not passed back).
-            |node| origin.sender == Some(node),
+            |_| false,
+            // Back to the node it came from too (published there while the
+            // session was on its way), naming its place on that node's
+            // link here: that node knows where its link stood on arrival.
             |node| origin.direct(node),
             |to, relay| self.send_relay(&peers, to, relay),
         );

@@ -185,7 +185,7 @@ impl Cluster {
                     let message = decode_message(packet, now)?;
                     self.moved.note_also(&also);
                     let arrivals = &self.arrivals;
-                    origin::with_forwarded(key.0, also, || {
+                    origin::with_forwarded(mark(key, seq), also, || {
                         if arrivals.is_empty() {
                             batch.deliver(broker, message, &groups);
                         } else {
@@ -211,7 +211,7 @@ impl Cluster {
                     };
                     // Passed on again (the session moved on meanwhile) with
                     // the direct copy unknown: that node had none from here.
-                    origin::with_forwarded(key.0, Vec::new(), || {
+                    origin::with_forwarded(mark(key, seq), Vec::new(), || {
                         batch.deliver_selected(broker, message, &[], &take)
                     });
                     self.counters.received.fetch_add(1, Relaxed);
@@ -228,10 +228,23 @@ impl Cluster {
                     }
                     // With the links' deliveries held: the session arrives
                     // after every message before it on this link.
+                    // Local publishes are routed wholly before the import or
+                    // wholly after it; and this node's own link to the
+                    // sender: a message published here before the import
+                    // that the sender passes back was queued on it before
+                    // this point.
+                    let paused = broker.pause_routing();
                     crate::handover::import_into(broker, &client_id, shipped, key.0);
+                    let own = self
+                        .peers
+                        .read()
+                        .get(&key.0)
+                        .map(|p| p.mark_now((self.node_id, self.generation)));
+                    drop(paused);
                     self.arrivals.arrive_on_link(
                         &delivered,
                         (key, last),
+                        own,
                         &client_id,
                         &marks,
                         std::time::Instant::now(),
@@ -269,5 +282,15 @@ impl Cluster {
             delivered.insert(key, last);
         }
         Ok((batch, last))
+    }
+}
+
+/// The place of frame `seq` on link `key`.
+fn mark(key: LinkKey, seq: u64) -> crate::wire::LinkMark {
+    crate::wire::LinkMark {
+        node: key.0,
+        generation: key.1,
+        link: key.2,
+        seq,
     }
 }

@@ -261,6 +261,16 @@ impl Peer {
         })
     }
 
+    /// This link's place now: the last frame queued on it (sent by `me`).
+    pub(crate) fn mark_now(&self, me: (u64, u64)) -> LinkMark {
+        LinkMark {
+            node: me.0,
+            generation: me.1,
+            link: self.link,
+            seq: self.queue.lock().next_seq - 1,
+        }
+    }
+
     /// Queues a session handed over to the peer, behind what was queued
     /// before it.
     pub(crate) fn send_session(

@@ -26,11 +26,17 @@ pub(crate) struct Origin {
     pub(crate) sender: Option<u64>,
     /// The nodes its sender sent it to directly, with its place there.
     pub(crate) also: Vec<(u64, LinkMark)>,
+    /// Its place on the link it came here by.
+    pub(crate) via: Option<LinkMark>,
 }
 
 impl Origin {
-    /// Where the copy sent to `node` directly is, if one was.
+    /// Where the copy `node` had directly is, if it had one: for its
+    /// sender, the message's place on the link it came here by.
     pub(crate) fn direct(&self, node: u64) -> Option<LinkMark> {
+        if self.sender == Some(node) {
+            return self.via;
+        }
         self.also
             .iter()
             .find(|(to, _)| *to == node)
@@ -53,21 +59,23 @@ pub(crate) fn set_local(message: &Arc<Message>, also: Vec<(u64, LinkMark)>) {
         message: Some(Arc::as_ptr(message) as usize),
         sender: None,
         also,
+        via: None,
     };
     CURRENT.with(|c| *c.borrow_mut() = Some(origin));
 }
 
-/// Runs `deliver` with the origin of a message node `sender` forwarded
-/// here, which it also sent to the nodes in `also`.
+/// Runs `deliver` with the origin of a message that came here at `via`
+/// on its sender's link, which it also sent to the nodes in `also`.
 pub(crate) fn with_forwarded<T>(
-    sender: u64,
+    via: LinkMark,
     also: Vec<(u64, LinkMark)>,
     deliver: impl FnOnce() -> T,
 ) -> T {
     let origin = Origin {
         message: None,
-        sender: Some(sender),
+        sender: Some(via.node),
         also,
+        via: Some(via),
     };
     CURRENT.with(|c| *c.borrow_mut() = Some(origin));
     let out = deliver();
@@ -125,8 +133,17 @@ mod tests {
     #[test]
     fn a_forwarded_origin_holds_during_its_delivery() {
         let a = message();
-        let seen = with_forwarded(7, Vec::new(), || of(&a).sender);
-        assert_eq!(seen, Some(7));
+        let via = LinkMark {
+            node: 7,
+            generation: 1,
+            link: 2,
+            seq: 3,
+        };
+        let seen = with_forwarded(via, Vec::new(), || {
+            let o = of(&a);
+            (o.sender, o.direct(7))
+        });
+        assert_eq!(seen, (Some(7), Some(via)), "its sender had it at `via`");
         assert_eq!(of(&a).sender, None, "cleared after");
     }
 }

@@ -572,7 +572,7 @@ async fn a_persistent_session_moves_with_its_client_to_another_node() {
 }
 
 /// While a persistent session moves from node 1 to node 2, publishers on
-/// node 3 and on node 1 keep sending QoS 1 messages: every one reaches the
+/// all three nodes keep sending QoS 1 messages: every one reaches the
 /// client, on its old connection or its new one, although the cluster
 /// learns the new node's route only a gossip round later (node 1 passes
 /// on what still comes to it). Redelivered ones carry DUP.
@@ -609,7 +609,14 @@ async fn move_while_publishing(watcher_on_new_node: bool) {
     let old_reader = std::thread::spawn(move || old.receive_all(Duration::from_secs(20)));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut publishers = Vec::new();
-    for (node, topic) in [(&nodes[2], "mv/3"), (&nodes[0], "mv/1")] {
+    // Publishers on the node the session leaves, the one it goes to, and
+    // the third.
+    routes_converge(&nodes[1], 1, 1);
+    for (node, topic) in [
+        (&nodes[2], "mv/3"),
+        (&nodes[0], "mv/1"),
+        (&nodes[1], "mv/2"),
+    ] {
         let (client, _events) = node.client(&format!("pub-{topic}")).await;
         let stop = stop.clone();
         let topic = topic.to_string();

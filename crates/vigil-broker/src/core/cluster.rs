@@ -173,6 +173,23 @@ impl Broker {
         self.cluster.get()?.forward(message)
     }
 
+    /// The shared side of the routing gate, on a cluster node only.
+    pub(super) fn routing_gate(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        // Recursive: a publish routed from within another's routing (a
+        // will) must not wait behind a waiting arrival.
+        self.cluster
+            .get()
+            .map(|_| self.routing_gate.read_recursive())
+    }
+
+    /// Holds local routing still: every local publish has been routed
+    /// wholly before this returns, and none starts until the guard drops.
+    /// A cluster node imports a session arriving from another node under
+    /// it, and notes where its own links stood.
+    pub fn pause_routing(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.routing_gate.write()
+    }
+
     /// A delivery to a session that moved to another node (its mailbox is
     /// sealed): the cluster passes it on.
     pub(super) fn moved_delivery(&self, session: &SessionRef, outgoing: &Outgoing) {

@@ -198,6 +198,11 @@ pub struct Broker {
     started: Instant,
     /// The cluster this broker is a node of; never set on a single node.
     cluster: std::sync::OnceLock<Arc<dyn cluster::ClusterHook>>,
+    /// On a cluster node, held (shared) by each local publish from its
+    /// hand-off to the cluster to its local delivery, and (exclusive) by a
+    /// session arriving from another node: a publish is routed wholly
+    /// before the arrival or wholly after it.
+    routing_gate: parking_lot::RwLock<()>,
 }
 
 impl Broker {
@@ -237,6 +242,7 @@ impl Broker {
             history: history::DisconnectHistory::default(),
             started: now,
             cluster: std::sync::OnceLock::new(),
+            routing_gate: parking_lot::RwLock::new(()),
         }
     }
 

@@ -81,6 +81,7 @@ impl Broker {
         }
         // Handed to the cluster (absent on a single node) before local
         // delivery, so the remote hop overlaps with the local work.
+        let _gate = self.routing_gate();
         let remote = self.forward_to_cluster(&message);
         let mut matches = Vec::new();
         self.subs.match_topic(
