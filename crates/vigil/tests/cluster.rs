@@ -578,7 +578,7 @@ async fn a_persistent_session_moves_with_its_client_to_another_node() {
 /// on what still comes to it). Redelivered ones carry DUP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_while_a_session_moves_are_not_lost() {
-    move_while_publishing(false).await;
+    move_while_publishing(false, QoS::AtLeastOnce).await;
 }
 
 /// The same with another subscriber to the topics on node 2 from the
@@ -586,27 +586,38 @@ async fn messages_published_while_a_session_moves_are_not_lost() {
 /// message as well: the moved session takes one copy of each, never two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moving_session_gets_one_copy_when_its_new_node_had_the_topic() {
-    move_while_publishing(true).await;
+    move_while_publishing(true, QoS::AtLeastOnce).await;
 }
 
-async fn move_while_publishing(watcher_on_new_node: bool) {
+/// The same at QoS 2, with a client that keeps its QoS 2 state across its
+/// two connections as the protocol asks: each message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moving_session_gets_qos_2_messages_exactly_once() {
+    move_while_publishing(true, QoS::ExactlyOnce).await;
+}
+
+async fn move_while_publishing(watcher_on_new_node: bool, qos: QoS) {
+    let level = qos as u8;
+    let pending = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
     let nodes = three_nodes();
     let (mut old, _, code) = Raw::connect_persistent(&nodes[0], "mover", 300);
     assert_eq!(code, 0);
-    old.subscribe("mv/#");
+    old.subscribe_qos("mv/#", level);
     routes_converge(&nodes[2], 1, 1);
     let mut watcher = None;
     if watcher_on_new_node {
         let (mut w, code) = Raw::connect(&nodes[1], "watcher");
         assert_eq!(code, 0);
-        w.subscribe("mv/#");
+        w.subscribe_qos("mv/#", level);
         routes_converge(&nodes[2], 2, 1);
         routes_converge(&nodes[0], 2, 1);
+        let mine = Default::default();
         watcher = Some(std::thread::spawn(move || {
-            w.receive_all(Duration::from_secs(3))
+            w.receive_all(Duration::from_secs(3), &mine)
         }));
     }
-    let old_reader = std::thread::spawn(move || old.receive_all(Duration::from_secs(20)));
+    let state = pending.clone();
+    let old_reader = std::thread::spawn(move || old.receive_all(Duration::from_secs(20), &state));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut publishers = Vec::new();
     // Publishers on the node the session leaves, the one it goes to, and
@@ -625,7 +636,7 @@ async fn move_while_publishing(watcher_on_new_node: bool) {
             let mut tokens = Vec::new();
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let m = Message::new(topic.as_str(), n.to_string()).qos(QoS::AtLeastOnce);
+                let m = Message::new(topic.as_str(), n.to_string()).qos(qos);
                 tokens.push(client.publish(m).await.unwrap());
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -639,7 +650,8 @@ async fn move_while_publishing(watcher_on_new_node: bool) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut new, present, code) = Raw::connect_persistent(&nodes[1], "mover", 300);
     assert_eq!((present, code), (true, 0), "Session Present = 1 on node 2");
-    let new_reader = std::thread::spawn(move || new.receive_all(Duration::from_secs(3)));
+    let state = pending.clone();
+    let new_reader = std::thread::spawn(move || new.receive_all(Duration::from_secs(3), &state));
     // Well past the gossip round that tells node 3 where the route went.
     routes_converge(&nodes[2], 2, 1);
     routes_converge(&nodes[0], 2, 1);
@@ -680,6 +692,9 @@ async fn move_while_publishing(watcher_on_new_node: bool) {
             repeated_without_dup, 0,
             "{topic}: a second copy without DUP"
         );
+        if qos == QoS::ExactlyOnce {
+            assert_eq!(repeats, 0, "{topic}: QoS 2 more than once");
+        }
     }
     if let Some(w) = watcher {
         let (got, _) = w.join().unwrap();

@@ -98,12 +98,30 @@ impl Raw {
         )
     }
 
-    /// Receives PUBLISHes, acknowledging QoS 1, until the connection ends
-    /// or stays silent for `quiet`: each one's topic, payload and DUP flag,
-    /// and the reason code of a DISCONNECT that ended it.
+    /// SUBSCRIBE to `filter` at `qos`; waits for the SUBACK.
+    pub(crate) fn subscribe_qos(&mut self, filter: &str, qos: u8) {
+        let f = filter.as_bytes();
+        let mut body = vec![0, 1, 0];
+        body.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        body.extend_from_slice(f);
+        body.push(qos);
+        let mut packet = vec![0x82, body.len() as u8];
+        packet.extend_from_slice(&body);
+        self.stream.write_all(&packet).unwrap();
+        assert!(matches!(self.read_packet(), Some((0x90, _))), "SUBACK");
+    }
+
+    /// Receives PUBLISHes until the connection ends or stays silent for
+    /// `quiet`, as a client keeping the session's QoS 2 state in
+    /// `pending` would: QoS 1 acknowledged; QoS 2 answered with PUBREC and
+    /// taken once per packet id until its PUBREL (a resent PUBLISH of a
+    /// pending id is the same message). Each message taken: its topic,
+    /// payload and DUP flag; and the reason code of a DISCONNECT that ended
+    /// the connection.
     pub(crate) fn receive_all(
         &mut self,
         quiet: Duration,
+        pending: &std::sync::Mutex<std::collections::HashSet<u16>>,
     ) -> (Vec<(String, String, bool)>, Option<u8>) {
         self.stream.set_read_timeout(Some(quiet)).unwrap();
         let mut got = Vec::new();
@@ -113,14 +131,29 @@ impl Raw {
                     let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
                     let topic = String::from_utf8_lossy(&body[2..2 + topic_len]).into_owned();
                     let mut at = 2 + topic_len;
-                    if first & 0x06 != 0 {
-                        let ack = [0x40, 2, body[at], body[at + 1]];
-                        self.stream.write_all(&ack).unwrap();
+                    let qos = (first >> 1) & 3;
+                    let mut fresh = true;
+                    if qos > 0 {
+                        let id = [body[at], body[at + 1]];
+                        let kind = if qos == 1 { 0x40 } else { 0x50 };
+                        if qos == 2 {
+                            fresh = pending.lock().unwrap().insert(u16::from_be_bytes(id));
+                        }
+                        self.stream.write_all(&[kind, 2, id[0], id[1]]).unwrap();
                         at += 2;
                     }
                     at += 1 + usize::from(body[at]);
                     let payload = String::from_utf8_lossy(&body[at..]).into_owned();
-                    got.push((topic, payload, first & 0x08 != 0));
+                    if fresh {
+                        got.push((topic, payload, first & 0x08 != 0));
+                    }
+                }
+                0x60 => {
+                    pending
+                        .lock()
+                        .unwrap()
+                        .remove(&u16::from_be_bytes([body[0], body[1]]));
+                    self.stream.write_all(&[0x70, 2, body[0], body[1]]).unwrap();
                 }
                 0xE0 => return (got, Some(body.first().copied().unwrap_or(0))),
                 _ => {}
