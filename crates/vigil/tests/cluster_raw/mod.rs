@@ -50,13 +50,41 @@ impl Raw {
     /// session expiry of `expiry` seconds: the connection, Session Present
     /// and the reason code.
     pub(crate) fn connect_persistent(node: &Node, client_id: &str, expiry: u32) -> (Raw, bool, u8) {
+        Raw::connect_persistent_max(node, client_id, expiry, None)
+    }
+
+    /// As `connect_persistent`, with Receive Maximum `receive_max`.
+    pub(crate) fn connect_persistent_max(
+        node: &Node,
+        client_id: &str,
+        expiry: u32,
+        receive_max: Option<u16>,
+    ) -> (Raw, bool, u8) {
         let mut stream = std::net::TcpStream::connect((node.ip, node.mqtt)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let id = client_id.as_bytes();
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 30, 5, 0x11];
-        body.extend_from_slice(&expiry.to_be_bytes());
+        let mut props = vec![0x11];
+        props.extend_from_slice(&expiry.to_be_bytes());
+        if let Some(max) = receive_max {
+            props.push(0x21);
+            props.extend_from_slice(&max.to_be_bytes());
+        }
+        let mut body = vec![
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            5,
+            0x00,
+            0,
+            30,
+            props.len() as u8,
+        ];
+        body.extend_from_slice(&props);
         body.extend_from_slice(&(id.len() as u16).to_be_bytes());
         body.extend_from_slice(id);
         let mut packet = vec![0x10, body.len() as u8];
@@ -79,6 +107,24 @@ impl Raw {
         packet.extend_from_slice(&body);
         self.stream.write_all(&packet).unwrap();
         assert!(matches!(self.read_packet(), Some((0x90, _))), "SUBACK");
+    }
+
+    /// The next PUBLISH, acknowledged (PUBACK): its payload and DUP flag.
+    pub(crate) fn next_publish_acked(&mut self) -> (String, bool) {
+        let (first, body) = self.read_packet().expect("a PUBLISH");
+        assert_eq!(first & 0xF0, 0x30, "PUBLISH expected, got {first:#x}");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let mut at = 2 + topic_len;
+        assert_eq!(first & 0x06, 0x02, "QoS 1");
+        self.stream
+            .write_all(&[0x40, 2, body[at], body[at + 1]])
+            .unwrap();
+        at += 2;
+        at += 1 + usize::from(body[at]);
+        (
+            String::from_utf8_lossy(&body[at..]).into_owned(),
+            first & 0x08 != 0,
+        )
     }
 
     /// The next PUBLISH: its payload and DUP flag (not acknowledged).
