@@ -6,12 +6,18 @@
 #
 #   benches/cluster.sh                  # fan-in, pairs, fan-out at QoS 1
 #   DURATION=3 benches/cluster.sh fan-in-q1
+#   VIGIL_BIN=/path/to/other/vigil benches/cluster.sh   # another build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 TARGET=${CARGO_TARGET_DIR:-target}
-BIN="$TARGET/release/vigil"
-cargo build --release -q -p vigil
+# VIGIL_BIN: an already built binary (an A/B against another build).
+if [ -n "${VIGIL_BIN:-}" ]; then
+  BIN=$VIGIL_BIN
+else
+  BIN="$TARGET/release/vigil"
+  cargo build --release -q -p vigil
+fi
 ulimit -n 65536 2>/dev/null || true
 
 declare -A SCENARIOS=(
