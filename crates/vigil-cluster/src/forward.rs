@@ -76,6 +76,22 @@ impl ClusterHook for Cluster {
         }
         let packet = wire::encode_message(message, now);
         let droppable = message.qos == QoS::AtMostOnce;
+        if targets.len() == 1 {
+            // The common case, without the lists a message to several
+            // nodes needs.
+            let (node, groups) = targets.pop_first()?;
+            let peer = peers.get(&node)?;
+            let seq = peer.send_publish(groups, Vec::new(), packet, droppable)?;
+            if !self.moved.is_empty() {
+                origin::set_local(message, vec![(node, self.mark(peer, seq))]);
+            }
+            self.counters.forwarded.fetch_add(1, Relaxed);
+            return (!droppable).then(|| {
+                let mut acks = RemoteAcks::new(now + ACK_DEADLINE);
+                acks.push(peer.settled(), seq);
+                acks
+            });
+        }
         let linked: Vec<(&Arc<Peer>, link::Groups)> = targets
             .into_iter()
             .filter_map(|(node, groups)| peers.get(&node).map(|p| (p, groups)))
@@ -89,17 +105,7 @@ impl ClusterHook for Cluster {
             let also = nodes
                 .iter()
                 .zip(&seqs)
-                .filter_map(|(p, seq)| {
-                    Some((
-                        p.node_id,
-                        LinkMark {
-                            node: self.node_id,
-                            generation: self.generation,
-                            link: p.link,
-                            seq: (*seq)?,
-                        },
-                    ))
-                })
+                .filter_map(|(p, seq)| Some((p.node_id, self.mark(p, (*seq)?))))
                 .collect();
             origin::set_local(message, also);
         }
@@ -183,6 +189,16 @@ impl ClusterHook for Cluster {
 }
 
 impl Cluster {
+    /// The place of frame `seq` on this node's link to `peer`.
+    fn mark(&self, peer: &Peer, seq: u64) -> LinkMark {
+        LinkMark {
+            node: self.node_id,
+            generation: self.generation,
+            link: peer.link,
+            seq,
+        }
+    }
+
     /// Sends one passed-on message to `node`.
     pub(crate) fn send_relay(&self, peers: &HashMap<u64, Arc<Peer>>, node: u64, relay: Relay) {
         let Some(peer) = peers.get(&node) else {
