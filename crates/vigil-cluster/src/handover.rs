@@ -148,6 +148,8 @@ fn import(broker: &Weak<Broker>, client_id: &str, bytes: bytes::Bytes, from: u64
 /// Sends `request` to the node at `addr` on a connection of its own and
 /// reads its answer.
 async fn request_hand_over(addr: SocketAddr, request: Frame) -> Result<HandOverReply, LinkError> {
+    #[cfg(feature = "fault-injection")]
+    crate::fault::refuse(addr)?;
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();
