@@ -6,7 +6,7 @@ use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -27,6 +27,9 @@ pub(crate) struct Node {
     pub(crate) dir: Option<tempfile::TempDir>,
     /// Whether it logged that its fault switch is armed (`VIGIL_FAULT_FILE`).
     pub(crate) fault_armed: bool,
+    /// Its log lines not read yet, kept when the switch is armed (to see
+    /// it apply a change of its file).
+    log: Option<Mutex<mpsc::Receiver<String>>>,
 }
 
 impl Drop for Node {
@@ -142,6 +145,26 @@ impl Node {
             admin: admin.unwrap(),
             dir: Some(dir),
             fault_armed,
+            log: fault_armed.then(|| Mutex::new(rx)),
+        }
+    }
+
+    /// Waits (at most `limit`) for a log line containing `needle`, reading
+    /// the lines not read yet.
+    pub(crate) fn wait_log(&self, needle: &str, limit: Duration) {
+        let log = self.log.as_ref().expect("the node's log is kept");
+        let log = log.lock().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "node {}: no {needle:?} in its log within {limit:?}",
+                    self.id
+                ),
+            }
         }
     }
 
@@ -339,7 +362,8 @@ impl Partition {
         self.dir.path().join(format!("fault-{id}"))
     }
 
-    /// Cuts the nodes of `side` off from the other `nodes`, both ways.
+    /// Cuts the nodes of `side` off from the other `nodes`, both ways;
+    /// returns once every node has applied it.
     pub(crate) fn cut(&self, nodes: &[Node], side: &[u64]) {
         for n in nodes {
             let blocked: Vec<&str> = nodes
@@ -349,12 +373,21 @@ impl Partition {
                 .collect();
             self.write(n.id, &blocked.join("\n"));
         }
+        Partition::applied(nodes);
     }
 
-    /// Lifts every cut.
+    /// Lifts every cut; returns once every node has applied it.
     pub(crate) fn heal(&self, nodes: &[Node]) {
         for n in nodes {
             self.write(n.id, "");
+        }
+        Partition::applied(nodes);
+    }
+
+    /// Waits until each node logged that its blocked set changed.
+    fn applied(nodes: &[Node]) {
+        for n in nodes {
+            n.wait_log("blocked cluster addresses changed", Duration::from_secs(5));
         }
     }
 
