@@ -195,7 +195,7 @@ impl PeerLink {
         Err(LinkError::Unreachable {
             target: self.target,
             addr: self.addr.clone(),
-            reason: "cut off by fault injection".into(),
+            reason: "cut off by the peer filter".into(),
         })
     }
 
