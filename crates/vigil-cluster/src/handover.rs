@@ -226,6 +226,8 @@ async fn request_hand_over(
     addr: SocketAddr,
     request: Frame,
 ) -> Result<(HandOverReply, OwnedWriteHalf), LinkError> {
+    #[cfg(feature = "fault-injection")]
+    crate::fault::refuse(addr)?;
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut rd, mut wr) = stream.into_split();

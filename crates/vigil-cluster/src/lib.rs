@@ -12,12 +12,16 @@
 //!   with a matching route; retained messages go to every node.
 //! - `retained`: last-writer-wins stamps of retained messages.
 //! - `node`: one node's state and its membership loop.
+//! - `fault` (feature `fault-injection`, tests only): a switch that drops
+//!   the traffic to chosen peers, to partition live nodes.
 //!
 //! Everything runs on a thread of its own with its own runtime; the broker's
 //! workers only append to bounded link queues. `docs/cluster.md` explains
 //! the design and what is promised.
 
 mod arrivals;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod forward;
 mod handover;
 mod inbound;
@@ -124,6 +128,8 @@ impl ClusterNode {
             source,
         })?;
         let generation = retained::unix_ms();
+        #[cfg(feature = "fault-injection")]
+        fault::arm();
         let (tx, rx) = std::sync::mpsc::channel();
         let config = config.clone();
         let weak = Arc::downgrade(broker);
@@ -323,6 +329,11 @@ async fn start_ownership(
             source,
         })?;
     let own = vigil_ownership::OwnershipConfig::new(config.node_id, raft_addr, path);
+    #[cfg(feature = "fault-injection")]
+    let own = vigil_ownership::OwnershipConfig {
+        peer_filter: fault::peer_filter(),
+        ..own
+    };
     let node = vigil_ownership::Ownership::start_with_listener(own, listener).await?;
     // A seed naming this node itself says nothing about whether others run.
     let other_seeds = config

@@ -467,6 +467,8 @@ pub(crate) async fn run_connection(
     me: (u64, u64),
     refill: &(dyn Fn(&Peer) + Sync),
 ) -> Result<(), LinkError> {
+    #[cfg(feature = "fault-injection")]
+    crate::fault::refuse(peer.addr)?;
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.addr))
         .await
         .map_err(|_| LinkError::Timeout(HANDSHAKE_TIMEOUT))??;
@@ -528,9 +530,18 @@ pub(crate) async fn run_connection(
             peer.stats.bytes_out.fetch_add(n as u64, Relaxed);
         }
     };
+    #[cfg(not(feature = "fault-injection"))]
     let result = tokio::select! {
         r = reading => r,
         r = writing => r,
+    };
+    // Closed when the peer is cut off: its acks stop too (and, the other
+    // node's switch set alike, its inbound link here ends with its own).
+    #[cfg(feature = "fault-injection")]
+    let result = tokio::select! {
+        r = reading => r,
+        r = writing => r,
+        e = crate::fault::cut(peer.addr) => Err(LinkError::Io(e)),
     };
     peer.stats.connected.store(false, Relaxed);
     result

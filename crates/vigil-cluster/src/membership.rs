@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[cfg(not(feature = "fault-injection"))]
 use chitchat::transport::UdpTransport;
 use chitchat::{
     spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
@@ -69,7 +70,11 @@ pub(crate) async fn start(
         (RAFT_KEY.to_string(), raft.to_string()),
         (RAFT_FORMED_KEY.to_string(), "0".to_string()),
     ];
-    spawn_chitchat(config, initial, &UdpTransport)
+    #[cfg(not(feature = "fault-injection"))]
+    let transport = UdpTransport;
+    #[cfg(feature = "fault-injection")]
+    let transport = crate::fault::FaultyTransport;
+    spawn_chitchat(config, initial, &transport)
         .await
         .map_err(|e| ClusterError::Gossip {
             addr: bind,

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use network::peer::PeerFilter;
 pub use node::{Claimed, Ownership, OwnershipConfig, Status};
 pub use types::{Epoch, NodeId, Owner, OwnershipChange, OwnershipEvent};
 

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::batcher::{self, Queued};
-use crate::network::peer::Peers;
+use crate::network::peer::{PeerFilter, Peers};
 use crate::network::{server, NetworkFactory};
 use crate::store::{self, LogStore, StateMachine};
 use crate::submit::Shared;
@@ -52,6 +52,9 @@ pub struct OwnershipConfig {
     pub change_buffer: usize,
     /// How many claims and releases may wait for their batch.
     pub queue: usize,
+    /// Tells, before each call to a peer, whether its address is cut off
+    /// (a test's simulated partition); None, the default: never.
+    pub peer_filter: Option<PeerFilter>,
 }
 
 impl OwnershipConfig {
@@ -70,6 +73,7 @@ impl OwnershipConfig {
             keep_after_snapshot: 1_000,
             change_buffer: 4_096,
             queue: 16_384,
+            peer_filter: None,
         }
     }
 
@@ -171,7 +175,10 @@ impl Ownership {
                 source: Arc::from(e),
             })?;
         let (changes, _) = broadcast::channel(config.change_buffer.max(1));
-        let peers = Arc::new(Peers::new(config.heartbeat.max(Duration::from_millis(200))));
+        let peers = Arc::new(Peers::new(
+            config.heartbeat.max(Duration::from_millis(200)),
+            config.peer_filter.clone(),
+        ));
         let network = NetworkFactory {
             local: config.node_id,
             peers: peers.clone(),

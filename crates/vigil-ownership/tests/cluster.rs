@@ -474,3 +474,57 @@ async fn a_malformed_frame_closes_only_that_connection() {
     )
     .await;
 }
+
+/// Whether `cut_off_node_3` cuts node 3 off from the two others.
+static CUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_filter_partitions_live_nodes_and_they_converge_once_it_lifts() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Each node's filter cuts the calls that cross the partition, both
+    // ways: node 3 to 1 and 2, and 1 and 2 to node 3 (127.0.0.3).
+    let group = Group::start_with(3, |c| {
+        let me = c.node_id;
+        c.peer_filter = Some(vigil_ownership::PeerFilter::new(move |addr| {
+            let to_3 = addr.ip() == std::net::IpAddr::from([127, 0, 0, 3]);
+            CUT.load(Relaxed) && (me == 3) != to_3
+        }));
+    })
+    .await;
+    let first = group.node(3).claim("kept", 3).await.expect("claim");
+    CUT.store(true, Relaxed);
+    let refused = support::eventually_async("node 3 refuses claims", || async {
+        match group.node(3).claim("newcomer", 3).await {
+            Err(e @ OwnershipError::NoQuorum(_)) => Some(e),
+            _ => None,
+        }
+    })
+    .await;
+    println!("cut off: node 3 refused a claim ({refused})");
+    let taken = support::eventually_async("the majority claims", || async {
+        group.node(1).claim("kept", 1).await.ok()
+    })
+    .await;
+    assert!(taken.epoch > first.epoch);
+    let stale = Some(Owner {
+        node: 3,
+        epoch: first.epoch,
+    });
+    assert_eq!(group.node(3).owner("kept").expect("read"), stale);
+    CUT.store(false, Relaxed);
+    let healed = Instant::now();
+    let owner = Some(Owner {
+        node: 1,
+        epoch: taken.epoch,
+    });
+    seen_everywhere(&group, "kept", owner).await;
+    println!(
+        "healed: node 3 applied the newer claim {:?} after",
+        healed.elapsed()
+    );
+    group
+        .node(3)
+        .claim("after", 3)
+        .await
+        .expect("node 3 claims again");
+}

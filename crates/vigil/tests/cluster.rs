@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vigil_client::{Client, Message, QoS};
 
+// Each test file uses part of the harness.
+#[allow(dead_code)]
 mod cluster_nodes;
+#[allow(dead_code)]
 mod cluster_raw;
 
 use cluster_nodes::*;

@@ -2,6 +2,7 @@
 //! replication, elections and forwarded claims, opened again when it fails.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,19 +45,46 @@ pub(crate) enum LinkError {
     Frame { target: NodeId, source: FrameError },
 }
 
+/// Whether a peer's address is cut off: vigil-cluster's test-only fault
+/// injection sets one to simulate a partition between live nodes.
+#[derive(Clone)]
+pub struct PeerFilter(Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>);
+
+impl PeerFilter {
+    /// A filter that cuts off the addresses for which `blocked` is true.
+    pub fn new(blocked: impl Fn(SocketAddr) -> bool + Send + Sync + 'static) -> PeerFilter {
+        PeerFilter(Arc::new(blocked))
+    }
+
+    /// True when `addr` (a Raft address; one that is not `ip:port` never
+    /// is) is cut off now.
+    fn blocks(&self, addr: &str) -> bool {
+        addr.parse().is_ok_and(|a| (self.0)(a))
+    }
+}
+
+impl std::fmt::Debug for PeerFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerFilter")
+    }
+}
+
 /// The connections of one node to its peers, by peer id.
 #[derive(Default)]
 pub(crate) struct Peers {
     links: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
     connect_timeout: Duration,
+    filter: Option<PeerFilter>,
 }
 
 impl Peers {
-    /// No connections yet; each is opened on first use.
-    pub(crate) fn new(connect_timeout: Duration) -> Peers {
+    /// No connections yet; each is opened on first use. `filter`, if any,
+    /// refuses calls to the peers it cuts off.
+    pub(crate) fn new(connect_timeout: Duration, filter: Option<PeerFilter>) -> Peers {
         Peers {
             links: Mutex::default(),
             connect_timeout,
+            filter,
         }
     }
 
@@ -69,7 +97,12 @@ impl Peers {
                 return link.clone();
             }
         }
-        let link = Arc::new(PeerLink::new(target, addr.to_owned(), self.connect_timeout));
+        let link = Arc::new(PeerLink::new(
+            target,
+            addr.to_owned(),
+            self.connect_timeout,
+            self.filter.clone(),
+        ));
         links.insert(target, link.clone());
         link
     }
@@ -87,6 +120,7 @@ pub(crate) struct PeerLink {
     connect_timeout: Duration,
     next_id: AtomicU64,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    filter: Option<PeerFilter>,
 }
 
 /// One open connection: its writer's queue and the calls awaiting answers.
@@ -112,8 +146,9 @@ impl Pending {
     }
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
+impl Conn {
+    /// Ends the connection now, failing the calls that wait on it.
+    fn shut(&self) {
         for task in &self.tasks {
             task.abort();
         }
@@ -121,15 +156,47 @@ impl Drop for Conn {
     }
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
 impl PeerLink {
-    fn new(target: NodeId, addr: String, connect_timeout: Duration) -> PeerLink {
+    fn new(
+        target: NodeId,
+        addr: String,
+        connect_timeout: Duration,
+        filter: Option<PeerFilter>,
+    ) -> PeerLink {
         PeerLink {
             target,
             addr,
             connect_timeout,
             next_id: AtomicU64::new(1),
             conn: tokio::sync::Mutex::new(None),
+            filter,
         }
+    }
+
+    /// With a filter that cuts this peer off now: the open connection is
+    /// shut (so nothing more comes back on it either) and the call fails
+    /// as if the peer were unreachable.
+    async fn cut_off(&self) -> Result<(), LinkError> {
+        let Some(filter) = &self.filter else {
+            return Ok(());
+        };
+        if !filter.blocks(&self.addr) {
+            return Ok(());
+        }
+        if let Some(conn) = self.conn.lock().await.take() {
+            conn.shut();
+        }
+        Err(LinkError::Unreachable {
+            target: self.target,
+            addr: self.addr.clone(),
+            reason: "cut off by the peer filter".into(),
+        })
     }
 
     /// Sends `request` and waits up to `ttl` for its answer.
@@ -138,6 +205,9 @@ impl PeerLink {
         request: Request,
         ttl: Duration,
     ) -> Result<Response, LinkError> {
+        if self.filter.is_some() {
+            self.cut_off().await?;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = frame::encode(&RequestFrame { id, body: request }).map_err(|source| {
             LinkError::Frame {
@@ -168,6 +238,10 @@ impl PeerLink {
             });
         }
         match tokio::time::timeout_at(deadline, rx).await {
+            // An answer that raced a cut is dropped like the connection.
+            Ok(Ok(_)) if self.filter.is_some() && self.cut_off().await.is_err() => {
+                Err(LinkError::Closed(self.target))
+            }
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(LinkError::Closed(self.target)),
             Err(_) => {

@@ -4,8 +4,9 @@
 
 use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,6 +25,11 @@ pub(crate) struct Node {
     pub(crate) admin: u16,
     /// The data directory (the ownership log), kept across a restart.
     pub(crate) dir: Option<tempfile::TempDir>,
+    /// Whether it logged that its fault switch is armed (`VIGIL_FAULT_FILE`).
+    pub(crate) fault_armed: bool,
+    /// Its log lines not read yet, kept when the switch is armed (to see
+    /// it apply a change of its file).
+    log: Option<Mutex<mpsc::Receiver<String>>>,
 }
 
 impl Drop for Node {
@@ -65,6 +71,18 @@ impl Node {
         seeds: &[SocketAddr],
         dir: tempfile::TempDir,
     ) -> Node {
+        Node::start_faulty(id, ip, seeds, dir, None)
+    }
+
+    /// Like [`Node::start_in`], with the fault switch armed on
+    /// `fault_file` (see [`Partition`]) when given.
+    pub(crate) fn start_faulty(
+        id: u64,
+        ip: &'static str,
+        seeds: &[SocketAddr],
+        dir: tempfile::TempDir,
+        fault_file: Option<&Path>,
+    ) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--store", "memory", "--bind", ip, "-p", "0"])
             .arg("--data-dir")
@@ -75,6 +93,9 @@ impl Node {
             .args(["--cluster-bind", &format!("{ip}:0")]);
         for s in seeds {
             cmd.args(["--cluster-seed", &s.to_string()]);
+        }
+        if let Some(file) = fault_file {
+            cmd.env("VIGIL_FAULT_FILE", file);
         }
         let mut child = cmd
             .env("NO_COLOR", "1")
@@ -98,6 +119,7 @@ impl Node {
             }
         });
         let (mut mqtt, mut cluster, mut admin) = (None, None, None);
+        let mut fault_armed = false;
         let deadline = Instant::now() + Duration::from_secs(30);
         while mqtt.is_none() || cluster.is_none() || admin.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -110,6 +132,8 @@ impl Node {
                 cluster = Some(addr_in(&line));
             } else if line.contains("admin listening") {
                 admin = Some(addr_in(&line).port());
+            } else if line.contains("fault injection armed") {
+                fault_armed = true;
             }
         }
         Node {
@@ -120,6 +144,27 @@ impl Node {
             cluster: cluster.unwrap(),
             admin: admin.unwrap(),
             dir: Some(dir),
+            fault_armed,
+            log: fault_armed.then(|| Mutex::new(rx)),
+        }
+    }
+
+    /// Waits (at most `limit`) for a log line containing `needle`, reading
+    /// the lines not read yet.
+    pub(crate) fn wait_log(&self, needle: &str, limit: Duration) {
+        let log = self.log.as_ref().expect("the node's log is kept");
+        let log = log.lock().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "node {}: no {needle:?} in its log within {limit:?}",
+                    self.id
+                ),
+            }
         }
     }
 
@@ -221,9 +266,19 @@ pub(crate) fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() ->
 /// Three nodes: 1 on 127.0.0.1 seeds itself, 2 and 3 seed 1; returns once
 /// every node sees the two others.
 pub(crate) fn three_nodes() -> Vec<Node> {
-    let n1 = Node::start(1, "127.0.0.1", &[]);
-    let n2 = Node::start(2, "127.0.0.2", &[n1.cluster]);
-    let n3 = Node::start(3, "127.0.0.3", &[n1.cluster]);
+    three_nodes_with(None)
+}
+
+/// Like [`three_nodes`], each node's fault switch armed on its file of
+/// `partition` when given.
+pub(crate) fn three_nodes_with(partition: Option<&Partition>) -> Vec<Node> {
+    let start = |id: u64, ip: &'static str, seeds: &[SocketAddr]| {
+        let file = partition.map(|p| p.file(id));
+        Node::start_faulty(id, ip, seeds, tempfile::tempdir().unwrap(), file.as_deref())
+    };
+    let n1 = start(1, "127.0.0.1", &[]);
+    let n2 = start(2, "127.0.0.2", &[n1.cluster]);
+    let n3 = start(3, "127.0.0.3", &[n1.cluster]);
     let nodes = vec![n1, n2, n3];
     for n in &nodes {
         wait_until(
@@ -284,5 +339,63 @@ pub(crate) async fn publish_seq(c: &Client, topic: &str, qos: QoS, n: u32) {
     }
     for t in tokens {
         t.await.unwrap();
+    }
+}
+
+/// The fault files of a test's nodes (`VIGIL_FAULT_FILE`, one per node):
+/// each lists the IPs its node drops cluster traffic to, and the node reads
+/// it again every 50 ms, so rewriting them partitions and heals live nodes.
+pub(crate) struct Partition {
+    dir: tempfile::TempDir,
+}
+
+impl Partition {
+    /// No file yet: no partition.
+    pub(crate) fn new() -> Partition {
+        Partition {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Node `id`'s file.
+    pub(crate) fn file(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("fault-{id}"))
+    }
+
+    /// Cuts the nodes of `side` off from the other `nodes`, both ways;
+    /// returns once every node has applied it.
+    pub(crate) fn cut(&self, nodes: &[Node], side: &[u64]) {
+        for n in nodes {
+            let blocked: Vec<&str> = nodes
+                .iter()
+                .filter(|o| side.contains(&o.id) != side.contains(&n.id))
+                .map(|o| o.ip)
+                .collect();
+            self.write(n.id, &blocked.join("\n"));
+        }
+        Partition::applied(nodes);
+    }
+
+    /// Lifts every cut; returns once every node has applied it.
+    pub(crate) fn heal(&self, nodes: &[Node]) {
+        for n in nodes {
+            self.write(n.id, "");
+        }
+        Partition::applied(nodes);
+    }
+
+    /// Waits until each node logged that its blocked set changed.
+    fn applied(nodes: &[Node]) {
+        for n in nodes {
+            n.wait_log("blocked cluster addresses changed", Duration::from_secs(5));
+        }
+    }
+
+    /// Replaces node `id`'s file at once (a rename), so the node never
+    /// reads half of it.
+    fn write(&self, id: u64, text: &str) {
+        let tmp = self.dir.path().join(format!("fault-{id}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.file(id)).unwrap();
     }
 }

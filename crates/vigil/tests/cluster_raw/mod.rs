@@ -2,7 +2,7 @@
 //! reason codes, which a client library would hide.
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::cluster_nodes::Node;
 
@@ -131,17 +131,46 @@ impl Raw {
     pub(crate) fn next_publish(&mut self) -> (String, bool) {
         let (first, body) = self.read_packet().expect("a PUBLISH");
         assert_eq!(first & 0xF0, 0x30, "PUBLISH expected, got {first:#x}");
-        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
-        let mut at = 2 + topic_len;
-        if first & 0x06 != 0 {
-            at += 2;
-        }
-        let props = usize::from(body[at]);
-        at += 1 + props;
-        (
-            String::from_utf8_lossy(&body[at..]).into_owned(),
-            first & 0x08 != 0,
-        )
+        (payload_of(first, &body), first & 0x08 != 0)
+    }
+
+    /// PUBLISH `payload` on `topic` at QoS 0; false if the connection is gone.
+    pub(crate) fn publish(&mut self, topic: &str, payload: &str) -> bool {
+        let t = topic.as_bytes();
+        let mut body = (t.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(t);
+        body.push(0); // no properties
+        body.extend_from_slice(payload.as_bytes());
+        assert!(body.len() < 128);
+        let mut packet = vec![0x30, body.len() as u8];
+        packet.extend_from_slice(&body);
+        self.stream.write_all(&packet).is_ok()
+    }
+
+    /// Whether a PUBLISH with `payload` arrives within `limit` (other
+    /// packets are skipped).
+    pub(crate) fn receives(&mut self, payload: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break false;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.read_packet() {
+                Some((first, body)) if first & 0xF0 == 0x30 => {
+                    if payload_of(first, &body) == payload {
+                        break true;
+                    }
+                }
+                Some(_) => {}
+                None => break false,
+            }
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        found
     }
 
     /// SUBSCRIBE to `filter` at `qos`; waits for the SUBACK.
@@ -245,6 +274,18 @@ impl Raw {
             }
         }
     }
+}
+
+/// The payload of an MQTT 5 PUBLISH (first byte `first`, body `body`).
+fn payload_of(first: u8, body: &[u8]) -> String {
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let mut at = 2 + topic_len;
+    if first & 0x06 != 0 {
+        at += 2;
+    }
+    let props = usize::from(body[at]);
+    at += 1 + props;
+    String::from_utf8_lossy(&body[at..]).into_owned()
 }
 
 /// HTTP status of `GET path` on the admin listener of `node`.
