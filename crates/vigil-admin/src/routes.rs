@@ -134,6 +134,22 @@ pub(crate) fn route(state: &State, method: &str, path: &str, query: &str, body: 
                 None,
             ),
         },
+        ("DELETE", ["api", "v1", "cluster", "members", id]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return Reply::error(400, "the node id must be a positive integer", Some("id"));
+            };
+            match b.cluster() {
+                Some(c) => match c.retire_member(id) {
+                    Ok(v) => Reply::json(200, &v),
+                    Err((status, why)) => Reply::error(status, &why, None),
+                },
+                None => Reply::error(
+                    404,
+                    "this broker is not a cluster node (no [cluster])",
+                    None,
+                ),
+            }
+        }
         ("GET", ["api", "v1", "clients"]) => list_clients(b, &params),
         ("GET", ["api", "v1", "clients", id]) => {
             with_id(id, |id| match b.client(&id, Instant::now()) {

@@ -181,6 +181,10 @@ impl ClusterHook for Cluster {
         }
     }
 
+    fn retire_member(&self, node_id: u64) -> Result<serde_json::Value, (u16, String)> {
+        self.retire(node_id)
+    }
+
     fn client_attached(&self, client_id: &str, ticket: u64) {
         if let Some(broker) = self.broker.upgrade() {
             self.ownership.attached(&broker, client_id, ticket);

@@ -32,6 +32,7 @@ mod node;
 mod origin;
 mod ownership;
 mod retained;
+mod retire;
 mod routes;
 mod wire;
 
@@ -185,6 +186,7 @@ impl ClusterNode {
                         shared_turn: Default::default(),
                         moved: Default::default(),
                         arrivals: Default::default(),
+                        runtime: tokio::runtime::Handle::current(),
                         ready: Default::default(),
                         stop: Default::default(),
                         ownership: ownership.clone(),

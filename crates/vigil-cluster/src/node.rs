@@ -78,6 +78,8 @@ pub(crate) struct Cluster {
     pub(crate) moved: MovedSessions,
     /// Sessions handed over to this node lately, and what links delivered.
     pub(crate) arrivals: Arc<Arrivals>,
+    /// The cluster thread's runtime, for work the admin thread asks for.
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 /// What crossed this node's links.

@@ -317,6 +317,22 @@ impl ClientOwnership {
         Ok(())
     }
 
+    /// Retires node `id` from the group (see `Ownership::retire`).
+    pub(crate) async fn retire(&self, id: u64) -> Result<(), vigil_ownership::OwnershipError> {
+        self.ownership.retire(id).await
+    }
+
+    /// Leader and voters, as last seen.
+    pub(crate) fn leader_and_voters(&self) -> (Option<u64>, std::collections::BTreeSet<u64>) {
+        let s = self.ownership.status();
+        (s.leader, s.voters)
+    }
+
+    /// Whether node `id` is in the group (voter or learner).
+    pub(crate) fn has_member(&self, id: u64) -> bool {
+        self.ownership.status().nodes.contains_key(&id)
+    }
+
     /// Leader, role, term and members, for the admin API.
     pub(crate) fn status_json(&self) -> serde_json::Value {
         let s = self.ownership.status();

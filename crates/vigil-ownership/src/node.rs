@@ -403,6 +403,36 @@ impl Ownership {
             .map_err(membership_error)
     }
 
+    /// Takes node `id` out of the group for good (a node that died and
+    /// will not come back): no longer a voter, nor a learner. Called on the
+    /// leader. The last voter cannot be retired.
+    pub async fn retire(&self, id: NodeId) -> Result<(), OwnershipError> {
+        let status = self.status();
+        if !status.nodes.contains_key(&id) {
+            return Err(OwnershipError::Membership(format!(
+                "node {id} is not a member of the group"
+            )));
+        }
+        let change = if status.voters.contains(&id) {
+            let mut voters = status.voters.clone();
+            voters.remove(&id);
+            if voters.is_empty() {
+                return Err(OwnershipError::Membership(
+                    "the last voter cannot be retired".into(),
+                ));
+            }
+            ChangeMembers::ReplaceAllVoters(voters)
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.shared
+            .raft
+            .change_membership(change, false)
+            .await
+            .map(drop)
+            .map_err(membership_error)
+    }
+
     /// Records that member `id` is now reached at `addr` (it restarted on
     /// another port): the same node, its log kept, so its vote and place in
     /// the group stay. Called on the leader.

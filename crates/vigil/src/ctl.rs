@@ -69,6 +69,12 @@ enum CtlCommand {
     },
     /// Broker statistics.
     Stats,
+    /// Retire a cluster node that died for good from the client-id
+    /// ownership group (ask the group's leader; the node must be down).
+    Retire {
+        /// The node id.
+        node: u64,
+    },
     /// Re-read the password file, ACL, JWT key and TLS certificates (as
     /// SIGHUP does); a file that fails keeps the old one in force.
     Reload,
@@ -109,6 +115,7 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<std::process::ExitCode>
             ("GET", q)
         }
         CtlCommand::Stats => ("GET", "/api/v1/stats".to_owned()),
+        CtlCommand::Retire { node } => ("DELETE", format!("/api/v1/cluster/members/{node}")),
         CtlCommand::Reload => ("POST", "/api/v1/reload".to_owned()),
     };
     let token = args.token.clone().or_else(|| {
@@ -147,6 +154,9 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<std::process::ExitCode>
         CtlCommand::Why { id } => why_text(id, &value),
         CtlCommand::Retained { .. } => retained_table(&value),
         CtlCommand::Stats => stats_text(&value),
+        CtlCommand::Retire { node } => {
+            format!("node {node} retired; voters now {}", value["voters"])
+        }
         CtlCommand::Reload => reload_text(&value),
     };
     println!("{}", text.trim_end());

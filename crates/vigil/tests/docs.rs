@@ -49,7 +49,7 @@ fn every_test_cited_in_cluster_md_exists() {
         );
     }
     // The tests it lists by name are in the cluster test files.
-    let tests = ["cluster.rs", "cluster_partition.rs"]
+    let tests = ["cluster.rs", "cluster_partition.rs", "cluster_members.rs"]
         .map(|f| read(&root().join("crates/vigil/tests").join(f)))
         .concat();
     for name in doc

@@ -58,6 +58,15 @@ pub trait ClusterHook: Send + Sync + fmt::Debug {
         let _ = (client_id, outgoing);
     }
 
+    /// Retires node `node_id`, dead for good, from the client-id ownership
+    /// group (the admin API's `DELETE /api/v1/cluster/members/{id}`): what
+    /// to answer, or the HTTP status and why not. Blocks until done (at
+    /// most a few seconds).
+    fn retire_member(&self, node_id: u64) -> Result<serde_json::Value, (u16, String)> {
+        let _ = node_id;
+        Err((404, "this cluster does not own client ids".into()))
+    }
+
     /// The connection whose claim got `ticket` is attached to its session:
     /// if a newer claim from another node was applied meanwhile, the hook
     /// ends it (`Broker::end_taken_elsewhere`).
